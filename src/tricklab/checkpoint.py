@@ -1,0 +1,100 @@
+"""Atomic, pickle-free checkpoints for --resume: a folder written under a temporary name, renamed
+into place, then a `latest` pointer replaced atomically. A run killed at any instant resumes from
+the last complete checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import TrickLabError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written folder into place (the old one, if any, is removed after)."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def rng_state() -> dict[str, Any]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    py = s["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = s["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def save_checkpoint(root: Path, step: int, model_state: dict[str, torch.Tensor], blobs: dict[str, Any],
+                    state: dict[str, Any], keep: int = 1) -> Path:
+    """blobs: name -> object saved with torch.save (optimizer, scheduler, tricks; tensors/numbers only)."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f"step-{step:08d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+    blobs = dict(blobs, torch_rng=torch.get_rng_state(),
+                 cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+    for name, obj in blobs.items():
+        torch.save(obj, tmp / f"{name}.pt")
+    (tmp / "state.json").write_text(json.dumps(dict(state, rng=rng_state())))
+    replace_dir(tmp, final)
+    atomic_write_text(root / "latest", final.name)
+    for old in sorted(root.glob("step-*")):
+        if old.is_dir() and old.name != final.name and not old.name.endswith(".tmp"):
+            if len([p for p in root.glob("step-*") if p.is_dir()]) > keep:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    ptr = root / "latest"
+    if not ptr.is_file():
+        return None
+    p = root / ptr.read_text().strip()
+    return p if (p / "state.json").is_file() else None
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    try:
+        model_state = load_file(str(path / "model.safetensors"))
+        blobs = {p.stem: torch.load(p, weights_only=True, map_location="cpu") for p in path.glob("*.pt")}
+        state = json.loads((path / "state.json").read_text())
+    except Exception as e:  # a corrupt checkpoint is a user-facing problem, not a traceback
+        raise TrickLabError(f"{path}: checkpoint unreadable ({e}); fix: delete it to resume from the one before, "
+                            f"or train again without --resume") from None
+    torch.set_rng_state(blobs.pop("torch_rng"))
+    cuda = blobs.pop("cuda_rng", [])
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    set_rng_state(state.pop("rng"))
+    return model_state, blobs, state

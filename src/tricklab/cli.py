@@ -1,0 +1,166 @@
+"""Command line: parsing only; every subcommand calls a plain function."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, TrickLabError
+
+
+def parse_spec(spec: str, flag: str) -> dict[str, Any]:
+    """`name:k=v,k2=v2` -> {"name": name, k: v, ...} (values read as YAML: numbers, lists, booleans)."""
+    from .config import parse_set
+
+    name, _, rest = spec.partition(":")
+    if not name:
+        raise ConfigError(f"{flag} {spec!r}: expected NAME[:key=value,...], e.g. {flag} rdrop:alpha=4")
+    out: dict[str, Any] = {"name": name.strip()}
+    for item in filter(None, rest.split(",")):
+        keys, value = parse_set(item)
+        out[".".join(keys)] = value
+    return out
+
+
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
+    from .config import load_config
+
+    overrides = {"model.name": getattr(args, "model", None), **(extra or {})}
+    cfg = load_config(args.config, args.set, overrides)
+    if getattr(args, "loss", None):
+        cfg.loss = parse_spec(args.loss, "--loss")
+    cfg.aux_losses = list(cfg.aux_losses) + [parse_spec(s, "--aux") for s in getattr(args, "aux", None) or []]
+    cfg.tricks = list(cfg.tricks) + [parse_spec(s, "--trick") for s in getattr(args, "trick", None) or []]
+    from .config import validate
+
+    validate(cfg)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = _config(args) if not args.resume else None
+    train(cfg, args.data, args.dev, args.test, args.out, resume=args.resume, progress=not args.quiet)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, max_train_samples=args.max_train_samples, progress=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate_run import evaluate_run
+
+    evaluate_run(args.run, args.data, batch_size=args.batch_size)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    pred = Predictor.from_run(args.run, batch_size=args.batch_size)
+    pair = bool(pred.meta["data"].get("pair"))
+    src = sys.stdin if args.input in (None, "-") else open(_existing(args.input), encoding="utf-8-sig")
+    texts, dropped_cols = [], False
+    for line in src:
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if not pair and "\t" in line:
+            line, dropped_cols = line.split("\t", 1)[0], True
+        texts.append(line)
+    if dropped_cols:
+        print("note: lines hold tabs: predicting the first column only (the model takes one text)", file=sys.stderr)
+    out = sys.stdout if not args.output else open(args.output, "w", encoding="utf-8")
+    for i in range(0, len(texts), 4096):
+        chunk = texts[i:i + 4096]
+        for t, p in zip(chunk, pred.predict(chunk, top_k=args.top_k)):
+            out.write(json.dumps({"text": t, **p}, ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
+
+
+def _existing(p: str) -> str:
+    if not Path(p).is_file():
+        raise TrickLabError(f"{p}: file not found: give a file with one text per line, or - for standard input")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tricklab", description="Fine-tune BERT-family text classifiers with composable tricks.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="YAML config (see configs/)")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-5")
+        sp.add_argument("--model", help="local folder, hub id, or alias: m3e-small, minilm-en")
+        sp.add_argument("--loss", metavar="NAME[:k=v,...]", help="main loss, e.g. focal:gamma=2")
+        sp.add_argument("--aux", action="append", metavar="NAME[:k=v,...]", help="auxiliary loss, e.g. supcon:weight=0.2")
+        sp.add_argument("--trick", action="append", metavar="NAME[:k=v,...]", help="a trick, e.g. rdrop:alpha=4 (repeatable)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    t = sub.add_parser("train", help="train, evaluate on dev (and test), save the best model")
+    t.add_argument("--data", required=True, help="folder with train/dev/test files, or a training file")
+    t.add_argument("--dev", help="dev file (default: dev.* in the folder, else 10%% of train)")
+    t.add_argument("--test", help="test file (default: test.* in the folder)")
+    t.add_argument("--out", default="runs/run", help="run folder (default: runs/run)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("demo", help="fine-tune m3e-small on the packaged THUCNews sample, evaluate, predict")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--epochs", type=float, default=None)
+    d.add_argument("--max-train-samples", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run on a labelled file")
+    e.add_argument("--run", required=True)
+    e.add_argument("--data", required=True, help="labelled file in the training format")
+    e.add_argument("--batch-size", type=int, default=128)
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="predict texts (one per line; text_a<TAB>text_b for pair models); JSONL out")
+    pr.add_argument("--run", required=True)
+    pr.add_argument("input", nargs="?", help="file with one text per line, or - (default) for standard input")
+    pr.add_argument("--top-k", type=int, default=1)
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--output", help="write JSONL here instead of standard output")
+    pr.set_defaults(func=cmd_predict)
+
+    try:
+        from .generation.cli import add_parser as add_generate
+    except ImportError:
+        add_generate = None
+    if add_generate is not None:
+        add_generate(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return int(args.func(args) or 0)
+    except TrickLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

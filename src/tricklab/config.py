@@ -1,0 +1,247 @@
+"""Typed configuration: YAML + `--set a.b=c` overrides -> dataclasses, with errors naming the key.
+
+Precedence: dataclass defaults < YAML file < --set overrides < explicit CLI flags (--model, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import ConfigError
+
+TASKS = ("auto", "single_label", "multi_label", "regression")
+
+
+@dataclass
+class DataConfig:
+    max_length: int = 128          # tokens per example (pairs: both texts together)
+    lowercase: str = "auto"        # auto: lower-case only when the tokenizer's vocabulary lacks capitals
+    format: str = "auto"           # auto | thucnews | tsv | csv | jsonl (auto: from the file extension)
+    header: str = "auto"           # auto | true | false (auto: first row names known columns)
+    delimiter: str | None = None   # tab | space | comma | a character; default: tab (.txt/.tsv), comma (.csv)
+    text_column: Union[str, int, None] = None    # name (with a header) or 0-based index
+    text_b_column: Union[str, int, None] = None  # second text of a sentence pair
+    label_column: Union[str, int, None] = None
+    label_type: str = "auto"       # auto | id | name: how single-label values are read
+    label_sep: str = "|"           # multi-label separator (a JSON list also works)
+    dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file
+    max_train_samples: int = 0     # 0: all
+
+
+@dataclass
+class ModelConfig:
+    name: str = "m3e-small"        # local folder, hub id, or alias (m3e-small, minilm-en)
+    pooling: str = "pooler"        # pooler | cls | mean | max | last4_concat | last4_mean
+    head: str = "linear"           # linear | cnn | rnn | rcnn | dpcnn
+    head_args: dict = field(default_factory=dict)
+    dropout: float = 0.1           # before the head
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3
+    batch_size: int = 32           # global batch (split across processes)
+    eval_batch_size: int = 256
+    lr: float = 5e-5
+    head_lr: float = 0.0           # 0: same as lr
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0     # 0: no clipping
+    grad_accum: int = 1
+    precision: str = "auto"        # auto (bf16 where fast) | bf16 | fp16 | fp32
+    seed: int = 42
+    eval_every: int = 0            # optimizer steps between dev evaluations; 0: once per epoch
+    metric: str = "auto"           # dev metric that picks the best checkpoint (auto: by task)
+    patience: int = 0              # early stopping after this many evaluations without gain; 0: off
+    group_by_length: bool = True   # batches of similar length: less padding
+    threads: int = 0               # torch CPU threads; 0: torch's default
+    max_steps: int = 0             # stop after this many optimizer steps; 0: epochs decide
+    log_every: int = 20
+    checkpoint: bool = True        # keep a resumable checkpoint at every evaluation
+
+
+@dataclass
+class Config:
+    task: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: Any = None               # name or {name: ..., params}; None: the task's default
+    aux_losses: list = field(default_factory=list)   # [{name: supcon, weight: 0.2, ...}]
+    tricks: list = field(default_factory=list)       # [{name: rdrop, alpha: 4}, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if type(value) in args:  # an exact match wins (1 stays an int in Union[str, int])
+            return value
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _coerce(value, a, path)
+                except ConfigError:
+                    continue
+        raise ConfigError(f"config {path}: {value!r} is not one of {', '.join(getattr(a, '__name__', str(a)) for a in args)}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config {path}: expected a mapping of keys, got {value!r}")
+        return from_dict(tp, value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"config {path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config {path}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config {path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config {path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, bool):  # YAML reads `true` as a bool; string options accept it
+            return "true" if value else "false"
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise ConfigError(f"config {path}: expected a string, got {value!r}")
+    if tp in (list, dict) or origin in (list, dict):
+        base = origin or tp
+        if not isinstance(value, base):
+            raise ConfigError(f"config {path}: expected a {base.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict; unknown keys fail with their path and a hint."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            raise ConfigError(f"unknown config key {full!r}" + (f"; did you mean {(path + '.' if path else '') + hint[0]!r}?" if hint else "")
+                              + f" (keys here: {', '.join(names)})")
+        kwargs[key] = _coerce(value, hints[key], full)
+    cfg = cls(**kwargs)
+    if cls is Config:
+        validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    def choice(path: str, value: str, options: tuple[str, ...]) -> None:
+        if value not in options:
+            hint = difflib.get_close_matches(value, options, n=1)
+            raise ConfigError(f"config {path}: {value!r} is not valid" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                              + f" (choose from: {', '.join(options)})")
+
+    choice("task", cfg.task, TASKS)
+    choice("train.precision", cfg.train.precision, ("auto", "bf16", "fp16", "fp32"))
+    choice("data.lowercase", cfg.data.lowercase, ("auto", "true", "false"))
+    choice("data.format", cfg.data.format, ("auto", "thucnews", "tsv", "csv", "jsonl", "txt"))
+    choice("data.header", cfg.data.header, ("auto", "true", "false"))
+    choice("data.label_type", cfg.data.label_type, ("auto", "id", "name"))
+    for path, v, lo in (("data.max_length", cfg.data.max_length, 2), ("train.batch_size", cfg.train.batch_size, 1),
+                        ("train.grad_accum", cfg.train.grad_accum, 1), ("train.eval_batch_size", cfg.train.eval_batch_size, 1)):
+        if v < lo:
+            raise ConfigError(f"config {path}: must be at least {lo}, got {v}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"config train.lr: must be positive, got {cfg.train.lr}")
+    if not 0 <= cfg.train.warmup_ratio < 1:
+        raise ConfigError(f"config train.warmup_ratio: must be in [0, 1), got {cfg.train.warmup_ratio}")
+    if not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"config model.dropout: must be in [0, 1), got {cfg.model.dropout}")
+    for key in ("aux_losses", "tricks"):
+        for i, item in enumerate(getattr(cfg, key)):
+            if not isinstance(item, dict) or "name" not in item:
+                raise ConfigError(f"config {key}[{i}]: expected a mapping with a 'name', got {item!r}")
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], c) with c read as YAML (numbers, booleans, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.lr=3e-5")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _looks_float(raw):
+        value = float(raw)
+    return key.strip().split("."), value
+
+
+def _looks_float(s: str) -> bool:  # YAML 1.1 reads "3e-5" as a string
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def deep_set(d: dict[str, Any], keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {k!r} is not a section")
+    d[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """YAML file (optional) + `--set` strings + flat {"a.b": value} overrides -> Config."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found: give the path of a YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p}: not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p}: expected a mapping of keys at the top level")
+    for item in sets or []:
+        keys, value = parse_set(item)
+        deep_set(data, keys, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            deep_set(data, key.split("."), value)
+    return from_dict(Config, data)

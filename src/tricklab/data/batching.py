@@ -1,0 +1,93 @@
+"""Tokenize once, then length-grouped batches padded to their own longest example."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..types import Batch
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: list[Any] | None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def needs_lowercase(tokenizer: Any) -> bool:
+    """True when the tokenizer keeps capitals but its vocabulary only knows lower-case Latin letters
+    (e.g. bert-base-chinese vocab with a non-lower-casing tokenizer): capitals would become [UNK]."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return False
+    upper = tokenizer("NEWS Apple", add_special_tokens=False)["input_ids"]
+    lower = tokenizer("news apple", add_special_tokens=False)["input_ids"]
+    return upper != lower and unk in upper and unk not in lower
+
+
+def encode(tokenizer: Any, texts: Sequence[str], texts_b: Sequence[str] | None, max_length: int,
+           lowercase: bool, labels: list[Any] | None = None) -> Encoded:
+    if lowercase:
+        texts = [t.lower() for t in texts]
+        texts_b = [t.lower() for t in texts_b] if texts_b is not None else None
+    enc = tokenizer(list(texts), list(texts_b) if texts_b is not None else None, truncation=True,
+                    max_length=max_length, padding=False, return_attention_mask=False,
+                    return_token_type_ids=texts_b is not None)
+    return Encoded(enc["input_ids"], enc.get("token_type_ids") if texts_b is not None else None, labels)
+
+
+def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[np.ndarray]:
+    """Shuffled batches for one epoch, the same for a given (seed, epoch) so that --resume can skip ahead.
+    Grouping sorts pools of 64 batches by length, then shuffles the batch order."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths))
+    if group_by_length:
+        pool = batch_size * 64
+        perm = np.concatenate([p[np.argsort(-lengths[p], kind="stable")] for p in np.array_split(perm, max(1, -(-len(perm) // pool)))])
+    batches = [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+    order = rng.permutation(len(batches)) if group_by_length else np.arange(len(batches))
+    return [batches[i] for i in order]
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(enc: Encoded, idx: np.ndarray, pad_id: int, task: str | None, num_labels: int = 0) -> Batch:
+    ids = [enc.input_ids[i] for i in idx]
+    T = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for r, x in enumerate(ids):
+        input_ids[r, : len(x)] = torch.tensor(x)
+        mask[r, : len(x)] = 1
+    inputs = {"input_ids": input_ids, "attention_mask": mask}
+    if enc.token_type_ids is not None:
+        tt = torch.zeros((len(ids), T), dtype=torch.long)
+        for r, i in enumerate(idx):
+            x = enc.token_type_ids[i]
+            tt[r, : len(x)] = torch.tensor(x)
+        inputs["token_type_ids"] = tt
+    labels = None
+    if enc.labels is not None and task is not None:
+        ys = [enc.labels[i] for i in idx]
+        if task == "single_label":
+            labels = torch.tensor(ys, dtype=torch.long)
+        elif task == "multi_label":
+            labels = torch.zeros((len(ys), num_labels))
+            for r, y in enumerate(ys):
+                labels[r, y] = 1.0
+        else:
+            labels = torch.tensor(ys, dtype=torch.float)
+    return Batch(inputs=inputs, labels=labels, index=torch.as_tensor(np.asarray(idx), dtype=torch.long))

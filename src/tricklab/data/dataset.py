@@ -1,0 +1,154 @@
+"""From `--data PATH` to validated, labelled splits. Nothing here touches a model."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import DataError
+from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file
+from .readers import Row, read_rows
+
+EXTS = (".txt", ".tsv", ".csv", ".jsonl", ".json")
+CLASS_FILES = ("class.txt", "classes.txt", "labels.txt", "label.txt")
+
+
+@dataclass
+class Split:
+    name: str
+    rows: list[Row]
+    labels: list[Any]          # encoded: int | list[int] | float
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class DataBundle:
+    task: str
+    label_map: LabelMap
+    train: Split
+    dev: Split
+    test: Split | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.train.rows[0].text_b is not None
+
+    def class_counts(self) -> list[int]:
+        if self.task == "regression":
+            return []
+        counts = [0] * self.label_map.num_labels
+        for y in self.train.labels:
+            for c in (y if isinstance(y, list) else [y]):
+                counts[c] += 1
+        return counts
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for ext in EXTS:
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | None = None
+           ) -> tuple[Path, Path | None, Path | None, Path | None]:
+    """(train, dev, test, class_file) from a folder (train/dev/test.*) or a single train file."""
+    p = Path(data)
+    if p.is_dir():
+        train = _find(p, "train")
+        if train is None:
+            raise DataError(f"{p}: no train file: expected train.txt, train.tsv, train.csv or train.jsonl in the folder "
+                            f"(found: {', '.join(sorted(x.name for x in p.iterdir())[:10]) or 'nothing'})")
+        dev_p = Path(dev) if dev else _find(p, "dev") or _find(p, "valid") or _find(p, "validation")
+        test_p = Path(test) if test else _find(p, "test")
+        folder = p
+    elif p.is_file():
+        train, dev_p, test_p, folder = p, Path(dev) if dev else None, Path(test) if test else None, p.parent
+    else:
+        raise DataError(f"{p}: not found: --data takes a folder (train/dev/test files) or a training file")
+    cls = next((folder / c for c in CLASS_FILES if (folder / c).is_file()), None)
+    for q, flag in ((dev_p, "--dev"), (test_p, "--test")):
+        if q is not None and not q.is_file():
+            raise DataError(f"{q}: file not found: check the path given to {flag}")
+    return train, dev_p, test_p, cls
+
+
+def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None) -> DataBundle:
+    """Read, validate and label every split; every problem is reported before any model loads."""
+    train_p, dev_p, test_p, cls_p = locate(data, dev, test)
+    d = cfg.data
+    notes: list[str] = []
+    problems: list[str] = []
+    raw: dict[str, list[Row]] = {}
+    for name, p in (("train", train_p), ("dev", dev_p), ("test", test_p)):
+        if p is not None:
+            raw[name] = read_rows(p, d, problems=problems)
+    train_rows = raw["train"]
+    if not train_rows:
+        raise DataError(problems or [f"{train_p}: no examples"])
+    task = cfg.task
+    if task == "auto":
+        task = detect_task(train_rows, d.label_sep)
+        notes.append(f"task: {task} (detected from {train_p.name}; set `task:` to override)")
+    class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
+    try:
+        lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))
+    except DataError as e:
+        raise DataError(problems + e.problems) from None
+    labels: dict[str, list[Any]] = {}
+    for name, rows in list(raw.items()):
+        if not rows:
+            raw.pop(name)
+            continue
+        try:
+            labels[name] = encode_labels(rows, lm, d.label_sep, str(cls_p or ""))
+        except DataError as e:
+            problems += e.problems
+    if problems:
+        raise DataError(problems)
+    if task != "regression" and lm.num_labels < 2:
+        raise DataError(f"{train_p}: only one class ({lm.names[0]!r}) in train: a classifier needs at least two")
+    pair_flags = {name: rows[0].text_b is not None for name, rows in raw.items()}
+    if len(set(pair_flags.values())) > 1:
+        raise DataError(f"{train_p}: train and other splits disagree on sentence pairs ({pair_flags}); "
+                        f"fix: give every split the same columns")
+    train = Split("train", train_rows, labels["train"], str(train_p))
+    if "dev" in raw:
+        dev_s = Split("dev", raw["dev"], labels["dev"], str(dev_p))
+    else:
+        train, dev_s = _hold_out(train, d.dev_ratio, task, cfg.train.seed)
+        notes.append(f"dev: no dev file, held out {len(dev_s)} of {len(train) + len(dev_s)} train examples "
+                     f"({d.dev_ratio:.0%}, stratified, seed {cfg.train.seed})")
+    if d.max_train_samples and len(train) > d.max_train_samples:
+        rng = random.Random(cfg.train.seed)
+        keep = sorted(rng.sample(range(len(train)), d.max_train_samples))
+        train = Split("train", [train.rows[i] for i in keep], [train.labels[i] for i in keep], train.source)
+        notes.append(f"train: using {len(train)} examples (data.max_train_samples)")
+    test_s = Split("test", raw["test"], labels["test"], str(test_p)) if "test" in raw else None
+    return DataBundle(task, lm, train, dev_s, test_s, notes)
+
+
+def _hold_out(split: Split, ratio: float, task: str, seed: int) -> tuple[Split, Split]:
+    if not 0 < ratio < 1:
+        raise DataError(f"{split.source}: there is no dev file and data.dev_ratio={ratio}; fix: give --dev FILE "
+                        f"or set data.dev_ratio between 0 and 1")
+    rng = random.Random(seed)
+    groups: dict[Any, list[int]] = {}
+    for i, y in enumerate(split.labels):
+        key = y if task == "single_label" else 0
+        groups.setdefault(key, []).append(i)
+    dev_idx: set[int] = set()
+    for idx in groups.values():
+        rng.shuffle(idx)
+        dev_idx.update(idx[: max(1, round(len(idx) * ratio))] if len(idx) > 1 else [])
+    tr = [i for i in range(len(split)) if i not in dev_idx]
+    dv = sorted(dev_idx)
+    pick = lambda ids, name: Split(name, [split.rows[i] for i in ids], [split.labels[i] for i in ids], split.source)
+    return pick(tr, "train"), pick(dv, "dev")

@@ -1,0 +1,155 @@
+"""Task detection, label maps built from train, and label parsing with actionable errors."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .readers import Row, _short, read_text
+
+
+@dataclass
+class LabelMap:
+    task: str
+    names: list[str]          # class names (single/multi-label); ["score"] for regression
+    from_ids: bool = False    # single-label data gives ids (0..C-1) rather than names
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.task == "regression" else len(self.names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "names": self.names, "from_ids": self.from_ids}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LabelMap":
+        return cls(d["task"], list(d["names"]), bool(d.get("from_ids", False)))
+
+
+def _is_int(s: Any) -> bool:
+    return isinstance(s, str) and s.lstrip("-").isdigit()
+
+
+def _is_float(s: Any) -> bool:
+    try:
+        float(s)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def split_multi(raw: Any, sep: str) -> list[str] | None:
+    """`a|b` or a JSON list -> ["a", "b"]; None when unparseable."""
+    if isinstance(raw, list):
+        return [str(x).strip() for x in raw]
+    if isinstance(raw, str) and raw.startswith("["):
+        try:
+            v = json.loads(raw)
+            return [str(x).strip() for x in v] if isinstance(v, list) else None
+        except json.JSONDecodeError:
+            return None
+    return [p.strip() for p in str(raw).split(sep) if p.strip()]
+
+
+def detect_task(rows: list[Row], sep: str) -> str:
+    raws = [r.label for r in rows]
+    if any(isinstance(x, list) or (isinstance(x, str) and (x.startswith("[") or (sep and sep in x))) for x in raws):
+        return "multi_label"
+    if all(_is_float(x) for x in raws) and any(not _is_int(x) for x in raws):
+        return "regression"
+    return "single_label"
+
+
+def read_class_file(path: Path) -> list[str]:
+    names = [ln.strip() for ln in read_text(path).split("\n") if ln.strip()]
+    if not names:
+        raise DataError(f"{path}: the class file is empty: write one class name per line")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{path}: class names repeated: {', '.join(dup)}; fix: one line per distinct class")
+    return names
+
+
+def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, label_type: str, sep: str,
+                    class_file: str = "") -> LabelMap:
+    if task == "regression":
+        return LabelMap(task, ["score"])
+    if task == "multi_label":
+        if class_names is None:
+            seen = sorted({lab for r in rows for lab in (split_multi(r.label, sep) or [])})
+            class_names = seen
+        return LabelMap(task, list(class_names))
+    raws = [r.label for r in rows]
+    as_ids = label_type == "id" or (label_type == "auto" and all(_is_int(x) for x in raws)
+                                    and not (class_names and all(x in class_names for x in raws)))
+    if not as_ids:
+        return LabelMap(task, list(class_names) if class_names else sorted(set(raws)))
+    ids = [int(x) for x in raws if _is_int(x)]
+    if class_names is None:
+        lo, hi = min(ids), max(ids)
+        if lo >= 1 and 0 not in ids:
+            r = next(r for r in rows if int(r.label) == hi)
+            raise DataError(f"{r.source} line {r.line}: label ids run {lo}..{hi} with no 0: they look 1-based; "
+                            f"fix: subtract 1 from every id, or read them as names with --set data.label_type=name")
+        return LabelMap(task, [str(i) for i in range(hi + 1)], from_ids=True)
+    C = len(class_names)
+    if ids and max(ids) == C and min(ids) >= 1 and 0 not in ids:
+        r = next(r for r in rows if int(r.label) == C)
+        raise DataError(f"{r.source} line {r.line}: label id {C} is out of range: {class_file} names {C} classes "
+                        f"(0..{C - 1}); the ids look 1-based: fix: subtract 1 from every id")
+    return LabelMap(task, list(class_names), from_ids=True)
+
+
+def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "") -> list[Any]:
+    """Raw labels -> int (single), list[int] (multi), float (regression); every bad value reported."""
+    out: list[Any] = []
+    problems: list[str] = []
+    index = {n: i for i, n in enumerate(lm.names)}
+    C = len(lm.names)
+    for r in rows:
+        where = f"{r.source} line {r.line}"
+        if lm.task == "regression":
+            if not _is_float(r.label):
+                problems.append(f"{where}: regression target {_short(str(r.label))} is not a number; fix: write a number like 3.5")
+            elif not math.isfinite(float(r.label)):
+                problems.append(f"{where}: regression target is {r.label}: NaN/inf cannot be learned; fix: give a finite number or drop the line")
+            else:
+                out.append(float(r.label))
+                continue
+        elif lm.task == "multi_label":
+            labs = split_multi(r.label, sep)
+            if labs is None:
+                problems.append(f"{where}: cannot read labels {_short(str(r.label))}; fix: write `a{sep}b` or a JSON list")
+                continue
+            bad = [lab for lab in labs if lab not in index]
+            if bad:
+                problems.append(f"{where}: label {bad[0]!r} is unknown (known: {', '.join(lm.names[:12])}"
+                                f"{', ...' if C > 12 else ''}); fix: correct it, or add it to the class file / train data")
+                continue
+            out.append(sorted({index[lab] for lab in labs}))
+            continue
+        elif lm.from_ids:
+            if not _is_int(r.label):
+                problems.append(f"{where}: label {_short(str(r.label))} is not a class id (expected 0..{C - 1}); fix: use ids, "
+                                f"or --set data.label_type=name to read labels as names")
+            elif not 0 <= int(r.label) < C:
+                src = f"{class_file} names {C} classes" if class_file else f"train has ids 0..{C - 1}"
+                problems.append(f"{where}: label id {r.label} is out of range: {src} (0..{C - 1}); "
+                                f"fix: correct the id" + (" or add the class to the class file" if class_file else ""))
+            else:
+                out.append(int(r.label))
+                continue
+        else:
+            if r.label not in index:
+                problems.append(f"{where}: label {_short(str(r.label))} does not occur in train (train labels: "
+                                f"{', '.join(lm.names[:12])}{', ...' if C > 12 else ''}); fix: correct the label or add "
+                                f"examples of it to train")
+            else:
+                out.append(index[r.label])
+                continue
+    if problems:
+        raise DataError(problems)
+    return out

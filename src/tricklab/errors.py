@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+from __future__ import annotations
+
+
+class TrickLabError(Exception):
+    """Base class: the message is the whole story (what, where, and how to fix it)."""
+
+
+class ConfigError(TrickLabError):
+    """A bad configuration key or value."""
+
+
+class DataError(TrickLabError):
+    """Bad input data: file, line, value and the fix are in the message."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        shown = self.problems[:20]
+        more = len(self.problems) - len(shown)
+        msg = "\n".join(shown) + (f"\n... and {more} more problems" if more > 0 else "")
+        super().__init__(msg)

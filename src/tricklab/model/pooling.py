@@ -1,0 +1,81 @@
+"""Poolings: encoder output + attention mask -> one vector per example, (B, T, H) -> (B, P)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..registry import POOLINGS
+
+
+class Pooling:
+    needs_all_layers = False
+    needs_pooler = False
+
+    def out_dim(self, hidden: int) -> int:
+        return hidden
+
+    def __call__(self, enc_out, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
+    m = mask.unsqueeze(-1).to(h.dtype)                       # (B, T, 1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)          # (B, H)
+
+
+def masked_max(h: Tensor, mask: Tensor) -> Tensor:
+    return h.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(h.dtype).min).amax(1)  # (B, H)
+
+
+@POOLINGS.register("pooler")
+class PoolerPooling(Pooling):
+    """The encoder's own pooler (BERT: tanh(W·h_CLS)), as in the original BERT classifier."""
+    needs_pooler = True
+
+    def __call__(self, enc_out, mask):
+        return enc_out.pooler_output
+
+
+@POOLINGS.register("cls")
+class ClsPooling(Pooling):
+    """The first token's last hidden state."""
+
+    def __call__(self, enc_out, mask):
+        return enc_out.last_hidden_state[:, 0]
+
+
+@POOLINGS.register("mean")
+class MeanPooling(Pooling):
+    """Mean of the last layer over real (unpadded) tokens."""
+
+    def __call__(self, enc_out, mask):
+        return masked_mean(enc_out.last_hidden_state, mask)
+
+
+@POOLINGS.register("max")
+class MaxPooling(Pooling):
+    """Per-dimension max of the last layer over real tokens."""
+
+    def __call__(self, enc_out, mask):
+        return masked_max(enc_out.last_hidden_state, mask)
+
+
+@POOLINGS.register("last4_concat")
+class Last4Concat(Pooling):
+    """[CLS] of the last four layers concatenated: (B, 4H)."""
+    needs_all_layers = True
+
+    def out_dim(self, hidden):
+        return 4 * hidden
+
+    def __call__(self, enc_out, mask):
+        return torch.cat([h[:, 0] for h in enc_out.hidden_states[-4:]], dim=-1)
+
+
+@POOLINGS.register("last4_mean")
+class Last4Mean(Pooling):
+    """Masked token mean of the average of the last four layers."""
+    needs_all_layers = True
+
+    def __call__(self, enc_out, mask):
+        return masked_mean(torch.stack(enc_out.hidden_states[-4:]).mean(0), mask)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from tricklab.config import load_config
+from tricklab.errors import ConfigError
+
+
+def test_defaults_and_set_coercion():
+    cfg = load_config(None, ["train.lr=3e-5", "train.epochs=2", "model.pooling=mean", "train.group_by_length=false",
+                             "data.text_column=1"])
+    assert cfg.train.lr == pytest.approx(3e-5) and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 2 and cfg.model.pooling == "mean"
+    assert cfg.train.group_by_length is False
+    assert cfg.data.text_column == 1  # an index stays an int
+
+
+def test_unknown_key_names_path_and_suggests():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.lrr'; did you mean 'train.lr'\?"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'modle'; did you mean 'model'\?"):
+        load_config(None, ["modle.name=x"])
+
+
+def test_bad_types_and_choices():
+    with pytest.raises(ConfigError, match=r"config train.batch_size: expected an integer, got 'big'"):
+        load_config(None, ["train.batch_size=big"])
+    with pytest.raises(ConfigError, match=r"train.precision: 'bf61' is not valid; did you mean 'bf16'"):
+        load_config(None, ["train.precision=bf61"])
+    with pytest.raises(ConfigError, match="must be at least 1"):
+        load_config(None, ["train.batch_size=0"])
+
+
+def test_yaml_file_and_precedence(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("task: single_label\ntrain:\n  lr: 1.0e-4\n  batch_size: 128\ntricks:\n  - {name: ema, decay: 0.99}\n")
+    cfg = load_config(p, ["train.batch_size=32"], {"model.name": "x"})
+    assert cfg.train.lr == pytest.approx(1e-4) and cfg.train.batch_size == 32 and cfg.model.name == "x"
+    assert cfg.tricks == [{"name": "ema", "decay": 0.99}]
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["train.lr=2e-5", "model.head=cnn"])
+    cfg.save(tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+
+
+def test_repo_configs_load():
+    from pathlib import Path
+
+    for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        load_config(p)

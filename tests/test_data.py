@@ -1,0 +1,144 @@
+"""Readers and validation: every supported format, and every bad input named by file, line, value, fix."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tricklab.config import load_config
+from tricklab.data import load_data
+from tricklab.errors import DataError
+
+
+def cfg(*sets):
+    return load_config(None, list(sets))
+
+
+def write(p, text, enc="utf-8"):
+    p.write_bytes(text.encode(enc))
+    return p
+
+
+def test_thucnews_folder_class_file_without_newline(thuc_dir):
+    b = load_data(cfg(), thuc_dir)
+    assert b.task == "single_label" and b.label_map.names == ["sports", "finance", "game"]
+    assert len(b.train) == 120 and len(b.dev) == 30 and len(b.test) == 30
+    assert b.train.labels[:3] == [0, 1, 2]
+
+
+def test_bom_and_crlf_are_silent(tmp_path):
+    write(tmp_path / "train.tsv", "\ufeff好的\tpos\r\n不好\tneg\r\n还行\tpos\r\n")
+    b = load_data(cfg(), tmp_path / "train.tsv")
+    rows = b.train.rows + b.dev.rows
+    assert sorted(r.text for r in rows) == ["不好", "好的", "还行"]
+    assert all("\r" not in r.text and "\ufeff" not in r.text for r in rows)
+    assert b.label_map.names == ["neg", "pos"]
+
+
+def test_csv_with_header_and_quoting(tmp_path):
+    write(tmp_path / "train.csv", 'label,review\n1,"很好,非常""满意"""\n0,差\n1,不错\n0,糟糕\n')
+    b = load_data(cfg("data.dev_ratio=0.5"), tmp_path / "train.csv")
+    texts = {r.text for r in b.train.rows + b.dev.rows}
+    assert '很好,非常"满意"' in texts and b.label_map.names == ["0", "1"]
+
+
+def test_columns_by_index_and_other_delimiter(tmp_path):
+    write(tmp_path / "train.txt", "体育|娱乐 球赛 明星\n财经 股市\n体育 比赛\n")
+    b = load_data(cfg("data.delimiter=space", "data.label_column=0", "data.text_column=1", "data.dev_ratio=0.3"),
+                  tmp_path / "train.txt")
+    assert b.task == "multi_label" and b.label_map.names == ["体育", "娱乐", "财经"]
+    first = next(r for r in b.train.rows + b.dev.rows if r.line == 1)
+    assert first.text == "球赛 明星"  # the text keeps its own spaces
+
+
+def test_tsv_header_columns_by_name(tmp_path):
+    write(tmp_path / "train.tsv", "id\tsentence\tlabel\n1\t好\tpos\n2\t坏\tneg\n3\t棒\tpos\n")
+    b = load_data(cfg("data.text_column=sentence", "data.label_column=label", "data.dev_ratio=0.3"), tmp_path / "train.tsv")
+    assert {r.text for r in b.train.rows + b.dev.rows} == {"好", "坏", "棒"}
+
+
+def test_jsonl_pairs_multilabel_regression(tmp_path):
+    rows = [{"text_a": "今天", "text_b": "明天", "label": 0.5}, {"text_a": "好", "text_b": "坏", "label": 4.0},
+            {"text_a": "是", "text_b": "否", "label": 2}]
+    write(tmp_path / "train.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    b = load_data(cfg("data.dev_ratio=0.3"), tmp_path / "train.jsonl")
+    assert b.task == "regression" and b.is_pair and sorted(b.train.labels + b.dev.labels) == [0.5, 2.0, 4.0]
+    write(tmp_path / "ml.jsonl", '{"text": "a", "labels": ["x", "y"]}\n{"text": "b", "labels": ["y"]}\n{"text": "c", "labels": ["x"]}\n')
+    b = load_data(cfg("data.dev_ratio=0.3"), tmp_path / "ml.jsonl")
+    assert b.task == "multi_label" and b.label_map.names == ["x", "y"]
+    assert sorted(b.train.labels + b.dev.labels) == [[0], [0, 1], [1]]
+
+
+def test_pairs_tsv_three_columns(tmp_path):
+    write(tmp_path / "train.txt", "借呗还款\t花呗还款\t0\n借呗额度\t借呗额度多少\t1\n")
+    write(tmp_path / "dev.txt", "花呗\t借呗\t0\n")
+    b = load_data(cfg(), tmp_path)
+    assert b.is_pair and b.train.rows[0].text_b == "花呗还款" and b.label_map.from_ids
+
+
+def bad(tmp_path, files: dict[str, str | bytes], *sets) -> str:
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(DataError) as e:
+        load_data(cfg(*sets), tmp_path)
+    return str(e.value)
+
+
+def test_out_of_range_id(tmp_path):
+    msg = bad(tmp_path, {"train.txt": "好\t0\n坏\t1\n", "dev.txt": "中\t0\n差\t10\n", "class.txt": "a\nb"})
+    assert "dev.txt line 2: label id 10 is out of range" in msg and "names 2 classes (0..1)" in msg
+
+
+def test_one_based_ids(tmp_path):
+    msg = bad(tmp_path, {"train.txt": "好\t1\n坏\t2\n中\t3\n", "dev.txt": "中\t1\n"})
+    assert "train.txt line 3" in msg and "look 1-based" in msg and "subtract 1" in msg
+    msg = bad(tmp_path, {"train.txt": "好\t1\n坏\t2\n", "dev.txt": "中\t1\n", "class.txt": "a\nb\n"})
+    assert "label id 2 is out of range" in msg and "1-based" in msg
+
+
+def test_unknown_label_name_in_dev(tmp_path):
+    msg = bad(tmp_path, {"train.tsv": "好\tpos\n坏\tneg\n", "dev.tsv": "中\tneutral\n"})
+    assert "dev.tsv line 1: label 'neutral' does not occur in train (train labels: neg, pos)" in msg
+
+
+def test_empty_text(tmp_path):
+    msg = bad(tmp_path, {"train.tsv": "好\tpos\n\tneg\n坏\tneg\n", "dev.tsv": "中\tpos\n"})
+    assert "train.tsv line 2: empty text" in msg
+
+
+def test_wrong_column_count(tmp_path):
+    msg = bad(tmp_path, {"train.txt": "好\t0\n坏\t有\t1\n中\t0\n", "dev.txt": "中\t0\n"})
+    assert "train.txt line 2: expected 2 tab-separated columns (text, label), found 3" in msg
+
+
+def test_gbk_file(tmp_path):
+    msg = bad(tmp_path, {"train.txt": "好\t0\n坏的新闻\t1\n".encode("gbk"), "dev.txt": "中\t0\n"})
+    assert "train.txt line 1: undecodable bytes" in msg and "GBK/GB18030" in msg and "iconv" in msg
+
+
+def test_nan_regression_target(tmp_path):
+    msg = bad(tmp_path, {"train.tsv": "好\t0.5\n坏\tnan\n中\t1.5\n", "dev.tsv": "中\t1.0\n"}, "task=regression")
+    assert "train.tsv line 2: regression target is nan" in msg
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_data(cfg(), tmp_path / "nothing")
+    with pytest.raises(DataError, match="no train file"):
+        load_data(cfg(), tmp_path)
+    (tmp_path / "train.txt").write_text("好\t0\n坏\t1\n")
+    with pytest.raises(DataError, match=r"nope.txt: file not found: check the path given to --dev"):
+        load_data(cfg(), tmp_path, dev=tmp_path / "nope.txt")
+
+
+def test_all_problems_reported_together(tmp_path):
+    msg = bad(tmp_path, {"train.txt": "好\t0\n坏\t1\n", "dev.txt": "\t0\n中\t7\n中\t8\n", "class.txt": "a\nb"})
+    assert "line 1: empty text" in msg and "line 2: label id 7" in msg and "line 3: label id 8" in msg
+
+
+def test_held_out_dev_is_stratified(tmp_path):
+    lines = [f"文本{i}\t{'a' if i % 4 else 'b'}" for i in range(100)]
+    write(tmp_path / "train.tsv", "\n".join(lines))
+    b = load_data(cfg("data.dev_ratio=0.2"), tmp_path / "train.tsv")
+    assert len(b.dev) == 20 and b.dev.labels.count(0) == 15  # a: 75 -> 15, b: 25 -> 5
+    assert any("held out 20" in n for n in b.notes)
