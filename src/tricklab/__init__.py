@@ -3,7 +3,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "load_config", "train", "Predictor", "load_data", "TrickLabError", "__version__"]
+# training: `from tricklab.train import train`
+__all__ = ["Config", "load_config", "Predictor", "load_data", "TrickLabError", "__version__"]
 
 
 def __getattr__(name: str):  # lazy: `import tricklab` stays fast and torch-free until needed
@@ -11,10 +12,6 @@ def __getattr__(name: str):  # lazy: `import tricklab` stays fast and torch-free
         from . import config
 
         return getattr(config, name)
-    if name == "train":
-        from .train import train
-
-        return train
     if name == "Predictor":
         from .predict import Predictor
 

@@ -289,7 +289,7 @@ def finish(out: Path, bundle: DataBundle, dev_enc: Encoded, test_enc: Encoded | 
             res[name] = compute_metrics(bundle.task, all_logits(model, e, batch_size, pad_id, device, precision),
                                         split.labels, names)
     final = res.get("test", res["dev"])
-    headline = {k: v for k, v in final.items() if isinstance(v, float)}
+    headline = {k: v for k, v in final.items() if k != "confusion_matrix"}
     metrics = {**headline, "evaluated_on": "test" if "test" in res else "dev", "best_step": st.best_step,
                "best_dev": {metric: st.best}, "train_samples_per_s": st.samples / max(st.train_seconds, 1e-9),
                "train_seconds": st.train_seconds, "steps": st.step, **res}

@@ -30,9 +30,10 @@ def needs_lowercase(tokenizer: Any) -> bool:
     unk = tokenizer.unk_token_id
     if unk is None:
         return False
-    upper = tokenizer("NEWS Apple", add_special_tokens=False)["input_ids"]
-    lower = tokenizer("news apple", add_special_tokens=False)["input_ids"]
-    return upper != lower and unk in upper and unk not in lower
+    letters = "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z"
+    upper = tokenizer(letters, add_special_tokens=False)["input_ids"]
+    lower = tokenizer(letters.lower(), add_special_tokens=False)["input_ids"]
+    return upper != lower and upper.count(unk) > 13 and lower.count(unk) < 13
 
 
 def encode(tokenizer: Any, texts: Sequence[str], texts_b: Sequence[str] | None, max_length: int,

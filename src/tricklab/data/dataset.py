@@ -87,12 +87,12 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
     notes: list[str] = []
     problems: list[str] = []
     raw: dict[str, list[Row]] = {}
-    for name, p in (("train", train_p), ("dev", dev_p), ("test", test_p)):
-        if p is not None:
-            raw[name] = read_rows(p, d, problems=problems)
-    train_rows = raw["train"]
+    raw["train"] = train_rows = read_rows(train_p, d, problems=problems)
     if not train_rows:
         raise DataError(problems or [f"{train_p}: no examples"])
+    for name, p in (("dev", dev_p), ("test", test_p)):
+        if p is not None:
+            raw[name] = read_rows(p, d, problems=problems, pair=train_rows[0].text_b is not None)
     task = cfg.task
     if task == "auto":
         task = detect_task(train_rows, d.label_sep)

@@ -67,24 +67,26 @@ def detect_format(path: Path, cfg: DataConfig) -> str:
     return {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(ext, "tsv")
 
 
-def read_rows(path: Path, cfg: DataConfig, labelled: bool = True, problems: list[str] | None = None) -> list[Row]:
+def read_rows(path: Path, cfg: DataConfig, labelled: bool = True, problems: list[str] | None = None,
+              pair: bool | None = None) -> list[Row]:
     """The valid rows of one file. Problems are appended to `problems` when given (so a caller can
-    report every file's problems together), else raised at once as one DataError."""
+    report every file's problems together), else raised at once as one DataError. `pair` fixes the
+    positional layout of header-less files (dev/test follow train) instead of guessing it from line 1."""
     if problems is None:
         found: list[str] = []
-        rows = read_rows(path, cfg, labelled, found)
+        rows = read_rows(path, cfg, labelled, found, pair)
         if found:
             raise DataError(found)
         return rows
     path = Path(path)
     try:
-        return _read(path, cfg, labelled, problems)
+        return _read(path, cfg, labelled, problems, pair)
     except DataError as e:  # whole-file problems (encoding, no columns, ...)
         problems.extend(e.problems)
         return []
 
 
-def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str]) -> list[Row]:
+def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
     text = read_text(path)
     fmt = detect_format(path, cfg)
     if fmt == "jsonl":
@@ -98,7 +100,7 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str]) -> l
             ln = ln.rstrip("\r")
             if ln.strip():
                 records.append((i, ln))
-    return _read_delimited(path, records, cfg, delim, labelled, fmt == "csv", problems)
+    return _read_delimited(path, records, cfg, delim, labelled, fmt == "csv", problems, pair)
 
 
 def _csv_records(text: str, delim: str) -> list[tuple[int, list[str]]]:
@@ -142,7 +144,7 @@ def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ..
 
 
 def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig, delim: str, labelled: bool,
-                    is_csv: bool, problems: list[str]) -> list[Row]:
+                    is_csv: bool, problems: list[str], pair: bool | None = None) -> list[Row]:
     if not records:
         raise DataError(f"{path}: the file is empty: it needs one example per line")
     split_all = is_csv or delim in ("\t", ",")
@@ -168,8 +170,10 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         if cfg.text_column is not None or cfg.label_column is not None:
             idx = [i for i in (ti, bi, li) if i is not None]
             ncols = max(idx) + 1 if split_all is False else len(split(records[0][1], None))
+        elif pair is not None:
+            ncols = (2 if pair else 1) + (1 if labelled else 0)
         else:
-            ncols = len(split(records[0][1], None)) if records else 0
+            ncols = len(split(records[0][1], None))
         if ti is None:  # positional defaults: text | text,label | text_a,text_b,label
             if ncols == 1:
                 ti = 0

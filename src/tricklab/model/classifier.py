@@ -43,7 +43,7 @@ class Classifier(nn.Module):
                               f"fix: --set model.pooling=mean (or cls)")
         if (self.pool is None or not self.pool.needs_pooler) and getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # unused weights would stall DDP and waste time
-        in_dim = hidden if self.pool is None else self.pool.out_dim(hidden)
+        in_dim = hidden if self.pool is None else self.pool.out_dim(hidden, encoder.config.num_hidden_layers)
         self.dropout = nn.Dropout(dropout)
         try:
             self.classifier = head_cls(in_dim, num_labels, dropout, **self.head_args)

@@ -11,7 +11,7 @@ class Pooling:
     needs_all_layers = False
     needs_pooler = False
 
-    def out_dim(self, hidden: int) -> int:
+    def out_dim(self, hidden: int, n_layers: int) -> int:
         return hidden
 
     def __call__(self, enc_out, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -62,11 +62,11 @@ class MaxPooling(Pooling):
 
 @POOLINGS.register("last4_concat")
 class Last4Concat(Pooling):
-    """[CLS] of the last four layers concatenated: (B, 4H)."""
+    """[CLS] of the last four layers concatenated: (B, 4H) (fewer in encoders with fewer layers)."""
     needs_all_layers = True
 
-    def out_dim(self, hidden):
-        return 4 * hidden
+    def out_dim(self, hidden, n_layers):
+        return min(4, n_layers + 1) * hidden  # hidden_states = embeddings + one per layer
 
     def __call__(self, enc_out, mask):
         return torch.cat([h[:, 0] for h in enc_out.hidden_states[-4:]], dim=-1)

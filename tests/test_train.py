@@ -1,0 +1,192 @@
+"""End to end on a tiny random BERT: train -> run folder -> evaluate -> predict; every task; pairs;
+resume after SIGKILL; two processes; CLI errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_cfg, write_thucnews
+from tricklab.cli import main as cli_main
+from tricklab.predict import Predictor
+from tricklab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_single_label_end_to_end(tiny_model, thuc_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    m = train(tiny_cfg(tiny_model, "train.epochs=4", "train.eval_every=5"), thuc_dir, out=run, progress=False)
+    assert m["accuracy"] > 0.6, m  # 3 learnable classes; chance is 0.33
+    assert 0 <= m["macro_f1"] <= 1 and set(m["per_class"]) == {"sports", "finance", "game"}
+    for f in ("config.yaml", "log.jsonl", "metrics.json", "confusion_matrix.png", "model/model.safetensors",
+              "model/tricklab.json", "model/config.json", "model/tokenizer.json"):
+        assert (run / f).is_file(), f
+    log = read_log(run)
+    assert any("loss/ce" in r for r in log) and any("dev/accuracy" in r for r in log)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["accuracy"] == m["accuracy"] and saved["evaluated_on"] == "test"
+    # evaluate and predict through the CLI
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(thuc_dir / "test.txt")]) == 0
+    ev = json.loads((run / "eval_test.json").read_text())
+    assert ev["accuracy"] == pytest.approx(m["accuracy"], abs=1e-9)
+    capsys.readouterr()
+    inp = tmp_path / "in.txt"
+    inp.write_text("球赛冠军队员\n股市银行基金利率\n")
+    assert cli_main(["predict", "--run", str(run), str(inp), "--top-k", "2"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == ["球赛冠军队员", "股市银行基金利率"]
+    assert all(len(x["top_k"]) == 2 and x["label"] == x["top_k"][0][0] for x in lines)
+    api = Predictor.from_run(run).predict(["球赛冠军队员", "股市银行基金利率"], top_k=2)
+    assert [a["label"] for a in api] == [x["label"] for x in lines]
+    assert api[0]["score"] == pytest.approx(lines[0]["score"], abs=1e-6)
+
+
+def test_predict_preserves_input_order(tiny_model, thuc_dir, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_model, "train.epochs=1"), thuc_dir, out=run, progress=False)
+    p = Predictor.from_run(run, batch_size=2)
+    texts = ["球", "股市银行基金利率玩家游戏", "赛冠", "玩家游戏版本"]
+    together = p.predict(texts, top_k=3)
+    one_by_one = [p.predict([t], top_k=3)[0] for t in texts]
+    for a, b in zip(together, one_by_one):
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("head", ["cnn", "rnn", "rcnn", "dpcnn"])
+def test_sequence_heads_train(tiny_model, thuc_dir, tmp_path, head):
+    m = train(tiny_cfg(tiny_model, f"model.head={head}", "train.epochs=1"), thuc_dir, out=tmp_path / head, progress=False)
+    assert 0 <= m["accuracy"] <= 1
+
+
+def test_multi_label_task(tiny_model, tmp_path):
+    import random
+
+    from conftest import make_text
+
+    rng = random.Random(1)
+    lines = []
+    for i in range(90):
+        labs = [["sports"], ["finance"], ["sports", "game"]][i % 3]
+        lines.append("|".join(labs) + "\t" + "".join(make_text(rng, lab) for lab in labs))
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "train.tsv").write_text("\n".join(f"{t.split(chr(9))[1]}\t{t.split(chr(9))[0]}" for t in lines))
+    m = train(tiny_cfg(tiny_model, "train.epochs=3"), tmp_path / "ml", out=tmp_path / "run", progress=False)
+    assert {"micro_f1", "macro_f1", "subset_accuracy"} <= set(m) and m["evaluated_on"] == "dev"
+    out = Predictor.from_run(tmp_path / "run").predict(["球赛冠军"], top_k=2)[0]
+    assert set(out) == {"labels", "scores", "top_k"}
+    assert any("loss/bce" in r for r in read_log(tmp_path / "run"))
+
+
+def test_regression_pairs(tiny_model, tmp_path):
+    import random
+
+    rng = random.Random(2)
+    rows = []
+    for i in range(80):
+        a = "".join(rng.choice("球赛队员股市银行") for _ in range(5))
+        b = "".join(rng.choice("球赛队员股市银行") for _ in range(5))
+        rows.append(f"{a}\t{b}\t{len(set(a) & set(b)) / 2.5:.2f}")
+    (tmp_path / "sts.tsv").write_text("\n".join(rows))
+    m = train(tiny_cfg(tiny_model, "task=regression", "train.epochs=2"), tmp_path / "sts.tsv", out=tmp_path / "run",
+              progress=False)
+    assert {"mse", "pearson", "spearman"} <= set(m)
+    p = Predictor.from_run(tmp_path / "run")
+    assert p.meta["data"]["pair"] and isinstance(p.predict([("球赛", "队员")])[0]["score"], float)
+    assert any("loss/mse" in r for r in read_log(tmp_path / "run"))
+
+
+def test_lowercase_auto_detection(tiny_model):
+    from transformers import AutoTokenizer
+
+    from tricklab.data import needs_lowercase
+
+    assert needs_lowercase(AutoTokenizer.from_pretrained(str(tiny_model)))  # vocab holds a-z only
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "tricklab.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, **kw)
+
+
+def tiny_args(model: Path, *extra: str) -> list[str]:
+    return ["--model", str(model), "--set", "train.batch_size=8", "--set", "train.lr=2e-3", "--set", "train.precision=fp32",
+            "--set", "data.max_length=24", "--set", "train.log_every=1", "--set", "train.warmup_ratio=0", "--quiet", *extra]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_model, tmp_path):
+    data = write_thucnews(tmp_path / "d", n_train=80, n_dev=20)
+    common = tiny_args(tiny_model, "--set", "train.epochs=3", "--set", "train.eval_every=4")
+    ref = _cli("train", "--data", str(data), "--out", str(tmp_path / "ref"), *common)
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    # the same run, killed with SIGKILL once a checkpoint past the first epoch exists, then resumed
+    run = tmp_path / "run"
+    p = _cli("train", "--data", str(data), "--out", str(run), *common)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        latest = run / "checkpoints" / "latest"
+        if latest.exists() and int(latest.read_text().split("-")[1]) >= 12:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = int((run / "checkpoints" / "latest").read_text().split("-")[1])
+    assert killed_at < 30, "the run finished before it could be killed"
+    r = _cli("train", "--data", str(data), "--out", str(run), "--resume", "--quiet")
+    out, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err
+    ref_log = {x["step"]: x for x in read_log(tmp_path / "ref") if "loss" in x}
+    run_log = {x["step"]: x for x in read_log(run) if "loss" in x}  # resumed steps overwrite replayed ones
+    assert max(run_log) == max(ref_log) == 30  # 80 examples / batch 8 x 3 epochs
+    for step in range(killed_at + 1, 31):
+        assert run_log[step]["loss"] == pytest.approx(ref_log[step]["loss"], rel=1e-4, abs=1e-6), step
+    a = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    b = json.loads((run / "metrics.json").read_text())
+    assert b["accuracy"] == pytest.approx(a["accuracy"]) and b["steps"] == 30
+
+
+def test_two_processes_with_accelerate_launch(tiny_model, tmp_path):
+    data = write_thucnews(tmp_path / "d", n_train=96, n_dev=24)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    # `--multi_gpu` selects accelerate's torchrun launcher; with no GPU the processes use gloo on the CPU
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tricklab.cli", "train", "--data", str(data),
+           "--out", str(tmp_path / "run"), *tiny_args(tiny_model, "--set", "train.epochs=8", "--set", "train.batch_size=16",
+                                                    "--set", "train.lr=3e-3")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es)" in r.stdout + r.stderr
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["steps"] == 48 and m["accuracy"] > 0.6  # 96 examples / global batch 16 = 6 steps per epoch
+    losses = [x["loss"] for x in read_log(tmp_path / "run") if "loss" in x]
+    assert sum(losses[-6:]) / 6 < 0.8 * sum(losses[:6]) / 6  # the shared model learned
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({"train.txt": "好\t0\n坏\t3\n", "class.txt": "a\nb"}, "train.txt line 2: label id 3 is out of range"),
+    ({"train.txt": "好\t0\n坏\t1\n", "dev.txt": "中\t0\t1\n"}, "dev.txt line 1: expected 2 tab-separated columns"),
+])
+def test_cli_data_errors_exit_2_without_traceback(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    p = _cli("train", "--data", str(tmp_path), "--model", "/nonexistent/model", "--out", str(tmp_path / "r"))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err
+
+
+def test_cli_config_error_exit_2(tmp_path):
+    p = _cli("train", "--data", str(tmp_path), "--set", "train.bach_size=3")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "did you mean 'train.batch_size'" in err and "Traceback" not in err
