@@ -28,6 +28,7 @@ def test_every_head(tiny_model, head):
     for texts in (("球",), ("球赛冠军", "股市利率基金银行玩家游戏")):  # 1-token and padded batches
         out = m(**batch(tok, texts))
         assert out.logits.shape == (len(texts), 4) and torch.isfinite(out.logits).all()
+        assert out.pooled.shape == (len(texts), m.classifier.feature_dim)
 
 
 def test_padding_does_not_change_predictions(tiny_model):

@@ -190,3 +190,31 @@ def test_cli_config_error_exit_2(tmp_path):
     p = _cli("train", "--data", str(tmp_path), "--set", "train.bach_size=3")
     out, err = p.communicate(timeout=120)
     assert p.returncode == 2 and "did you mean 'train.batch_size'" in err and "Traceback" not in err
+
+
+def test_soft_label_column_feeds_distillation(tiny_model, tmp_path):
+    import random
+
+    from conftest import make_text
+
+    rng = random.Random(3)
+    names = ["sports", "finance", "game"]
+    lines = ["text\tlabel\tsoft"]
+    for i in range(60):
+        y = i % 3
+        soft = [0.1, 0.1, 0.1]
+        soft[y] = 0.8
+        lines.append(f"{make_text(rng, names[y])}\t{names[y]}\t{json.dumps(soft)}")
+    (tmp_path / "train.tsv").write_text("\n".join(lines))
+    m = train(tiny_cfg(tiny_model, "train.epochs=1", "data.soft_label_column=soft", "loss.name=kd",
+                       "loss.soft_labels=probs"), tmp_path / "train.tsv",
+              out=tmp_path / "run", progress=False)
+    assert 0 <= m["accuracy"] <= 1
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("\n".join(lines[:3] + [lines[3].rsplit("\t", 1)[0] + "\t[0.5, 0.5]"]))
+    from tricklab.config import load_config
+    from tricklab.data import load_data
+    from tricklab.errors import DataError
+
+    with pytest.raises(DataError, match=r"bad.tsv line 4: soft labels '\[0.5, 0.5\]' must be 3 finite numbers"):
+        load_data(load_config(None, ["data.soft_label_column=soft"]), bad)

@@ -29,6 +29,7 @@ class DataConfig:
     text_column: Union[str, int, None] = None    # name (with a header) or 0-based index
     text_b_column: Union[str, int, None] = None  # second text of a sentence pair
     label_column: Union[str, int, None] = None
+    soft_label_column: Union[str, int, None] = None  # per-class probabilities/logits for `kd` (JSON list or spaces)
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
     dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file

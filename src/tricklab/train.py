@@ -56,7 +56,8 @@ def build_losses(cfg: Config, task: str) -> dict[str, tuple[float, torch.nn.Modu
     out: dict[str, tuple[float, torch.nn.Module]] = {}
     for i, item in enumerate([spec] + [dict(a) for a in cfg.aux_losses]):
         name = item.pop("name")
-        weight = float(item.pop("weight", 1.0)) if i else 1.0
+        default_weight = getattr(LOSSES.get_or_fail(name), "default_weight", 1.0)
+        weight = float(item.pop("weight", default_weight)) if i else 1.0
         loss = LOSSES.build(name, **item)
         if task not in loss.tasks:
             raise ConfigError(f"loss {name!r} is for {'/'.join(loss.tasks)} tasks, not {task}; "
@@ -110,15 +111,18 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
                       cfg.data.max_length, lower, split.labels)
 
     train_enc, dev_enc = enc(bundle.train), enc(bundle.dev)
+    if bundle.train.soft is not None:
+        train_enc.extra["soft_labels"] = bundle.train.soft
     test_enc = enc(bundle.test) if bundle.test is not None else None
     lengths = train_enc.lengths
     batches_per_epoch = len(train_batches(lengths, tc.batch_size, tc.seed, 0, tc.group_by_length))
     steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
     total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
     ctx = TrainContext(bundle.task, lm.num_labels, lm.names, bundle.class_counts(), len(bundle.train), total_steps,
-                       device, out, {"train": bundle.train, "tokenizer": tok})
+                       device, out, {"train": bundle.train, "tokenizer": tok, "feature_dim": model.classifier.feature_dim})
 
     losses = build_losses(cfg, bundle.task)
+    ctx.data |= {"main_loss": next(iter(losses.values()))[1], "loss_modules": [m for _, m in losses.values()]}
     for _, loss in losses.values():
         loss.setup(ctx)
         loss.to(device)

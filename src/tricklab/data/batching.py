@@ -1,7 +1,7 @@
 """Tokenize once, then length-grouped batches padded to their own longest example."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,6 +15,7 @@ class Encoded:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: list[Any] | None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)   # per-example arrays, e.g. soft_labels (N, C)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -91,4 +92,5 @@ def collate(enc: Encoded, idx: np.ndarray, pad_id: int, task: str | None, num_la
                 labels[r, y] = 1.0
         else:
             labels = torch.tensor(ys, dtype=torch.float)
-    return Batch(inputs=inputs, labels=labels, index=torch.as_tensor(np.asarray(idx), dtype=torch.long))
+    extra = {k: torch.from_numpy(v[np.asarray(idx)]) for k, v in enc.extra.items()}
+    return Batch(inputs=inputs, labels=labels, index=torch.as_tensor(np.asarray(idx), dtype=torch.long), extra=extra)

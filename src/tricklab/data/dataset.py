@@ -1,10 +1,13 @@
 """From `--data PATH` to validated, labelled splits. Nothing here touches a model."""
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..config import Config
 from ..errors import DataError
@@ -21,6 +24,7 @@ class Split:
     rows: list[Row]
     labels: list[Any]          # encoded: int | list[int] | float
     source: str
+    soft: np.ndarray | None = None   # (N, C) soft labels from data.soft_label_column
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -120,6 +124,8 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
         raise DataError(f"{train_p}: train and other splits disagree on sentence pairs ({pair_flags}); "
                         f"fix: give every split the same columns")
     train = Split("train", train_rows, labels["train"], str(train_p))
+    if d.soft_label_column is not None:
+        train.soft = parse_soft_labels(train_rows, lm.num_labels)
     if "dev" in raw:
         dev_s = Split("dev", raw["dev"], labels["dev"], str(dev_p))
     else:
@@ -129,7 +135,8 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
     if d.max_train_samples and len(train) > d.max_train_samples:
         rng = random.Random(cfg.train.seed)
         keep = sorted(rng.sample(range(len(train)), d.max_train_samples))
-        train = Split("train", [train.rows[i] for i in keep], [train.labels[i] for i in keep], train.source)
+        train = Split("train", [train.rows[i] for i in keep], [train.labels[i] for i in keep], train.source,
+                      None if train.soft is None else train.soft[keep])
         notes.append(f"train: using {len(train)} examples (data.max_train_samples)")
     test_s = Split("test", raw["test"], labels["test"], str(test_p)) if "test" in raw else None
     return DataBundle(task, lm, train, dev_s, test_s, notes)
@@ -150,5 +157,29 @@ def _hold_out(split: Split, ratio: float, task: str, seed: int) -> tuple[Split, 
         dev_idx.update(idx[: max(1, round(len(idx) * ratio))] if len(idx) > 1 else [])
     tr = [i for i in range(len(split)) if i not in dev_idx]
     dv = sorted(dev_idx)
-    pick = lambda ids, name: Split(name, [split.rows[i] for i in ids], [split.labels[i] for i in ids], split.source)
+    def pick(ids: list[int], name: str) -> Split:
+        return Split(name, [split.rows[i] for i in ids], [split.labels[i] for i in ids], split.source,
+                     None if split.soft is None else split.soft[ids])
+
     return pick(tr, "train"), pick(dv, "dev")
+
+
+def parse_soft_labels(rows: list[Row], C: int) -> np.ndarray:
+    """One probability or logit per class: a JSON list or numbers separated by spaces/commas."""
+    out = np.zeros((len(rows), C), dtype=np.float32)
+    problems = []
+    for i, r in enumerate(rows):
+        v = r.soft
+        try:
+            vals = v if isinstance(v, list) else json.loads(v) if str(v).startswith("[") else str(v).replace(",", " ").split()
+            vals = [float(x) for x in vals]
+        except (ValueError, TypeError):
+            vals = []
+        if len(vals) != C or not np.all(np.isfinite(vals)):
+            problems.append(f"{r.source} line {r.line}: soft labels {str(v)[:60]!r} must be {C} finite numbers "
+                            f"(one per class); fix: write e.g. [0.1, 0.9] or `0.1 0.9`")
+            continue
+        out[i] = vals
+    if problems:
+        raise DataError(problems)
+    return out

@@ -30,6 +30,7 @@ class Row:
     label: Any          # raw: a string from text files, any JSON value from JSONL, None when unlabelled
     line: int           # 1-based line (or record) number in `source`
     source: str
+    soft: Any = None    # raw soft labels (data.soft_label_column), for distillation
 
 
 def _short(s: str, n: int = 60) -> str:
@@ -161,6 +162,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     ti = _pick(header, cfg.text_column, TEXT_NAMES, path, "text")
     bi = _pick(header, cfg.text_b_column, TEXT_B_NAMES, path, "text_b")
     li = _pick(header, cfg.label_column, LABEL_NAMES, path, "label")
+    si = _pick(header, cfg.soft_label_column, (), path, "soft_label")
     if header is not None:
         ncols = len(header)
         if ti is None:
@@ -168,7 +170,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
                             f"fix: --set data.text_column=NAME")
     else:
         if cfg.text_column is not None or cfg.label_column is not None:
-            idx = [i for i in (ti, bi, li) if i is not None]
+            idx = [i for i in (ti, bi, li, si) if i is not None]
             ncols = max(idx) + 1 if split_all is False else len(split(records[0][1], None))
         elif pair is not None:
             ncols = (2 if pair else 1) + (1 if labelled else 0)
@@ -208,7 +210,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         if labelled and li is not None and label == "":
             problems.append(f"{path} line {line}: empty label for {_short(text)}; fix: add the label or delete the line")
             continue
-        rows.append(Row(text, text_b, label, line, str(path)))
+        rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None))
     return rows
 
 
@@ -239,6 +241,7 @@ def _read_jsonl(path: Path, text: str, cfg: DataConfig, labelled: bool, problems
         text_v = get(cfg.text_column, TEXT_NAMES)
         text_b = get(cfg.text_b_column, TEXT_B_NAMES)
         label = get(cfg.label_column, LABEL_NAMES)
+        soft = get(cfg.soft_label_column, ()) if cfg.soft_label_column is not None else None
         if not isinstance(text_v, str) or not text_v.strip():
             problems.append(f"{path} line {i}: missing or empty text (keys: {', '.join(obj)}); "
                             f"fix: add a 'text' field or set data.text_column")
@@ -248,7 +251,7 @@ def _read_jsonl(path: Path, text: str, cfg: DataConfig, labelled: bool, problems
             continue
         rows.append(Row(text_v.strip(), str(text_b).strip() if text_b is not None else None,
                         label if not isinstance(label, (int, float)) or isinstance(label, bool) else str(label),
-                        i, str(path)))
+                        i, str(path), soft))
     if not rows and len(problems) == n_problems:
         problems.append(f"{path}: the file is empty: it needs one JSON object per line")
     return rows

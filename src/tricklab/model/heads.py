@@ -19,6 +19,7 @@ class LinearHead(nn.Linear):
 
     def __init__(self, in_dim: int, num_labels: int, dropout: float = 0.1):
         super().__init__(in_dim, num_labels)
+        self.feature_dim = in_dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         return super().forward(x), x
@@ -39,7 +40,8 @@ class CNNHead(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(in_dim, num_filters, k) for k in filter_sizes)
         self.max_k = max(filter_sizes)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(num_filters * len(filter_sizes), num_labels)
+        self.feature_dim = num_filters * len(filter_sizes)
+        self.fc = nn.Linear(self.feature_dim, num_labels)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         x = _zero_pad(h, mask).transpose(1, 2)                       # (B, H, T)
@@ -59,7 +61,8 @@ class RNNHead(nn.Module):
         self.lstm = nn.LSTM(in_dim, hidden, layers, batch_first=True, bidirectional=True,
                             dropout=dropout if layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * hidden, num_labels)
+        self.feature_dim = 2 * hidden
+        self.fc = nn.Linear(self.feature_dim, num_labels)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         lengths = mask.sum(1).clamp(min=1).cpu()
@@ -79,7 +82,8 @@ class RCNNHead(nn.Module):
         self.lstm = nn.LSTM(in_dim, hidden, layers, batch_first=True, bidirectional=True,
                             dropout=dropout if layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * hidden + in_dim, num_labels)
+        self.feature_dim = 2 * hidden + in_dim
+        self.fc = nn.Linear(self.feature_dim, num_labels)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         T = h.shape[1]
@@ -103,6 +107,7 @@ class DPCNNHead(nn.Module):
         self.region = nn.Conv1d(in_dim, num_filters, 3, padding=1)
         self.conv = nn.Conv1d(num_filters, num_filters, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
+        self.feature_dim = num_filters
         self.fc = nn.Linear(num_filters, num_labels)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,119 @@
+"""Adversarial training on the word embeddings: FGM (one step) and PGD (K projected steps)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..context import TrainContext
+from ..errors import ConfigError
+from ..registry import TRICKS
+from .base import Trick
+
+
+def word_embeddings(model: nn.Module) -> nn.Parameter:
+    """The encoder's word-embedding matrix (V, H), found with transformers' get_input_embeddings()."""
+    m = getattr(model, "module", model)                     # unwrap DDP
+    enc = getattr(m, "encoder", m)
+    get = getattr(enc, "get_input_embeddings", None) or getattr(m, "get_input_embeddings", None)
+    emb = get() if get is not None else None
+    if emb is None or not isinstance(getattr(emb, "weight", None), torch.Tensor):
+        raise ConfigError(f"adversarial training: cannot find the word embeddings of {type(enc).__name__} "
+                          "(no get_input_embeddings()); fix: drop the fgm/pgd trick for this encoder")
+    return emb.weight
+
+
+def _check_trainable(w: nn.Parameter, trick: str) -> None:
+    if not w.requires_grad:
+        raise ConfigError(f"trick {trick}: the word embeddings are frozen, so they have no gradient to attack "
+                          f"along; fix: use freeze with embeddings: false, or drop {trick}")
+
+
+@TRICKS.register("fgm")
+class FGM(Trick):
+    """Fast Gradient Method on the word embeddings (Miyato et al. 2017, arXiv:1605.07725):
+    r = epsilon·g/‖g‖ with g the gradient of the loss w.r.t. the embedding matrix (V, H); one more
+    forward+backward at E + r adds the adversarial gradients; E is then restored bit-identically."""
+
+    name = "fgm"
+
+    def __init__(self, epsilon: float = 1.0):
+        if not isinstance(epsilon, (int, float)) or epsilon <= 0:
+            raise ConfigError(f"trick fgm: epsilon must be a positive number (1.0 is usual), got {epsilon!r}")
+        self.epsilon = float(epsilon)
+
+    def setup(self, model: nn.Module, ctx: TrainContext) -> None:
+        _check_trainable(word_embeddings(model), "fgm")
+
+    def after_backward(self, model: nn.Module, forward_backward: Callable[[], dict[str, Tensor]]) -> None:
+        w = word_embeddings(model)
+        _check_trainable(w, "fgm")
+        if w.grad is None:
+            return
+        norm = torch.linalg.vector_norm(w.grad.float())
+        if not torch.isfinite(norm) or norm == 0:
+            return
+        backup = w.data.clone()
+        w.data.add_(w.grad.to(w.dtype), alpha=self.epsilon / norm.item())
+        try:
+            forward_backward()
+        finally:
+            w.data.copy_(backup)
+
+
+@TRICKS.register("pgd")
+class PGD(Trick):
+    """Projected Gradient Descent on the word embeddings (Madry et al. 2018, arXiv:1706.06083):
+    K steps of E += alpha·g/‖g‖, each projected back into the ball ‖E - E0‖ ≤ epsilon; the gradients
+    of the first K-1 steps are thrown away, those of the last one are added to the clean gradients.
+    E (V, H) is restored bit-identically afterwards."""
+
+    name = "pgd"
+
+    def __init__(self, epsilon: float = 1.0, alpha: float = 0.3, steps: int = 3):
+        for k, v in (("epsilon", epsilon), ("alpha", alpha)):
+            if not isinstance(v, (int, float)) or v <= 0:
+                raise ConfigError(f"trick pgd: {k} must be a positive number, got {v!r}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"trick pgd: steps must be an integer >= 1 (3 is usual), got {steps!r}")
+        self.epsilon, self.alpha, self.steps = float(epsilon), float(alpha), steps
+        self.loss_params: list[nn.Parameter] = []
+
+    def setup(self, model: nn.Module, ctx: TrainContext) -> None:
+        _check_trainable(word_embeddings(model), "pgd")
+        # parameters of loss modules (e.g. a SupCon projection head), when the loop lists them, so that
+        # the throw-away steps' gradients are discarded there too
+        self.loss_params = [p for m in ctx.data.get("loss_modules", []) for p in m.parameters()]
+
+    def after_backward(self, model: nn.Module, forward_backward: Callable[[], dict[str, Tensor]]) -> None:
+        w = word_embeddings(model)
+        _check_trainable(w, "pgd")
+        if w.grad is None:
+            return
+        params = [p for p in [*model.parameters(), *self.loss_params] if p.grad is not None]
+        clean_grads = [p.grad.clone() for p in params]
+        backup = w.data.clone()
+        try:
+            for k in range(self.steps):
+                norm = torch.linalg.vector_norm(w.grad.float())
+                if not torch.isfinite(norm) or norm == 0:
+                    break
+                w.data.add_(w.grad.to(w.dtype), alpha=self.alpha / norm.item())
+                r = w.data - backup                                         # (V, H)
+                rn = torch.linalg.vector_norm(r.float()).item()
+                if rn > self.epsilon:
+                    w.data.copy_(backup).add_(r, alpha=self.epsilon / rn)
+                last = k == self.steps - 1
+                for p, g in zip(params, clean_grads):
+                    if last:
+                        p.grad.copy_(g)  # the last adversarial backward adds onto the clean gradients
+                    else:
+                        p.grad.zero_()
+                forward_backward()
+            else:
+                return
+            for p, g in zip(params, clean_grads):  # stopped early: keep only the clean gradients
+                p.grad.copy_(g)
+        finally:
+            w.data.copy_(backup)

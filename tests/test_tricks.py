@@ -1,0 +1,340 @@
+"""Trick checks: R-Drop KL, FGM/PGD restore the embeddings bit for bit, EMA arithmetic, LLRD rates,
+freeze; every registered trick trains 3 steps through the hook protocol (parametrized over TRICKS),
+all of them together, and end to end through tricklab.train with grad accumulation and resume."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from functools import partial
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+import tricklab.losses  # noqa: F401  (registration)
+import tricklab.tricks  # noqa: F401
+from tricklab.context import TrainContext
+from tricklab.errors import ConfigError
+from tricklab.losses import DEFAULT_LOSS
+from tricklab.model import Classifier
+from tricklab.registry import LOSSES, TRICKS
+from tricklab.tricks.llrd import encoder_depths
+from tricklab.types import Batch
+
+C = 3
+
+
+def tiny_model(seed: int = 0, dropout: float = 0.1) -> Classifier:
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                     attention_probs_dropout_prob=dropout)
+    return Classifier(BertModel(cfg), C, dropout=dropout)
+
+
+def make_batch(n: int = 8, T: int = 10, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, T, dtype=torch.long)
+    mask[: n // 2, T - 3:] = 0
+    return Batch(inputs={"input_ids": torch.randint(5, 100, (n, T), generator=g), "attention_mask": mask},
+                 labels=torch.arange(n) % C, index=torch.arange(n), extra={"soft_labels": torch.randn(n, C, generator=g)})
+
+
+def make_ctx() -> TrainContext:
+    return TrainContext(task="single_label", num_labels=C, label_names=["a", "b", "c"], class_counts=[4, 2, 2],
+                        train_size=8, total_steps=3, data={"feature_dim": 32})
+
+
+def mini_train(tricks: list, steps: int = 3, accum: int = 1, aux: list | None = None, model: nn.Module | None = None):
+    """The hook protocol of tricks/base.py, in the order train.py calls the hooks."""
+    model = model or tiny_model()
+    ctx = make_ctx()
+    losses = {"ce": (1.0, LOSSES.build(DEFAULT_LOSS["single_label"]))} | {n: (w, l) for n, w, l in (aux or [])}
+    for _, loss in losses.values():
+        loss.setup(ctx)
+    for t in tricks:
+        t.setup(model, ctx)
+    params = [p for p in model.parameters() if p.requires_grad] + [p for _, l in losses.values() for p in l.parameters()]
+    groups = [{"name": "all", "params": params, "lr": 1e-3, "weight_decay": 0.01}]
+    for t in tricks:
+        groups = t.param_groups(model, groups)
+    opt = torch.optim.AdamW(groups)
+
+    def forward_backward(batch: Batch, scale: float) -> dict[str, torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**batch.inputs)
+            parts = {n: w * loss(out, batch) for n, (w, loss) in losses.items()}
+            for t in tricks:
+                parts |= t.extra_losses(model, batch, out)
+        (sum(parts.values()) * scale).backward()
+        return parts
+
+    logged = []
+    model.train()
+    for step in range(steps):
+        for i in range(accum):
+            batch = make_batch(seed=step * accum + i)
+            for t in tricks:
+                batch = t.transform_batch(batch)
+            parts = forward_backward(batch, 1 / accum)
+            for t in tricks:
+                t.after_backward(model, partial(forward_backward, batch, 1 / accum))
+            assert all(torch.isfinite(v) for v in parts.values()), parts
+            logged.append({k: float(v.detach()) for k, v in parts.items()})
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        for t in tricks:
+            t.after_step(model, step + 1)
+    with contextlib.ExitStack() as stack:
+        for t in tricks:
+            stack.enter_context(t.eval_weights(model))
+        model.eval()
+        with torch.no_grad():
+            assert torch.isfinite(model(**make_batch().inputs).logits).all()
+    for t in tricks:  # trick state survives the checkpoint format: torch.save + torch.load(weights_only=True)
+        buf = io.BytesIO()
+        torch.save(t.state_dict(), buf)
+        buf.seek(0)
+        t.load_state_dict(torch.load(buf, weights_only=True))
+    return model, logged
+
+
+TRICK_PARAMS = {"freeze": {"embeddings": False, "layers": 1}, "pgd": {"steps": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(TRICKS))
+def test_every_registered_trick_trains_alone(name):
+    t = TRICKS.build(name, **({"embeddings": True} if name == "freeze" else {}))
+    before = tiny_model().state_dict()
+    model, logged = mini_train([t])
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "classifier" in k)
+    assert any(not torch.equal(before[k], after[k]) for k in before if "layer.1." in k)
+
+
+def test_all_tricks_and_losses_together_with_accumulation():
+    tricks = [TRICKS.build(n, **TRICK_PARAMS.get(n, {})) for n in sorted(TRICKS)]
+    aux = [("supcon", 0.2, LOSSES.build("supcon", projection=8)), ("kd", 0.5, LOSSES.build("kd", soft_labels="logits"))]
+    model, logged = mini_train(tricks, steps=3, accum=2, aux=aux)
+    assert {"ce", "supcon", "kd", "rdrop_kl"} <= set(logged[0])
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "layer.0." in n)
+
+
+# ---------------------------------------------------------------- R-Drop
+
+
+def test_rdrop_kl_is_zero_without_dropout():
+    ctx = make_ctx()
+    model = tiny_model(dropout=0.0)
+    for concat in (True, False):
+        t = TRICKS.build("rdrop", alpha=4.0, concat=concat)
+        t.setup(model, ctx)
+        b = t.transform_batch(make_batch())
+        assert (b.views, len(b)) == ((2, 16) if concat else (1, 8))
+        if concat:
+            assert torch.equal(b.labels[:8], b.labels[8:]) and torch.equal(b.inputs["input_ids"][:8], b.inputs["input_ids"][8:])
+        out = model(**b.inputs)
+        extra = t.extra_losses(model, b, out)
+        assert extra["rdrop_kl"].abs().item() < 1e-6
+        if not concat:
+            ce = LOSSES.build("ce")(out, b)
+            torch.testing.assert_close(extra["rdrop_pass2"], ce)
+    dropout_model = tiny_model(dropout=0.3).train()                # sanity: with dropout the KL is positive
+    t = TRICKS.build("rdrop")
+    t.setup(dropout_model, ctx)
+    b = t.transform_batch(make_batch())
+    assert t.extra_losses(dropout_model, b, dropout_model(**b.inputs))["rdrop_kl"].item() > 1e-4
+
+
+# ---------------------------------------------------------------- FGM / PGD
+
+
+@pytest.mark.parametrize("name,params", [("fgm", {"epsilon": 0.5}), ("pgd", {"epsilon": 0.5, "alpha": 0.3, "steps": 3})])
+def test_adversarial_restores_embeddings_bit_identical(name, params):
+    model = tiny_model().train()
+    emb = model.encoder.get_input_embeddings().weight
+    b = make_batch()
+    ce = LOSSES.build("ce")
+    trick = TRICKS.build(name, **params)
+    trick.setup(model, make_ctx())
+    ce(model(**b.inputs), b).backward()
+    clean_grad = {n: p.grad.clone() for n, p in model.named_parameters()}
+    e0 = emb.detach().clone()
+    seen = []
+
+    def forward_backward():
+        seen.append(torch.linalg.vector_norm(emb.detach() - e0).item())
+        loss = ce(model(**b.inputs), b)
+        loss.backward()
+        return {"ce": loss}
+
+    trick.after_backward(model, forward_backward)
+    assert torch.equal(emb.detach(), e0)                          # bit-identical after the attack
+    assert len(seen) == (1 if name == "fgm" else params["steps"])
+    if name == "fgm":
+        assert abs(seen[0] - 0.5) < 1e-4                          # one step of exactly epsilon
+    else:
+        assert all(0 < s <= 0.5 + 1e-4 for s in seen) and seen[-1] > seen[0] - 1e-6
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.grad, clean_grad[n])]
+    assert changed                                                # adversarial gradients were added
+
+
+def test_adversarial_refuses_frozen_embeddings():
+    model = tiny_model()
+    TRICKS.build("freeze", embeddings=True).setup(model, make_ctx())
+    with pytest.raises(ConfigError, match="frozen"):
+        TRICKS.build("fgm").setup(model, make_ctx())
+
+
+# ---------------------------------------------------------------- EMA
+
+
+def test_ema_arithmetic_swap_and_state():
+    model = tiny_model()
+    ema = TRICKS.build("ema", decay=0.9)
+    ema.setup(model, make_ctx())
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.after_step(model, 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)
+    ema.after_step(model, 2)
+    shadow = ema.state_dict()["shadow"]
+    for n, p in model.named_parameters():
+        s1 = 0.9 * w0[n] + 0.1 * (w0[n] + 1)
+        torch.testing.assert_close(shadow[n], 0.9 * s1 + 0.1 * p.detach())
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with ema.eval_weights(model):
+        for n, p in model.named_parameters():
+            assert torch.equal(p, shadow[n])
+    for n, p in model.named_parameters():
+        assert torch.equal(p, trained[n])                          # training weights back, bit for bit
+    warm = TRICKS.build("ema", decay=0.999, warmup=True)
+    assert warm.current_decay() == pytest.approx(0.1)
+    warm.num_updates = 10_000
+    assert warm.current_decay() == pytest.approx(0.999)
+    other = TRICKS.build("ema", decay=0.9)
+    other.setup(tiny_model(seed=3), make_ctx())
+    other.load_state_dict(ema.state_dict())
+    assert other.num_updates == 2 and all(torch.equal(a, b) for a, b in zip(other.shadow, ema.shadow))
+
+
+# ---------------------------------------------------------------- LLRD / freeze
+
+
+def test_llrd_geometric_rates():
+    from tricklab.config import TrainConfig
+    from tricklab.optim import param_groups
+
+    model = tiny_model()
+    groups = param_groups(model, [], TrainConfig(lr=1e-3, head_lr=1e-2))
+    t = TRICKS.build("llrd", decay=0.5)
+    t.setup(model, make_ctx())
+    out = t.param_groups(model, groups)
+    lr_of = {n: g["lr"] for g in out for n in g["param_names"]}
+    assert sum(len(g["params"]) for g in out) == sum(len(g["params"]) for g in groups)
+    for n, lr in lr_of.items():
+        if n.startswith("bert.embeddings."):
+            want = 1e-3 * 0.5 ** 2                                 # lowest: lr·decay^L
+        elif ".layer.0." in n:
+            want = 1e-3 * 0.5
+        elif ".layer.1." in n or n.startswith("bert.pooler."):
+            want = 1e-3
+        else:
+            want = 1e-2                                            # head keeps head_lr
+        assert lr == pytest.approx(want), n
+    assert all(id(p) in {id(q) for q in g["params"]} for g in out for p in g["params"])
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "gpt2"])
+def test_layer_indices_found_for_other_namings(kind):
+    from transformers import DistilBertConfig, DistilBertModel, GPT2Config, GPT2Model
+
+    if kind == "distilbert":   # transformer.layer.N.
+        enc = DistilBertModel(DistilBertConfig(vocab_size=50, dim=16, n_layers=3, n_heads=2, hidden_dim=20))
+    else:                      # h.N.
+        enc = GPT2Model(GPT2Config(vocab_size=50, n_embd=16, n_layer=3, n_head=2))
+    depth, L = encoder_depths(Classifier(enc, 2, pooling="mean"))
+    assert L == 3 and set(depth.values()) <= {0, 1, 2, 3, 4}
+    assert {d for n, d in depth.items() if "embed" in n or ".wte." in n or ".wpe." in n} == {0}
+
+
+def test_freeze_embeddings_and_bottom_layers():
+    model = tiny_model()
+    TRICKS.build("freeze", embeddings=True, layers=1).setup(model, make_ctx())
+    for n, p in model.named_parameters():
+        assert p.requires_grad == (not (n.startswith("bert.embeddings.") or ".layer.0." in n)), n
+    with pytest.raises(ConfigError, match="layers"):
+        TRICKS.build("freeze", layers=5).setup(tiny_model(), make_ctx())
+
+
+@pytest.mark.parametrize("name,params,match", [
+    ("rdrop", {"alpha": -1}, "alpha"), ("fgm", {"epsilon": 0}, "epsilon"), ("pgd", {"steps": 0}, "steps"),
+    ("ema", {"decay": 1.5}, "decay"), ("llrd", {"decay": 0}, "decay"), ("freeze", {"layers": -1}, "layers"),
+    ("rdrop", {"alpha_": 1}, "alpha_"),
+])
+def test_bad_params_raise_config_error(name, params, match):
+    with pytest.raises(ConfigError, match=match):
+        TRICKS.build(name, **params)
+
+
+# ---------------------------------------------------------------- end to end through train()
+
+
+def write_tiny_run_inputs(root):
+    from transformers import BertTokenizerFast
+
+    words = [f"w{i}" for i in range(60)]
+    (root / "enc").mkdir()
+    (root / "enc" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+    BertTokenizerFast(vocab_file=str(root / "enc" / "vocab.txt")).save_pretrained(str(root / "enc"))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=65, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(str(root / "enc"))
+    data = root / "data"
+    data.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 48), ("dev", 12)):
+        lines = []
+        for i in range(n):
+            y = i % 3
+            toks = [f"w{y * 20 + int(k)}" for k in torch.randint(0, 20, (6,), generator=g)]
+            lines.append(f"{' '.join(toks)}\t{y}")
+        (data / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    (data / "class.txt").write_text("a\nb\nc")
+    return root / "enc", data
+
+
+def test_train_end_to_end_all_tricks_accumulation_resume(tmp_path):
+    from tricklab.config import load_config
+    from tricklab.train import train
+
+    enc, data = write_tiny_run_inputs(tmp_path)
+    tricks = [{"name": n, **TRICK_PARAMS.get(n, {})} for n in sorted(TRICKS)]
+    overrides = {"model.name": str(enc), "train.batch_size": 8, "train.grad_accum": 2, "train.max_steps": 4,
+                 "train.eval_every": 2, "train.log_every": 1, "train.threads": 2, "train.precision": "bf16",
+                 "data.max_length": 16, "loss": {"name": "focal", "gamma": 2.0},
+                 "aux_losses": [{"name": "supcon", "weight": 0.2}, {"name": "dice", "weight": 0.1}], "tricks": tricks}
+    out = tmp_path / "run"
+    cfg = load_config(None, overrides=overrides)
+    train(cfg, data / "train.txt", data / "dev.txt", out=out, progress=False)
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    keys = set().union(*[r.keys() for r in recs])
+    assert {"loss/focal", "loss/supcon", "loss/dice", "loss/rdrop_kl"} <= keys, keys
+    assert max(r["step"] for r in recs) == 4 and (out / "model" / "model.safetensors").is_file()
+    # resume: extend the finished run by two more steps from its last checkpoint (EMA shadows included)
+    cfg2 = load_config(out / "config.yaml")
+    cfg2.train.max_steps = 6
+    cfg2.save(out / "config.yaml")
+    train(cfg2, data / "train.txt", data / "dev.txt", out=out, resume=True, progress=False)
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in recs if "loss/focal" in r]
+    assert steps[-2:] == [5, 6] and all(r["loss"] == r["loss"] for r in recs if "loss" in r)
