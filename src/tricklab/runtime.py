@@ -14,12 +14,13 @@ from .errors import ConfigError
 
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16: bf16 matmuls run several times faster than fp32 there."""
+    """AMX: bf16 matmuls run several times faster than fp32. AVX512-BF16 alone is not enough: measured
+    on such a CPU, a 2048^3 bf16 matmul ran at 151 GFLOPS against 318 for fp32."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        flags = open("/proc/cpuinfo").read().split()
     except OSError:
         return False
-    return ("amx_bf16" in flags or "avx512_bf16" in flags) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "amx_bf16" in flags and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def resolve_precision(precision: str, device: str) -> str:
