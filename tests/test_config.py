@@ -53,3 +53,19 @@ def test_repo_configs_load():
 
     for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         load_config(p)
+
+
+def test_cli_specs_keep_lists_and_resume_refuses_new_settings(tmp_path, capsys):
+    from tricklab.cli import main, parse_spec
+
+    assert parse_spec("ce:class_weights=[1,2,3],label_smoothing=0.1", "--loss") == {
+        "name": "ce", "class_weights": [1, 2, 3], "label_smoothing": 0.1}
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path), "--resume", "--set", "train.epochs=5"]) == 2
+    assert "--resume continues the run with its saved config.yaml; --set cannot change it" in capsys.readouterr().err
+
+
+def test_numeric_guards():
+    with pytest.raises(ConfigError, match="log_every: must be at least 1"):
+        load_config(None, ["train.log_every=0"])
+    with pytest.raises(ConfigError, match="train.epochs: must be positive"):
+        load_config(None, ["train.epochs=0"])

@@ -142,3 +142,37 @@ def test_held_out_dev_is_stratified(tmp_path):
     b = load_data(cfg("data.dev_ratio=0.2"), tmp_path / "train.tsv")
     assert len(b.dev) == 20 and b.dev.labels.count(0) == 15  # a: 75 -> 15, b: 25 -> 5
     assert any("held out 20" in n for n in b.notes)
+
+
+def test_only_label_column_given_text_takes_the_other(tmp_path):
+    write(tmp_path / "train.txt", "pos\t好的\nneg\t不好\npos\t不错\n")
+    b = load_data(cfg("data.label_column=0", "data.dev_ratio=0.3"), tmp_path / "train.txt")
+    assert {r.text for r in b.train.rows + b.dev.rows} == {"好的", "不好", "不错"} and b.label_map.names == ["neg", "pos"]
+    write(tmp_path / "sp.txt", "体育 球赛 明星\n财经 股市 大涨\n体育 比赛\n")
+    b = load_data(cfg("data.delimiter=space", "data.label_column=0", "data.dev_ratio=0.3"), tmp_path / "sp.txt")
+    assert {r.text for r in b.train.rows + b.dev.rows} == {"球赛 明星", "股市 大涨", "比赛"}
+
+
+def test_jsonl_boolean_labels_are_classes(tmp_path):
+    write(tmp_path / "train.jsonl", '{"text": "好", "label": true}\n{"text": "坏", "label": false}\n{"text": "棒", "label": true}\n')
+    b = load_data(cfg("data.dev_ratio=0.3"), tmp_path / "train.jsonl")
+    assert b.task == "single_label" and b.label_map.names == ["false", "true"]
+
+
+def test_pandas_csv_with_index_column(tmp_path):
+    write(tmp_path / "train.csv", ",text,label\n0,好,pos\n1,坏,neg\n2,棒,pos\n")
+    b = load_data(cfg("data.dev_ratio=0.3"), tmp_path / "train.csv")
+    assert {r.text for r in b.train.rows + b.dev.rows} == {"好", "坏", "棒"}
+
+
+def test_empty_dev_file_and_tiny_hold_out(tmp_path):
+    msg = bad(tmp_path, {"train.tsv": "好\tpos\n坏\tneg\n", "dev.tsv": "text\tlabel\n"})
+    assert "dev.tsv: no examples in the file" in msg
+    (tmp_path / "dev.tsv").unlink()
+    msg = bad(tmp_path, {"train.tsv": "好\tpos\n坏\tneg\n"})
+    assert "too few examples per class to hold out a dev set" in msg and "--dev" in msg
+
+
+def test_id_labels_that_are_not_ids(tmp_path):
+    msg = bad(tmp_path, {"train.tsv": "好\tpos\n坏\tneg\n", "dev.tsv": "中\tpos\n"}, "data.label_type=id")
+    assert "train.tsv line 1: label 'pos' is not a class id" in msg

@@ -218,3 +218,10 @@ def test_soft_label_column_feeds_distillation(tiny_model, tmp_path):
 
     with pytest.raises(DataError, match=r"bad.tsv line 4: soft labels '\[0.5, 0.5\]' must be 3 finite numbers"):
         load_data(load_config(None, ["data.soft_label_column=soft"]), bad)
+
+
+def test_metric_must_belong_to_the_task(tiny_model, thuc_dir, tmp_path):
+    from tricklab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.metric='pearson' is not a single_label metric"):
+        train(tiny_cfg(tiny_model, "train.metric=pearson"), thuc_dir, out=tmp_path / "r", progress=False)

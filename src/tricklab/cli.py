@@ -19,7 +19,16 @@ def parse_spec(spec: str, flag: str) -> dict[str, Any]:
     if not name:
         raise ConfigError(f"{flag} {spec!r}: expected NAME[:key=value,...], e.g. {flag} rdrop:alpha=4")
     out: dict[str, Any] = {"name": name.strip()}
-    for item in filter(None, rest.split(",")):
+    items, depth, cur = [], 0, ""
+    for ch in rest:  # split on commas outside brackets: class_weights=[1,2,3] stays one item
+        depth += 1 if ch in "[{" else -1 if ch in "]}" else 0
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    for item in filter(None, (i.strip() for i in items)):
         keys, value = parse_set(item)
         out[".".join(keys)] = value
     return out
@@ -43,6 +52,12 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> An
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
+    if args.resume:
+        extra = [f for f, v in (("--config", args.config), ("--set", args.set), ("--model", args.model),
+                               ("--loss", args.loss), ("--aux", args.aux), ("--trick", args.trick)) if v]
+        if extra:
+            raise ConfigError(f"--resume continues the run with its saved config.yaml; {', '.join(extra)} cannot change it "
+                              f"(fix: drop them, or start a new run with another --out)")
     cfg = _config(args) if not args.resume else None
     train(cfg, args.data, args.dev, args.test, args.out, resume=args.resume, progress=not args.quiet)
     return 0

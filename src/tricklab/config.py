@@ -82,7 +82,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -183,6 +183,10 @@ def validate(cfg: Config) -> None:
                         ("train.grad_accum", cfg.train.grad_accum, 1), ("train.eval_batch_size", cfg.train.eval_batch_size, 1)):
         if v < lo:
             raise ConfigError(f"config {path}: must be at least {lo}, got {v}")
+    if cfg.train.log_every < 1:
+        raise ConfigError(f"config train.log_every: must be at least 1, got {cfg.train.log_every}")
+    if cfg.train.epochs <= 0 and cfg.train.max_steps <= 0:
+        raise ConfigError(f"config train.epochs: must be positive (or set train.max_steps), got {cfg.train.epochs}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"config train.lr: must be positive, got {cfg.train.lr}")
     if not 0 <= cfg.train.warmup_ratio < 1:

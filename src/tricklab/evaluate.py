@@ -7,6 +7,9 @@ import numpy as np
 from scipy import stats
 
 DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "pearson"}
+TASK_METRICS = {"single_label": ("accuracy", "macro_f1", "weighted_f1", "loss", "f1_positive"),
+                "multi_label": ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "subset_accuracy"),
+                "regression": ("pearson", "spearman", "mse")}
 LOWER_IS_BETTER = {"mse", "loss"}
 
 

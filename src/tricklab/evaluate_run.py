@@ -26,7 +26,7 @@ def evaluate_run(run: str | Path, data: str | Path, batch_size: int = 128, verbo
     texts = [(r.text, r.text_b) if r.text_b is not None else r.text for r in rows]
     m = compute_metrics(lm.task, pred.logits(texts), gold, lm.names)
     stem = Path(data).stem
-    (run / f"eval_{stem}.json").write_text(json.dumps(m, indent=2, ensure_ascii=False))
+    (run / f"eval_{stem}.json").write_text(json.dumps(m, indent=2, ensure_ascii=False), encoding="utf-8")
     if "confusion_matrix" in m:
         plot_confusion(m["confusion_matrix"], lm.names, run / f"confusion_matrix_{stem}.png",
                        f"{Path(data).name} (acc {m['accuracy']:.4f})")

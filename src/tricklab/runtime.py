@@ -63,6 +63,8 @@ def all_logits(model: torch.nn.Module, enc: Encoded, batch_size: int, pad_id: in
         gathered: list = [None] * shard[1]
         torch.distributed.all_gather_object(gathered, parts)
         parts = [p for g in gathered for p in g]
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
     C = parts[0][1].shape[1]
     out = np.zeros((len(enc), C), dtype=np.float32)
     for idx, lg in parts:

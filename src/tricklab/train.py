@@ -26,7 +26,7 @@ from .config import Config, load_config
 from .context import TrainContext
 from .data import DataBundle, Encoded, collate, encode, load_data, needs_lowercase, train_batches
 from .errors import ConfigError, TrickLabError
-from .evaluate import DEFAULT_METRIC, compute_metrics, is_better
+from .evaluate import DEFAULT_METRIC, TASK_METRICS, compute_metrics, is_better
 from .losses import DEFAULT_LOSS
 from .model import build_classifier, save_model
 from .optim import param_groups, warmup_linear
@@ -115,7 +115,18 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
         train_enc.extra["soft_labels"] = bundle.train.soft
     test_enc = enc(bundle.test) if bundle.test is not None else None
     lengths = train_enc.lengths
-    batches_per_epoch = len(train_batches(lengths, tc.batch_size, tc.seed, 0, tc.group_by_length))
+    if tc.batch_size < world:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch: it must be at least the number "
+                          f"of processes ({world})")
+
+    def epoch_batches(epoch: int) -> list[np.ndarray]:
+        """This process's batches for one epoch: its slice of every global batch."""
+        batches = train_batches(lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length)
+        if world > 1:
+            batches = [np.array_split(b, world)[rank] for b in batches if len(b) >= world]
+        return batches
+
+    batches_per_epoch = len(epoch_batches(0))
     steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
     total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
     ctx = TrainContext(bundle.task, lm.num_labels, lm.names, bundle.class_counts(), len(bundle.train), total_steps,
@@ -137,6 +148,8 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
     scheduler = warmup_linear(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
+    loss_params = [p for _, m in losses.values() for p in m.parameters() if p.requires_grad]
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
 
     st = State()
     ckpt_root = out / "checkpoints"
@@ -164,6 +177,9 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
     log = open(out / "log.jsonl", "a", encoding="utf-8") if main else None
     meta = run_meta(cfg, bundle, lower, backbone)
     metric = DEFAULT_METRIC[bundle.task] if tc.metric == "auto" else tc.metric
+    if metric not in TASK_METRICS[bundle.task] or (metric == "f1_positive" and lm.num_labels != 2):
+        raise ConfigError(f"train.metric={metric!r} is not a {bundle.task} metric (choose from: "
+                          f"{', '.join(TASK_METRICS[bundle.task])}; f1_positive needs 2 classes)")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 
     def write_log(rec: dict[str, Any]) -> None:
@@ -183,7 +199,7 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
         accelerator.backward(sum(parts.values()) * scale)
         return parts
 
-    def evaluate_and_keep_best() -> None:
+    def evaluate_and_keep_best(epoch: int) -> None:
         with contextlib.ExitStack() as stack:
             for t in tricks:
                 stack.enter_context(t.eval_weights(model))
@@ -197,7 +213,7 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
                     replace_dir(tmp, out / "model")
             else:
                 st.bad_evals += 1
-        write_log({"step": st.step, "epoch": st.epoch + 1, **{f"dev/{k}": v for k, v in m.items() if isinstance(v, float)}})
+        write_log({"step": st.step, "epoch": epoch, **{f"dev/{k}": v for k, v in m.items() if isinstance(v, float)}})
         bar.set_postfix_str(f"dev {metric} {m[metric]:.4f} (best {st.best:.4f})", refresh=False)
         if tc.checkpoint:
             accelerator.wait_for_everyone()
@@ -211,16 +227,14 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
     bar = tqdm(total=total_steps, initial=st.step, disable=not (main and progress), desc="train", dynamic_ncols=True)
     running: dict[str, float] = {}
     n_running, t_log = 0, time.perf_counter()
-    done = st.step >= total_steps
+    done = st.step >= total_steps or bool(tc.patience and st.bad_evals >= tc.patience)
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     while not done and st.epoch < n_epochs:
-        epoch_batches = train_batches(lengths, tc.batch_size, tc.seed, st.epoch, tc.group_by_length)
-        if world > 1:  # each process takes its slice of every global batch
-            epoch_batches = [np.array_split(b, world)[rank] for b in epoch_batches if len(b) >= world]
+        batches = epoch_batches(st.epoch)
         model.train()
         t0 = time.perf_counter()
-        while st.batch < len(epoch_batches) and not done:
-            group = epoch_batches[st.batch: st.batch + tc.grad_accum]
+        while st.batch < len(batches) and not done:
+            group = batches[st.batch: st.batch + tc.grad_accum]
             for i, idx in enumerate(group):
                 batch = collate(train_enc, idx, pad_id, bundle.task, lm.num_labels).to(device)
                 for t in tricks:
@@ -233,8 +247,13 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
                 for k, v in parts.items():
                     running[k] = running.get(k, 0.0) + float(v.detach()) / len(group)
                 st.samples += len(idx) * world
+            if world > 1 and loss_params:  # loss modules (e.g. a SupCon projection) sit outside DDP
+                for p_ in loss_params:
+                    if p_.grad is not None:
+                        torch.distributed.all_reduce(p_.grad)
+                        p_.grad /= world
             if tc.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+                accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -253,12 +272,13 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
                 write_log(rec)
                 bar.set_description(f"train loss {rec['loss']:.4f}", refresh=False)
                 running, n_running, t_log = {}, 0, time.perf_counter()
-            end_of_epoch = st.batch >= len(epoch_batches)
+            end_of_epoch = st.batch >= len(batches)
             if (tc.eval_every and st.step % tc.eval_every == 0) or done or (not tc.eval_every and end_of_epoch):
                 st.train_seconds += time.perf_counter() - t0
+                epoch = st.epoch + 1
                 if end_of_epoch:  # the checkpoint then points at the next epoch's start
                     st.epoch, st.batch = st.epoch + 1, 0
-                evaluate_and_keep_best()
+                evaluate_and_keep_best(epoch)
                 t0 = time.perf_counter()
                 if tc.patience and st.bad_evals >= tc.patience:
                     tqdm.write(f"early stop: no dev {metric} gain in {tc.patience} evaluations") if main else None
@@ -297,7 +317,7 @@ def finish(out: Path, bundle: DataBundle, dev_enc: Encoded, test_enc: Encoded | 
     metrics = {**headline, "evaluated_on": "test" if "test" in res else "dev", "best_step": st.best_step,
                "best_dev": {metric: st.best}, "train_samples_per_s": st.samples / max(st.train_seconds, 1e-9),
                "train_seconds": st.train_seconds, "steps": st.step, **res}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     if "confusion_matrix" in final:
         plot_confusion(final["confusion_matrix"], names, out / "confusion_matrix.png",
                        f"{metrics['evaluated_on']} confusion matrix (acc {final['accuracy']:.4f})")

@@ -106,6 +106,9 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))
     except DataError as e:
         raise DataError(problems + e.problems) from None
+    for name, p in (("dev", dev_p), ("test", test_p)):
+        if name in raw and not raw[name] and not problems:
+            problems.append(f"{p}: no examples in the file; fix: give it labelled lines, or leave it out")
     labels: dict[str, list[Any]] = {}
     for name, rows in list(raw.items()):
         if not rows:
@@ -130,6 +133,9 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
         dev_s = Split("dev", raw["dev"], labels["dev"], str(dev_p))
     else:
         train, dev_s = _hold_out(train, d.dev_ratio, task, cfg.train.seed)
+        if len(dev_s) == 0:
+            raise DataError(f"{train_p}: too few examples per class to hold out a dev set ({len(train)} in train); "
+                            f"fix: give --dev FILE")
         notes.append(f"dev: no dev file, held out {len(dev_s)} of {len(train) + len(dev_s)} train examples "
                      f"({d.dev_ratio:.0%}, stratified, seed {cfg.train.seed})")
     if d.max_train_samples and len(train) > d.max_train_samples:

@@ -34,6 +34,8 @@ def _is_int(s: Any) -> bool:
 
 
 def _is_float(s: Any) -> bool:
+    if isinstance(s, bool):
+        return False
     try:
         float(s)
         return True
@@ -88,16 +90,18 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
     if not as_ids:
         return LabelMap(task, list(class_names) if class_names else sorted(set(raws)))
     ids = [int(x) for x in raws if _is_int(x)]
+    if not ids:  # label_type=id but nothing is an id: encode_labels names each bad line
+        return LabelMap(task, list(class_names) if class_names else ["0"], from_ids=True)
     if class_names is None:
         lo, hi = min(ids), max(ids)
         if lo >= 1 and 0 not in ids:
-            r = next(r for r in rows if int(r.label) == hi)
+            r = next(r for r in rows if _is_int(r.label) and int(r.label) == hi)
             raise DataError(f"{r.source} line {r.line}: label ids run {lo}..{hi} with no 0: they look 1-based; "
                             f"fix: subtract 1 from every id, or read them as names with --set data.label_type=name")
         return LabelMap(task, [str(i) for i in range(hi + 1)], from_ids=True)
     C = len(class_names)
     if ids and max(ids) == C and min(ids) >= 1 and 0 not in ids:
-        r = next(r for r in rows if int(r.label) == C)
+        r = next(r for r in rows if _is_int(r.label) and int(r.label) == C)
         raise DataError(f"{r.source} line {r.line}: label id {C} is out of range: {class_file} names {C} classes "
                         f"(0..{C - 1}); the ids look 1-based: fix: subtract 1 from every id")
     return LabelMap(task, list(class_names), from_ids=True)

@@ -121,7 +121,7 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
     cells = [c.strip().lower() for c in first]
     if named:
         return all(n.lower() in cells for n in named)
-    return any(c in KNOWN for c in cells) and all(c.isidentifier() or c in KNOWN for c in cells)
+    return any(c in KNOWN for c in cells) and all(c == "" or c.isidentifier() or c in KNOWN for c in cells)
 
 
 def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ...], path: Path, role: str) -> int | None:
@@ -169,23 +169,24 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             raise DataError(f"{path} line 1: no text column in header ({', '.join(header)}); "
                             f"fix: --set data.text_column=NAME")
     else:
-        if cfg.text_column is not None or cfg.label_column is not None:
-            idx = [i for i in (ti, bi, li, si) if i is not None]
-            ncols = max(idx) + 1 if split_all is False else len(split(records[0][1], None))
-        elif pair is not None:
+        given = [i for i in (ti, bi, li, si) if i is not None]
+        if not split_all:  # e.g. space: the last column takes the rest of the line
+            ncols = max(max(given, default=-1) + 1, 2 if labelled else 1)
+        elif pair is not None and not given:
             ncols = (2 if pair else 1) + (1 if labelled else 0)
         else:
             ncols = len(split(records[0][1], None))
-        if ti is None:  # positional defaults: text | text,label | text_a,text_b,label
-            if ncols == 1:
-                ti = 0
-            elif ncols == 2:
-                ti, li = 0, 1
-            elif ncols == 3:
-                ti, bi, li = 0, 1, 2
-            else:
+        if not given and ncols == 3:  # positional defaults: text | text, label | text_a, text_b, label
+            ti, bi, li = 0, 1, 2
+        elif ti is None or (labelled and li is None):
+            if ncols > 3 or (ncols == 3 and ti is None):
                 raise DataError(f"{path} line {records[0][0]}: {ncols} columns and no header; fix: name them with "
                                 f"--set data.text_column=I --set data.label_column=J (0-based)")
+            free = [i for i in range(ncols) if i not in given]  # unset roles take the free columns in order
+            if ti is None and free:
+                ti = free.pop(0)
+            if labelled and li is None and free:
+                li = free.pop(0)
     if not labelled:
         li = None if header is None and ncols == 1 else li
     layout = ", ".join(n for n, i in sorted([("text", ti), ("text_b", bi), ("label", li)], key=lambda x: -1 if x[1] is None else x[1]) if i is not None)
@@ -249,9 +250,11 @@ def _read_jsonl(path: Path, text: str, cfg: DataConfig, labelled: bool, problems
         if labelled and label is None:
             problems.append(f"{path} line {i}: no label (keys: {', '.join(obj)}); fix: add a 'label' field or set data.label_column")
             continue
-        rows.append(Row(text_v.strip(), str(text_b).strip() if text_b is not None else None,
-                        label if not isinstance(label, (int, float)) or isinstance(label, bool) else str(label),
-                        i, str(path), soft))
+        if isinstance(label, bool):
+            label = "true" if label else "false"
+        elif isinstance(label, (int, float)):
+            label = str(label)
+        rows.append(Row(text_v.strip(), str(text_b).strip() if text_b is not None else None, label, i, str(path), soft))
     if not rows and len(problems) == n_problems:
         problems.append(f"{path}: the file is empty: it needs one JSON object per line")
     return rows

@@ -99,11 +99,11 @@ def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any
                            "regression": "regression"}[meta["task"]]
     if model.pooling_name == "pooler" and model.head_name == "linear" and config.model_type in HF_COMPATIBLE:
         cfg["architectures"] = [f"{type(model.encoder).__name__.replace('Model', '')}ForSequenceClassification"]
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(out))
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def load_model(model_dir: str | Path) -> tuple[Classifier, Any, dict[str, Any]]:
@@ -111,7 +111,7 @@ def load_model(model_dir: str | Path) -> tuple[Classifier, Any, dict[str, Any]]:
     d = Path(model_dir)
     if not (d / META_FILE).is_file():
         raise ConfigError(f"{d}: not a tricklab model folder (no {META_FILE}); give a run folder from `tricklab train`")
-    meta = json.loads((d / META_FILE).read_text())
+    meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
     config = AutoConfig.from_pretrained(str(d))
     encoder = AutoModel.from_config(config)
     m = meta["model"]
