@@ -70,7 +70,7 @@ def run_trainer(out: Path, limit: int, bf16: bool) -> dict:
         return {"accuracy": float((pred == p.label_ids).mean())}
 
     args = TrainingArguments(output_dir=str(out), num_train_epochs=3, per_device_train_batch_size=64,
-                             per_device_eval_batch_size=256, learning_rate=5e-5, warmup_ratio=0.05, weight_decay=0.01,
+                             per_device_eval_batch_size=256, learning_rate=5e-5, warmup_steps=0.05, weight_decay=0.01,
                              eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
                              metric_for_best_model="accuracy", save_total_limit=1, seed=1, bf16=bf16,
                              use_cpu=not torch.cuda.is_available(), report_to=[], logging_steps=50,
@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--systems", default="tricklab,trainer_fp32,trainer_bf16")
     ap.add_argument("--train-limit", type=int, default=0, help="first N train lines (0: all 19,371)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_train"))
+    ap.add_argument("--reuse", default="", help="systems whose result.json from an earlier invocation to include")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -116,6 +117,8 @@ def main() -> None:
         return
     rows = {}
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="2")
+    for system in a.reuse.split(",") if a.reuse else []:  # a result measured by an earlier invocation
+        rows[system] = json.loads((Path(a.out) / system / "result.json").read_text())
     for system in a.systems.split(","):
         print(f"running {system} ...", file=sys.stderr, flush=True)
         r = subprocess.run([sys.executable, __file__, "--child", system, "--out", a.out, "--train-limit", str(a.train_limit)],
@@ -125,6 +128,7 @@ def main() -> None:
             print(r.stdout[-2000:], r.stderr[-4000:], file=sys.stderr)
             raise SystemExit(f"{system} failed")
         rows[system] = json.loads(line[7:])
+        (Path(a.out) / system / "result.json").write_text(line[7:])
         print(f"  {system}: {rows[system]}", file=sys.stderr, flush=True)
     base = {k: rows[k]["train_samples_per_s"] for k in rows if k.startswith("trainer")}
     print("| system | test acc | macro-F1 | train samples/s | train s | wall s | peak RSS MB |"

@@ -80,7 +80,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
-    pred = Predictor.from_run(args.run, batch_size=args.batch_size)
+    if args.bundle:
+        pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size)
+    else:
+        pred = Predictor.from_run(args.run, batch_size=args.batch_size, threads=args.threads)
     pair = bool(pred.meta["data"].get("pair"))
     src = sys.stdin if args.input in (None, "-") else open(_existing(args.input), encoding="utf-8-sig")
     texts, dropped_cols = [], False
@@ -99,6 +102,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for t, p in zip(chunk, pred.predict(chunk, top_k=args.top_k)):
             out.write(json.dumps({"text": t, **p}, ensure_ascii=False) + "\n")
     out.flush()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .onnx_backend import export_bundle
+
+    export_bundle(args.run, args.out, fmt=args.format, quantize=args.quantize, opset=args.opset,
+                  verify_data=args.verify_data)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(run=args.run, bundle=args.bundle, host=args.host, port=args.port, token=args.token,
+          max_texts=args.max_texts, max_chars=args.max_chars, threads=args.threads)
     return 0
 
 
@@ -144,12 +163,38 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict texts (one per line; text_a<TAB>text_b for pair models); JSONL out")
-    pr.add_argument("--run", required=True)
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder from `tricklab train` (torch)")
+    src.add_argument("--bundle", help="bundle folder from `tricklab export` (onnxruntime)")
     pr.add_argument("input", nargs="?", help="file with one text per line, or - (default) for standard input")
     pr.add_argument("--top-k", type=int, default=1)
     pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's)")
     pr.add_argument("--output", help="write JSONL here instead of standard output")
     pr.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a run as a self-contained ONNX bundle, verified against torch")
+    x.add_argument("--run", required=True)
+    x.add_argument("--out", required=True, help="bundle folder to write")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the weights (onnxruntime)")
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--verify-data", help="data file (the run's format, e.g. its dev file) to compare torch and ONNX "
+                                         "on (default: 64 texts sampled from the vocabulary)")
+    x.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="HTTP API (POST /predict, GET /health, /labels, /docs) and a web page at /")
+    src = sv.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder from `tricklab train` (torch)")
+    src.add_argument("--bundle", help="bundle folder from `tricklab export` (onnxruntime)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", default=os.environ.get("TRICKLAB_TOKEN"),
+                    help="require `Authorization: Bearer TOKEN` (default: $TRICKLAB_TOKEN, else no token)")
+    sv.add_argument("--max-texts", type=int, default=256, help="texts per request (default 256)")
+    sv.add_argument("--max-chars", type=int, default=2000, help="characters per text (default 2000)")
+    sv.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    sv.set_defaults(func=cmd_serve)
 
     try:
         from .generation.cli import add_parser as add_generate

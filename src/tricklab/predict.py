@@ -25,14 +25,21 @@ class Predictor:
       regression:   {"score": value}
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, meta: dict[str, Any], device: str | None = None,
-                 precision: str = "auto", batch_size: int = 64, threshold: float = 0.5):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str | None = None,
+                 precision: str = "auto", batch_size: int = 64, threshold: float = 0.5, threads: int | None = None):
+        # `model`: a torch Classifier, or an onnx_backend.OnnxModel (backend "onnx": CPU, fp32, its own threads)
+        self.backend: str = getattr(model, "backend", "torch")
+        if threads and self.backend == "torch":
+            torch.set_num_threads(int(threads))
+        if self.backend == "onnx":
+            self.device, self.model, self.precision = torch.device("cpu"), model, "fp32"
+        else:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model = model.to(self.device).eval()
+            self.precision = resolve_precision(precision, self.device.type)
         self.tokenizer, self.meta = tokenizer, meta
         self.task = meta["task"]
         self.labels: list[str] = meta["labels"]["names"]
-        self.precision = resolve_precision(precision, self.device.type)
         self.batch_size, self.threshold = batch_size, threshold
 
     @classmethod
@@ -40,6 +47,14 @@ class Predictor:
         d = Path(run_dir)
         model_dir = d / "model" if (d / "model").is_dir() else d
         model, tok, meta = load_model(model_dir)
+        return cls(model, tok, meta, **kw)
+
+    @classmethod
+    def from_bundle(cls, bundle_dir: str | Path, threads: int | None = None, **kw: Any) -> "Predictor":
+        """An exported bundle (`tricklab export`), run by onnxruntime; no torch model code."""
+        from .onnx_backend import load_bundle
+
+        model, tok, meta = load_bundle(bundle_dir, threads)
         return cls(model, tok, meta, **kw)
 
     def logits(self, texts: Sequence[Text]) -> np.ndarray:
@@ -56,6 +71,8 @@ class Predictor:
                 a.append(t if isinstance(t, str) else "\t".join(t))
         enc = encode(self.tokenizer, a, b if pair else None, self.meta["data"]["max_length"], self.meta["data"]["lowercase"])
         pad = self.tokenizer.pad_token_id or 0
+        if self.backend == "onnx":
+            return self.model.all_logits(enc, self.batch_size, pad)
         return all_logits(self.model, enc, self.batch_size, pad, self.device, self.precision)
 
     def predict(self, texts: Sequence[Text], top_k: int = 1) -> list[dict[str, Any]]:

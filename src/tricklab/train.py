@@ -144,7 +144,8 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
     groups = param_groups(model, [m for _, m in losses.values()], tc)
     for t in tricks:
         groups = t.param_groups(model, groups)
-    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "param_names"} for g in groups], lr=tc.lr)
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "param_names"} for g in groups], lr=tc.lr,
+                                  fused=device.type in ("cpu", "cuda"))  # one kernel per step, not one per tensor
     scheduler = warmup_linear(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)

@@ -1,0 +1,180 @@
+"""ONNX export on tiny random BERTs: bundle round trip (fp32 agrees with torch, int8 mostly agrees),
+every task, pair models (token_type_ids), predict --bundle through the CLI, actionable errors."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="ONNX export needs the serve extra: pip install -e '.[serve]'")
+pytest.importorskip("onnx", reason="ONNX export needs the serve extra: pip install -e '.[serve]'")
+
+from conftest import CLASSES, NOISE, make_text, tiny_cfg, write_thucnews  # noqa: E402
+from tricklab.cli import main as cli_main  # noqa: E402
+from tricklab.errors import ConfigError  # noqa: E402
+from tricklab.onnx_backend import export_bundle  # noqa: E402
+from tricklab.predict import Predictor  # noqa: E402
+from tricklab.train import train  # noqa: E402
+
+
+def mixed_texts(n: int, seed: int = 7) -> list[str]:
+    """Class-like texts, mixtures, noise, and a few longer than max_length (truncation)."""
+    rng = random.Random(seed)
+    names = list(CLASSES)
+    out = []
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            out.append(make_text(rng, names[i % 3]))
+        elif kind == 1:
+            out.append(make_text(rng, names[i % 3]) + make_text(rng, names[(i + 1) % 3]))
+        elif kind == 2:
+            out.append("".join(rng.choice(NOISE) for _ in range(rng.randint(1, 8))))
+        else:
+            out.append("".join(make_text(rng, names[i % 3]) for _ in range(5)))  # > 24 tokens
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("export")
+    thuc = write_thucnews(d / "thuc")
+    out = d / "run"
+    train(tiny_cfg(tiny_model, "train.epochs=4"), thuc, out=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    export_bundle(run, out, verify_data=run.parent / "thuc" / "dev.txt", log=None)
+    return out
+
+
+def test_fp32_bundle_agrees_with_torch(run, bundle):
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["task"] == "single_label" and info["labels"] == ["sports", "finance", "game"]
+    assert info["max_length"] == 24 and info["pair"] is False and info["quantize"] is None
+    assert {"torch", "onnx", "onnxruntime", "transformers"} <= set(info["versions"])
+    assert info["verify"]["n"] == 30 and info["verify"]["agreement"] == 1.0
+    for f in ("model.onnx", "tokenizer.json", "tricklab.json"):
+        assert (bundle / f).is_file(), f
+    texts = mixed_texts(100)
+    ref, onx = Predictor.from_run(run), Predictor.from_bundle(bundle, threads=1)
+    assert onx.backend == "onnx" and ref.backend == "torch"
+    a, b = ref.predict(texts, top_k=3), onx.predict(texts, top_k=3)
+    agree = np.mean([x["label"] == y["label"] for x, y in zip(a, b)])
+    assert agree >= 0.995, agree
+    diff = max(abs(px - py) for x, y in zip(a, b) for (_, px), (_, py) in zip(x["top_k"], y["top_k"]))
+    assert diff < 1e-4, diff
+
+
+def test_onnx_axes_are_dynamic(bundle):
+    import onnx
+
+    m = onnx.load(str(bundle / "model.onnx"))
+    for inp in m.graph.input:
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        assert dims == ["batch", "sequence"], (inp.name, dims)
+    # one batch of very different lengths and batch sizes runs through the same graph
+    p = Predictor.from_bundle(bundle, batch_size=3)
+    assert len(p.predict(mixed_texts(10))) == 10 and len(p.predict(["球"])) == 1
+
+
+def test_int8_bundle_runs_and_mostly_agrees(run, tmp_path):
+    info = export_bundle(run, tmp_path / "q", quantize="int8", log=None)
+    assert info["quantize"] == "int8" and info["verify"]["n"] == 64
+    texts = mixed_texts(100)
+    a = Predictor.from_run(run).predict(texts)
+    b = Predictor.from_bundle(tmp_path / "q").predict(texts)
+    agree = np.mean([x["label"] == y["label"] for x, y in zip(a, b)])
+    assert agree >= 0.8, agree
+
+
+def test_export_and_predict_bundle_via_cli(run, tmp_path, capsys):
+    out = tmp_path / "cli_bundle"
+    assert cli_main(["export", "--run", str(run), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "agreement" in said and "max prob difference" in said
+    inp = tmp_path / "in.txt"
+    inp.write_text("球赛冠军队员\n股市银行基金利率\n玩家游戏\n", encoding="utf-8")
+    assert cli_main(["predict", "--bundle", str(out), str(inp), "--top-k", "2", "--threads", "1"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    api = Predictor.from_run(run).predict(["球赛冠军队员", "股市银行基金利率", "玩家游戏"], top_k=2)
+    assert [x["label"] for x in lines] == [x["label"] for x in api]
+    assert all(len(x["top_k"]) == 2 for x in lines)
+    assert lines[0]["score"] == pytest.approx(api[0]["score"], abs=1e-5)
+
+
+def test_bundle_errors_are_actionable(run, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="not a tricklab bundle.*run folder"):
+        Predictor.from_bundle(run)
+    assert cli_main(["predict", "--bundle", str(tmp_path / "missing"), "-"]) == 2
+    assert "tricklab export" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown"):
+        export_bundle(run, tmp_path / "x", quantize="int4", log=None)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a bundle"):
+        export_bundle(run, tmp_path / "busy", log=None)
+
+
+def _pair_rows(rng: random.Random, n: int, label: str) -> list[str]:
+    rows = []
+    for _ in range(n):
+        a = "".join(rng.choice("球赛队员股市银行") for _ in range(5))
+        b = "".join(rng.choice("球赛队员股市银行") for _ in range(5))
+        overlap = len(set(a) & set(b))
+        rows.append(f"{a}\t{b}\t" + (("same" if overlap >= 3 else "diff") if label == "class" else f"{overlap / 2.5:.2f}"))
+    return rows
+
+
+@pytest.mark.parametrize("task", ["single_label", "regression"])
+def test_pair_model_export(tiny_model, tmp_path, task):
+    rng = random.Random(3)
+    (tmp_path / "pairs.tsv").write_text("\n".join(_pair_rows(rng, 80, "class" if task == "single_label" else "score")))
+    sets = ["train.epochs=2"] + (["task=regression"] if task == "regression" else [])
+    train(tiny_cfg(tiny_model, *sets), tmp_path / "pairs.tsv", out=tmp_path / "run", progress=False)
+    info = export_bundle(tmp_path / "run", tmp_path / "b", verify_data=tmp_path / "pairs.tsv", log=None)
+    assert info["pair"] is True and "token_type_ids" in info["inputs"] and info["task"] == task
+    assert info["verify"]["n"] == 80 and info["verify"]["agreement"] >= 0.99
+    pairs = [(r.split("\t")[0], r.split("\t")[1]) for r in _pair_rows(random.Random(9), 30, "class")]
+    a = Predictor.from_run(tmp_path / "run").predict(pairs, top_k=2)
+    b = Predictor.from_bundle(tmp_path / "b").predict(pairs, top_k=2)
+    if task == "regression":
+        assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b)) < 1e-4
+    else:
+        assert [x["label"] for x in a] == [x["label"] for x in b]
+    # tab-joined strings are pairs too, as in `tricklab predict`
+    assert Predictor.from_bundle(tmp_path / "b").predict(["球赛\t队员"])[0].keys() == a[0].keys()
+
+
+def test_multi_label_export(tiny_model, tmp_path):
+    rng = random.Random(1)
+    lines = []
+    for i in range(90):
+        labs = [["sports"], ["finance"], ["sports", "game"]][i % 3]
+        lines.append("".join(make_text(rng, lab) for lab in labs) + "\t" + "|".join(labs))
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "train.tsv").write_text("\n".join(lines))
+    train(tiny_cfg(tiny_model, "train.epochs=3"), tmp_path / "ml", out=tmp_path / "run", progress=False)
+    info = export_bundle(tmp_path / "run", tmp_path / "b", log=None)
+    assert info["task"] == "multi_label" and info["verify"]["agreement"] >= 0.99
+    texts = mixed_texts(40)
+    a = Predictor.from_run(tmp_path / "run").predict(texts, top_k=2)
+    b = Predictor.from_bundle(tmp_path / "b").predict(texts, top_k=2)
+    assert [x["labels"] for x in a] == [x["labels"] for x in b]
+
+
+def test_torch_predictor_threads_option(run):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        p = Predictor.from_run(run, threads=1)
+        assert torch.get_num_threads() == 1 and len(p.predict(["球赛"])) == 1
+    finally:
+        torch.set_num_threads(before)
