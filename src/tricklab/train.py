@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -87,6 +88,7 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
         raise TrickLabError(f"{out} already holds a run; fix: add --resume to continue it, or choose another --out")
     tc = cfg.train
     precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    AcceleratorState._reset_state()  # one process may train several runs (tests, grids) with other precisions
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
     device = accelerator.device
