@@ -94,6 +94,9 @@ def run_trainer(out: Path, limit: int, bf16: bool) -> dict:
 
 
 def child(system: str, out: Path, limit: int) -> None:
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)  # every measurement starts from scratch
     t0 = time.perf_counter()
     if system == "tricklab":
         res = run_tricklab(out, limit)
