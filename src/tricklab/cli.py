@@ -127,6 +127,13 @@ def _existing(p: str) -> str:
     return p
 
 
+def model_source(sp: argparse.ArgumentParser) -> None:
+    """--run or --bundle: the model a command predicts with."""
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder from `tricklab train` (torch)")
+    src.add_argument("--bundle", help="bundle folder from `tricklab export` (onnxruntime)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tricklab", description="Fine-tune BERT-family text classifiers with composable tricks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict texts (one per line; text_a<TAB>text_b for pair models); JSONL out")
-    src = pr.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run folder from `tricklab train` (torch)")
-    src.add_argument("--bundle", help="bundle folder from `tricklab export` (onnxruntime)")
+    model_source(pr)
     pr.add_argument("input", nargs="?", help="file with one text per line, or - (default) for standard input")
     pr.add_argument("--top-k", type=int, default=1)
     pr.add_argument("--batch-size", type=int, default=64)
@@ -184,9 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_export)
 
     sv = sub.add_parser("serve", help="HTTP API (POST /predict, GET /health, /labels, /docs) and a web page at /")
-    src = sv.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run folder from `tricklab train` (torch)")
-    src.add_argument("--bundle", help="bundle folder from `tricklab export` (onnxruntime)")
+    model_source(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token", default=os.environ.get("TRICKLAB_TOKEN"),
