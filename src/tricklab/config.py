@@ -34,6 +34,15 @@ class DataConfig:
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
     dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file
     max_train_samples: int = 0     # 0: all
+    # texts longer than max_length (see data/truncation.py):
+    truncation: str = "head"       # head | tail | head_tail | chunk (tail, head_tail, chunk: single texts only)
+    head_ratio: float = 0.25       # head_tail: share of the token budget kept from the start; the rest comes from
+                                   # the end (0.25 at max_length 512: 128 + 382 tokens, Sun et al. 2019)
+    stride: Union[int, None] = None  # chunk: tokens shared by consecutive windows; default: a quarter of a window
+    chunk_agg: str = "mean"        # chunk: a document's logits = mean | max of its windows' logits
+    chunk_train: bool = True       # chunk: train on every window (with its document's label), as prediction sees
+                                   # them; false: on the first window only (head), faster, no window label noise
+    max_chunks: int = 8            # chunk: windows per document at most (later tokens are dropped)
 
 
 @dataclass
@@ -179,6 +188,17 @@ def validate(cfg: Config) -> None:
     choice("data.format", cfg.data.format, ("auto", "thucnews", "tsv", "csv", "jsonl", "txt"))
     choice("data.header", cfg.data.header, ("auto", "true", "false"))
     choice("data.label_type", cfg.data.label_type, ("auto", "id", "name"))
+    choice("data.truncation", cfg.data.truncation, ("head", "tail", "head_tail", "chunk"))
+    choice("data.chunk_agg", cfg.data.chunk_agg, ("mean", "max"))
+    if not 0 <= cfg.data.head_ratio <= 1:
+        raise ConfigError(f"config data.head_ratio: must be in [0, 1] (share of the tokens kept from the start; "
+                          f"0.25 keeps 128 + 382 of 512), got {cfg.data.head_ratio}")
+    if cfg.data.max_chunks < 1:
+        raise ConfigError(f"config data.max_chunks: must be at least 1 (windows per document), got {cfg.data.max_chunks}")
+    if cfg.data.stride is not None and not 0 <= cfg.data.stride < cfg.data.max_length - 2:
+        raise ConfigError(f"config data.stride: tokens shared by consecutive windows must be in 0..{cfg.data.max_length - 3} "
+                          f"(less than data.max_length={cfg.data.max_length} minus the special tokens), got "
+                          f"{cfg.data.stride}; fix: --set data.stride={max(0, cfg.data.max_length // 4)}")
     for path, v, lo in (("data.max_length", cfg.data.max_length, 2), ("train.batch_size", cfg.train.batch_size, 1),
                         ("train.grad_accum", cfg.train.grad_accum, 1), ("train.eval_batch_size", cfg.train.eval_batch_size, 1)):
         if v < lo:

@@ -4,7 +4,8 @@ A bundle folder holds:
   model.onnx       the classifier graph, inputs (input_ids, attention_mask[, token_type_ids]) with
                    dynamic batch and sequence axes, output `logits` (B, C)
   tokenizer files  as written by the tokenizer's save_pretrained
-  tricklab.json    the run's meta: task, labels, data.max_length, data.lowercase, data.pair
+  tricklab.json    the run's meta: task, labels, data.max_length, data.lowercase, data.pair,
+                   data.truncation (long-text policy: chunk windows are aggregated per text, as in torch)
   bundle.json      what was exported, how (opset, quantization) and with which versions; the
                    verification result (torch vs ONNX agreement)
 
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .data.batching import Encoded, eval_batches
+from .data.truncation import Truncation
 from .errors import ConfigError, TrickLabError
 
 BUNDLE_FILE = "bundle.json"
@@ -67,7 +69,7 @@ class OnnxModel:
         out = np.zeros((len(enc), parts[0][1].shape[1]), dtype=np.float32)
         for idx, lg in parts:
             out[idx] = lg
-        return out
+        return enc.aggregate(out)  # chunk windows -> documents, as runtime.all_logits
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self.input_names})[0].astype(np.float32)
@@ -266,6 +268,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
     info = {"bundle_version": BUNDLE_VERSION, "format": fmt, "file": ONNX_FILE, "opset": opset,
             "quantize": quantize, "task": meta["task"], "labels": meta["labels"]["names"],
             "max_length": meta["data"]["max_length"], "lowercase": bool(meta["data"]["lowercase"]), "pair": pair,
+            "truncation": Truncation.from_meta(meta["data"]).to_meta(),
             "inputs": onnx_pred.model.input_names, "name": run.resolve().name,
             "backbone": meta.get("model", {}).get("backbone"),
             "run": str(run.resolve()), "versions": _versions(), "verify": check}

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .data.batching import encode
+from .data.truncation import Truncation
 from .errors import TrickLabError
 from .evaluate import sigmoid, softmax
 from .model import load_model
@@ -69,7 +70,8 @@ class Predictor:
                 a.append(t[0]), b.append(t[1])
             else:
                 a.append(t if isinstance(t, str) else "\t".join(t))
-        enc = encode(self.tokenizer, a, b if pair else None, self.meta["data"]["max_length"], self.meta["data"]["lowercase"])
+        enc = encode(self.tokenizer, a, b if pair else None, self.meta["data"]["max_length"], self.meta["data"]["lowercase"],
+                     truncation=Truncation.from_meta(self.meta["data"]))   # the run's long-text policy (old runs: head)
         pad = self.tokenizer.pad_token_id or 0
         if self.backend == "onnx":
             return self.model.all_logits(enc, self.batch_size, pad)

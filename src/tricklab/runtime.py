@@ -42,7 +42,8 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
 
 def iter_logits(model: torch.nn.Module, enc: Encoded, batch_size: int, pad_id: int, device: torch.device,
                 precision: str, shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(indices, float32 logits) per length-sorted batch; `shard=(rank, world)` takes every world-th batch."""
+    """(row indices, float32 logits) per length-sorted batch; `shard=(rank, world)` takes every world-th batch.
+    Rows are chunk windows when enc.doc_index is set: all_logits aggregates them per document."""
     rank, world = shard
     was_training = model.training
     model.eval()
@@ -57,7 +58,8 @@ def iter_logits(model: torch.nn.Module, enc: Encoded, batch_size: int, pad_id: i
 
 def all_logits(model: torch.nn.Module, enc: Encoded, batch_size: int, pad_id: int, device: torch.device,
                precision: str, shard: tuple[int, int] = (0, 1)) -> np.ndarray:
-    """Logits for every example, in input order. With shard world > 1 the pieces are gathered."""
+    """Logits for every example (document), in input order: chunk windows' logits are aggregated per
+    document (enc.agg: mean | max). With shard world > 1 the pieces are gathered."""
     parts = list(iter_logits(model, enc, batch_size, pad_id, device, precision, shard))
     if shard[1] > 1:
         gathered: list = [None] * shard[1]
@@ -69,4 +71,4 @@ def all_logits(model: torch.nn.Module, enc: Encoded, batch_size: int, pad_id: in
     out = np.zeros((len(enc), C), dtype=np.float32)
     for idx, lg in parts:
         out[idx] = lg
-    return out
+    return enc.aggregate(out)                                    # (N, C) -> (D, C)

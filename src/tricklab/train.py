@@ -8,7 +8,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, replace_dir, save_ch
 from .config import Config, load_config
 from .context import TrainContext
 from .data import DataBundle, Encoded, collate, encode, load_data, needs_lowercase, train_batches
+from .data.truncation import Truncation
 from .errors import ConfigError, TrickLabError
 from .evaluate import DEFAULT_METRIC, TASK_METRICS, compute_metrics, is_better
 from .losses import DEFAULT_LOSS
@@ -72,7 +73,8 @@ def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) ->
     return {"task": bundle.task, "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
-            "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair}}
+            "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
+                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}}}
 
 
 def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None,
@@ -108,14 +110,22 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
         notes.append("lowercase: on: this tokenizer keeps capitals but its vocabulary has lower-case Latin letters "
                      "only (capitals would become [UNK]); --set data.lowercase=false to disable")
 
-    def enc(split: Any) -> Encoded:
-        return encode(tok, [r.text for r in split.rows], [r.text_b for r in split.rows] if bundle.is_pair else None,
-                      cfg.data.max_length, lower, split.labels)
+    trunc = Truncation.from_config(cfg.data)
 
-    train_enc, dev_enc = enc(bundle.train), enc(bundle.dev)
+    def enc(split: Any, t: Truncation = trunc) -> Encoded:
+        return encode(tok, [r.text for r in split.rows], [r.text_b for r in split.rows] if bundle.is_pair else None,
+                      cfg.data.max_length, lower, split.labels, t)
+
+    # chunk: every window is a training example with its document's label, unless data.chunk_train=false (head)
+    train_enc = enc(bundle.train, replace(trunc, policy="head") if trunc.policy == "chunk" and not cfg.data.chunk_train
+                    else trunc)
+    dev_enc = enc(bundle.dev)
     if bundle.train.soft is not None:
-        train_enc.extra["soft_labels"] = bundle.train.soft
+        train_enc.extra["soft_labels"] = train_enc.expand(bundle.train.soft)
     test_enc = enc(bundle.test) if bundle.test is not None else None
+    if trunc.policy == "chunk":
+        notes.append(f"truncation: chunk: train {len(bundle.train)} texts -> {len(train_enc)} training examples, "
+                     f"dev {len(bundle.dev)} -> {len(dev_enc)} windows (logits: {trunc.agg} per text)")
     lengths = train_enc.lengths
     if tc.batch_size < world:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch: it must be at least the number "

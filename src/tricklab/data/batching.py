@@ -7,18 +7,36 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..types import Batch
+from .truncation import Truncation, aggregate, cut_long
 
 
 @dataclass
 class Encoded:
+    """Token ids per row. A row is a document, or with `data.truncation=chunk` one window of a document:
+    then doc_index (N,) names each row's document and models' logits are aggregated per document (`agg`)."""
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: list[Any] | None
     extra: dict[str, np.ndarray] = field(default_factory=dict)   # per-example arrays, e.g. soft_labels (N, C)
+    doc_index: np.ndarray | None = None   # (N,) window -> document, non-decreasing; None: one row per document
+    agg: str = "mean"                     # chunk windows -> document logits: mean | max
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def num_docs(self) -> int:
+        return len(self) if self.doc_index is None else (int(self.doc_index[-1]) + 1 if len(self.doc_index) else 0)
+
+    def expand(self, per_doc: np.ndarray) -> np.ndarray:
+        """A per-document array (D, ...) -> one entry per row (N, ...), e.g. soft labels for chunk windows."""
+        return per_doc if self.doc_index is None else per_doc[self.doc_index]
+
+    def aggregate(self, logits: np.ndarray) -> np.ndarray:
+        """Row logits (N, C) -> document logits (D, C); unchanged when rows are documents."""
+        return logits if self.doc_index is None else aggregate(logits, self.doc_index, self.agg)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -38,10 +56,21 @@ def needs_lowercase(tokenizer: Any) -> bool:
 
 
 def encode(tokenizer: Any, texts: Sequence[str], texts_b: Sequence[str] | None, max_length: int,
-           lowercase: bool, labels: list[Any] | None = None) -> Encoded:
+           lowercase: bool, labels: list[Any] | None = None, truncation: Truncation | None = None) -> Encoded:
+    """Tokenize once. `truncation` (data/truncation.py; default head) picks the tokens of long texts; with
+    `chunk`, rows are windows carrying their document's label and doc_index maps them back."""
     if lowercase:
         texts = [t.lower() for t in texts]
         texts_b = [t.lower() for t in texts_b] if texts_b is not None else None
+    t = truncation or Truncation()
+    if t.policy != "head":
+        if texts_b is not None:
+            raise ConfigError(f"config data.truncation={t.policy}: single texts only; sentence pairs are cut from "
+                              f"the end of the longer text; fix: --set data.truncation=head")
+        ids, doc_index = cut_long(tokenizer, texts, max_length, t)
+        if doc_index is not None and labels is not None:
+            labels = [labels[d] for d in doc_index]
+        return Encoded(ids, None, labels, doc_index=doc_index, agg=t.agg)
     enc = tokenizer(list(texts), list(texts_b) if texts_b is not None else None, truncation=True,
                     max_length=max_length, padding=False, return_attention_mask=False,
                     return_token_type_ids=texts_b is not None)

@@ -25,6 +25,10 @@ META_FILE = "tricklab.json"
 WEIGHTS_FILE = "model.safetensors"
 # model types whose *ForSequenceClassification is pooler -> dropout -> Linear named `classifier`
 HF_COMPATIBLE = {"bert", "ernie", "nezha"}
+# model types whose tokenizer puts the summary token last (XLNet: text <sep> <cls>); they have no pooler layer.
+# Our batches are padded on the right (XLNet's relative attention is indifferent to the side), so `cls`
+# pooling reads the last real token for them.
+SUMMARY_LAST = {"xlnet"}
 
 
 class Classifier(nn.Module):
@@ -40,7 +44,9 @@ class Classifier(nn.Module):
         hidden = encoder.config.hidden_size
         if self.pool is not None and self.pool.needs_pooler and getattr(encoder, "pooler", None) is None:
             raise ConfigError(f"model.pooling=pooler: this {encoder.config.model_type} encoder has no pooler layer; "
-                              f"fix: --set model.pooling=mean (or cls)")
+                              f"fix: --set model.pooling=mean (or max, cls)")
+        if self.pool is not None:
+            self.pool.summary_last = encoder.config.model_type in SUMMARY_LAST
         if (self.pool is None or not self.pool.needs_pooler) and getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # unused weights would stall DDP and waste time
         in_dim = hidden if self.pool is None else self.pool.out_dim(hidden, encoder.config.num_hidden_layers)

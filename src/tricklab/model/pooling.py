@@ -10,6 +10,7 @@ from ..registry import POOLINGS
 class Pooling:
     needs_all_layers = False
     needs_pooler = False
+    summary_last = False   # the summary token ([CLS]) is the last real token, not the first (XLNet: ... <sep> <cls>)
 
     def out_dim(self, hidden: int, n_layers: int) -> int:
         return hidden
@@ -27,6 +28,14 @@ def masked_max(h: Tensor, mask: Tensor) -> Tensor:
     return h.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(h.dtype).min).amax(1)  # (B, H)
 
 
+def summary_token(h: Tensor, mask: Tensor, last: bool) -> Tensor:
+    """(B, T, H) -> (B, H): the first token, or the last real one (batches are padded on the right)."""
+    if not last:
+        return h[:, 0]
+    pos = (mask.sum(1) - 1).clamp(min=0)                     # (B,)
+    return h[torch.arange(h.shape[0], device=h.device), pos]
+
+
 @POOLINGS.register("pooler")
 class PoolerPooling(Pooling):
     """The encoder's own pooler (BERT: tanh(W·h_CLS)), as in the original BERT classifier."""
@@ -38,10 +47,10 @@ class PoolerPooling(Pooling):
 
 @POOLINGS.register("cls")
 class ClsPooling(Pooling):
-    """The first token's last hidden state."""
+    """The summary token's last hidden state: the first token ([CLS]), or for XLNet the last real one (<cls>)."""
 
     def __call__(self, enc_out, mask):
-        return enc_out.last_hidden_state[:, 0]
+        return summary_token(enc_out.last_hidden_state, mask, self.summary_last)
 
 
 @POOLINGS.register("mean")
@@ -69,7 +78,7 @@ class Last4Concat(Pooling):
         return min(4, n_layers + 1) * hidden  # hidden_states = embeddings + one per layer
 
     def __call__(self, enc_out, mask):
-        return torch.cat([h[:, 0] for h in enc_out.hidden_states[-4:]], dim=-1)
+        return torch.cat([summary_token(h, mask, self.summary_last) for h in enc_out.hidden_states[-4:]], dim=-1)
 
 
 @POOLINGS.register("last4_mean")
