@@ -78,11 +78,21 @@ class TrainConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """Fitted on dev with the best model after training; stored in the model meta (see calibration.py,
+    thresholds.py)."""
+    thresholds: bool = True        # multi_label: tune a threshold per label for F1 (false: 0.5 everywhere)
+    min_support: int = 5           # labels with fewer dev positives use one global threshold (tuned for micro-F1)
+    temperature: bool = True       # single_label: temperature scaling of the probabilities (dev NLL)
+
+
+@dataclass
 class Config:
     task: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     loss: Any = None               # name or {name: ..., params}; None: the task's default
     aux_losses: list = field(default_factory=list)   # [{name: supcon, weight: 0.2, ...}]
     tricks: list = field(default_factory=list)       # [{name: rdrop, alpha: 4}, ...]
@@ -213,6 +223,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config train.warmup_ratio: must be in [0, 1), got {cfg.train.warmup_ratio}")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"config model.dropout: must be in [0, 1), got {cfg.model.dropout}")
+    if cfg.calibration.min_support < 1:
+        raise ConfigError(f"config calibration.min_support: must be at least 1 (dev positives a label needs for a "
+                          f"threshold of its own), got {cfg.calibration.min_support}")
     for key in ("aux_losses", "tricks"):
         for i, item in enumerate(getattr(cfg, key)):
             if not isinstance(item, dict) or "name" not in item:

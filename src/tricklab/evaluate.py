@@ -6,6 +6,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .calibration import calibration_metrics, ece
+from .thresholds import threshold_vector
+
 DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "pearson"}
 TASK_METRICS = {"single_label": ("accuracy", "macro_f1", "weighted_f1", "loss", "f1_positive"),
                 "multi_label": ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "subset_accuracy"),
@@ -33,8 +36,10 @@ def confusion(gold: np.ndarray, pred: np.ndarray, C: int) -> np.ndarray:
     return np.bincount(gold * C + pred, minlength=C * C).reshape(C, C)
 
 
-def compute_metrics(task: str, logits: np.ndarray, gold: Any, names: list[str], threshold: float = 0.5) -> dict[str, Any]:
-    """accuracy/macro-F1/per-class (single), micro/macro-F1 (multi), MSE/Pearson/Spearman (regression)."""
+def compute_metrics(task: str, logits: np.ndarray, gold: Any, names: list[str],
+                    threshold: float | np.ndarray = 0.5) -> dict[str, Any]:
+    """accuracy/macro-F1/per-class/ECE (single), micro/macro-F1 (multi; `threshold`: a number or one per
+    label (C,)), MSE/Pearson/Spearman (regression)."""
     logits = np.asarray(logits, dtype=np.float64)
     if task == "regression":
         y, p = np.asarray(gold, dtype=np.float64), logits.reshape(-1)
@@ -63,13 +68,28 @@ def compute_metrics(task: str, logits: np.ndarray, gold: Any, names: list[str], 
     probs = softmax(logits)
     nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
     out = {"accuracy": float((pred == y).mean()), "macro_f1": float(f.mean()),
-           "weighted_f1": float((f * cm.sum(1)).sum() / max(1, cm.sum())), "loss": nll, "n": int(len(y)),
+           "weighted_f1": float((f * cm.sum(1)).sum() / max(1, cm.sum())), "loss": nll, "ece": ece(probs, y),
+           "n": int(len(y)),
            "per_class": {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                              "support": int(cm[i].sum())} for i, n in enumerate(names)},
            "confusion_matrix": cm.tolist()}
     if C == 2:
         out["f1_positive"] = float(f[1])
     return out
+
+
+def compute_run_metrics(task: str, logits: np.ndarray, gold: Any, names: list[str], meta: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """compute_metrics plus what a saved model applies when it predicts (its meta): single-label with a
+    temperature adds `ece_calibrated`, `loss_calibrated`, `temperature`; multi-label with tuned thresholds
+    adds `*_tuned` copies of its metrics (the plain ones stay at threshold 0.5, the training metric)."""
+    m = compute_metrics(task, logits, gold, names)
+    if task == "single_label" and meta.get("temperature") is not None:
+        m |= calibration_metrics(logits, gold, float(meta["temperature"]))
+    if task == "multi_label" and meta.get("thresholds"):
+        tuned = compute_metrics(task, logits, gold, names, threshold_vector(meta))
+        m |= {f"{k}_tuned": v for k, v in tuned.items() if k != "n"}
+    return m
 
 
 def is_better(metric: str, new: float, best: float | None) -> bool:

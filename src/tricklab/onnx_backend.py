@@ -5,7 +5,8 @@ A bundle folder holds:
                    dynamic batch and sequence axes, output `logits` (B, C)
   tokenizer files  as written by the tokenizer's save_pretrained
   tricklab.json    the run's meta: task, labels, data.max_length, data.lowercase, data.pair,
-                   data.truncation (long-text policy: chunk windows are aggregated per text, as in torch)
+                   data.truncation (long-text policy: chunk windows are aggregated per text, as in torch),
+                   temperature (single-label) / thresholds (multi-label) fitted on dev, applied by Predictor
   bundle.json      what was exported, how (opset, quantization) and with which versions; the
                    verification result (torch vs ONNX agreement)
 
@@ -26,6 +27,7 @@ import numpy as np
 from .data.batching import Encoded, eval_batches
 from .data.truncation import Truncation
 from .errors import ConfigError, TrickLabError
+from .thresholds import threshold_vector
 
 BUNDLE_FILE = "bundle.json"
 META_FILE = "tricklab.json"
@@ -194,7 +196,7 @@ def read_verify_texts(path: Path, run_dir: Path, pair: bool) -> list[Any]:
     return [(r.text, r.text_b or "") if pair else r.text for r in rows]
 
 
-def compare(task: str, a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+def compare(task: str, a: np.ndarray, b: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict[str, Any]:
     """Agreement of two logit arrays (N, C): same top label (single), same label set (multi), and the
     largest probability (or score, for regression) difference."""
     if len(a) == 0:
@@ -264,11 +266,13 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
         texts, source = sample_texts(tok, 64, pair), "texts sampled from the vocabulary"
     torch_pred = Predictor(model, tok, meta, device="cpu", precision="fp32")
     onnx_pred = Predictor(OnnxModel(out / ONNX_FILE), tok, meta)
-    check = compare(meta["task"], torch_pred.logits(texts), onnx_pred.logits(texts)) | {"source": source}
+    thr = threshold_vector(meta) if meta["task"] == "multi_label" else 0.5  # the decisions the bundle will make
+    check = compare(meta["task"], torch_pred.logits(texts), onnx_pred.logits(texts), thr) | {"source": source}
     info = {"bundle_version": BUNDLE_VERSION, "format": fmt, "file": ONNX_FILE, "opset": opset,
             "quantize": quantize, "task": meta["task"], "labels": meta["labels"]["names"],
             "max_length": meta["data"]["max_length"], "lowercase": bool(meta["data"]["lowercase"]), "pair": pair,
             "truncation": Truncation.from_meta(meta["data"]).to_meta(),
+            "temperature": meta.get("temperature"), "thresholds": meta.get("thresholds"),
             "inputs": onnx_pred.model.input_names, "name": run.resolve().name,
             "backbone": meta.get("model", {}).get("backbone"),
             "run": str(run.resolve()), "versions": _versions(), "verify": check}

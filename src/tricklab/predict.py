@@ -7,12 +7,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .calibration import scaled_probs
 from .data.batching import encode
 from .data.truncation import Truncation
-from .errors import TrickLabError
-from .evaluate import sigmoid, softmax
+from .errors import ConfigError, TrickLabError
+from .evaluate import sigmoid
 from .model import load_model
 from .runtime import all_logits, resolve_precision
+from .thresholds import check_options, select_labels, threshold_vector
 
 Text = str | tuple[str, str] | list[str]
 
@@ -22,12 +24,20 @@ class Predictor:
 
     Returns one dict per input, in input order:
       single_label: {"label", "score", "top_k": [[label, prob], ...]}
-      multi_label:  {"labels": [...], "scores": {label: prob}, "top_k": [...]}   (threshold 0.5)
+      multi_label:  {"labels": [...], "scores": {label: prob}, "top_k": [...]}
       regression:   {"score": value}
+    Probabilities use the model's fitted temperature (single_label, meta "temperature"); multi-label
+    decisions use its tuned per-label thresholds (meta "thresholds"; 0.5 without), or `threshold` for
+    every label, then at least `min_k` and at most `max_k` labels (most probable first).
+    `abstain_below=P`: when the top probability is below P the answer is explicitly uncertain:
+      {"label": None, "score": p_top, "uncertain": True, "top_k": [...]}   (multi_label: "labels": None)
+    and with `abstain_below` set every answer carries "uncertain" (False when it is a real label).
     """
 
     def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str | None = None,
-                 precision: str = "auto", batch_size: int = 64, threshold: float = 0.5, threads: int | None = None):
+                 precision: str = "auto", batch_size: int = 64, threshold: float | None = None,
+                 threads: int | None = None, min_k: int = 0, max_k: int | None = None,
+                 abstain_below: float | None = None):
         # `model`: a torch Classifier, or an onnx_backend.OnnxModel (backend "onnx": CPU, fp32, its own threads)
         self.backend: str = getattr(model, "backend", "torch")
         if threads and self.backend == "torch":
@@ -41,7 +51,10 @@ class Predictor:
         self.tokenizer, self.meta = tokenizer, meta
         self.task = meta["task"]
         self.labels: list[str] = meta["labels"]["names"]
-        self.batch_size, self.threshold = batch_size, threshold
+        self.batch_size = batch_size
+        self.temperature = float(meta.get("temperature") or 1.0)
+        self.threshold, self.min_k, self.max_k, self.abstain_below = threshold, min_k, max_k, abstain_below
+        self._check(threshold, min_k, max_k, abstain_below)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **kw: Any) -> "Predictor":
@@ -77,24 +90,51 @@ class Predictor:
             return self.model.all_logits(enc, self.batch_size, pad)
         return all_logits(self.model, enc, self.batch_size, pad, self.device, self.precision)
 
-    def predict(self, texts: Sequence[Text], top_k: int = 1) -> list[dict[str, Any]]:
+    def _check(self, threshold: float | None, min_k: int | None, max_k: int | None, abstain_below: float | None) -> None:
+        check_options(threshold, min_k, max_k)
+        if abstain_below is not None and not 0 <= abstain_below <= 1:
+            raise ConfigError(f"--abstain-below {abstain_below}: must be a probability in [0, 1]")
+        if self.task != "multi_label" and (threshold is not None or min_k or max_k is not None):
+            raise ConfigError(f"--threshold/--min-k/--max-k are for multi-label models; this one is {self.task}")
+        if self.task == "regression" and abstain_below is not None:
+            raise ConfigError("--abstain-below is for classifiers; this model is a regression model (no probabilities)")
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(N, C) logits -> probabilities as predict() reports them: softmax(z / T) or sigmoid(z)."""
+        return scaled_probs(logits, self.temperature) if self.task == "single_label" else sigmoid(logits)
+
+    def predict(self, texts: Sequence[Text], top_k: int = 1, *, threshold: float | None = None,
+                min_k: int | None = None, max_k: int | None = None,
+                abstain_below: float | None = None) -> list[dict[str, Any]]:
+        """Options left at None take the Predictor's own (its constructor arguments)."""
         if isinstance(texts, str):
             raise TrickLabError("predict() takes a list of texts; wrap a single text in a list")
+        threshold = self.threshold if threshold is None else threshold
+        min_k = self.min_k if min_k is None else min_k
+        max_k = self.max_k if max_k is None else max_k
+        abstain = self.abstain_below if abstain_below is None else abstain_below
+        self._check(threshold, min_k, max_k, abstain)
         if not texts:
             return []
         lg = self.logits(texts)
         if self.task == "regression":
             return [{"score": float(x)} for x in lg[:, 0]]
-        probs = softmax(lg) if self.task == "single_label" else sigmoid(lg)
+        probs = self.probabilities(lg)                                           # (N, C)
         k = max(1, min(top_k, len(self.labels)))
+        chosen = select_labels(probs, threshold_vector(self.meta, threshold), min_k or 0, max_k) \
+            if self.task == "multi_label" else None
         out = []
-        for p in probs:
+        for i, p in enumerate(probs):
             order = np.argsort(-p)[:k]
             top = [[self.labels[j], float(p[j])] for j in order]
+            unsure = abstain is not None and float(p.max()) < abstain
             if self.task == "single_label":
-                out.append({"label": top[0][0], "score": top[0][1], "top_k": top})
+                r = {"label": None if unsure else top[0][0], "score": top[0][1], "top_k": top}
             else:
-                on = [j for j in np.argsort(-p) if p[j] >= self.threshold]
-                out.append({"labels": [self.labels[j] for j in on], "scores": {self.labels[j]: float(p[j]) for j in on},
-                            "top_k": top})
+                on = chosen[i]
+                r = {"labels": None if unsure else [self.labels[j] for j in on],
+                     "scores": {} if unsure else {self.labels[j]: float(p[j]) for j in on}, "top_k": top}
+            if abstain is not None:
+                r["uncertain"] = unsure
+            out.append(r)
         return out

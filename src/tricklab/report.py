@@ -1,15 +1,18 @@
-"""Human-facing output: metric tables, per-class reports, the confusion-matrix PNG."""
+"""Human-facing output: metric tables, per-class reports, worst confusions, bad cases, the confusion-matrix PNG."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from .evaluate import worst_confusions
+from .calibration import scaled_probs
+from .evaluate import sigmoid, worst_confusions
+from .thresholds import multi_hot, threshold_vector
 
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "f1_positive", "micro_f1", "subset_accuracy", "mse", "pearson",
-            "spearman", "loss")
+HEADLINE = ("accuracy", "macro_f1", "macro_f1_tuned", "weighted_f1", "f1_positive", "micro_f1", "micro_f1_tuned",
+            "subset_accuracy", "mse", "pearson", "spearman", "loss", "ece", "ece_calibrated")
 
 
 def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
@@ -21,18 +24,78 @@ def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def per_class_table(m: dict[str, Any]) -> str:
-    pc = m.get("per_class")
+def per_class_table(m: dict[str, Any], confusions: int = 5) -> str:
+    """Precision/recall/F1/support per class (multi-label: at the model's tuned thresholds when it has them),
+    then the `confusions` worst confusions (confusions_table)."""
+    pc = m.get("per_class_tuned") or m.get("per_class")
     if not pc:
         return ""
     w = max(8, max(len(n) for n in pc))
-    lines = [f"{'class':<{w}}  precision  recall  f1      support"]
+    note = "   (tuned thresholds)" if "per_class_tuned" in m else ""
+    lines = [f"{'class':<{w}}  precision  recall  f1      support{note}"]
     for n, v in pc.items():
         lines.append(f"{n:<{w}}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
-    conf = worst_confusions(m, list(pc))
-    if conf:
-        lines.append("most confused (gold -> predicted: count): " + ", ".join(f"{a} -> {b}: {c}" for a, b, c in conf))
+    conf = confusions_table(m, list(pc), confusions) if confusions else ""
+    return "\n".join(lines + ([conf] if conf else []))
+
+
+def confusions_table(m: dict[str, Any], names: list[str], k: int = 10) -> str:
+    """The `k` largest off-diagonal confusion-matrix cells: gold -> predicted, count, share of the gold class."""
+    conf = worst_confusions(m, names, k)
+    if not conf:
+        return ""
+    totals = dict(zip(names, np.asarray(m["confusion_matrix"]).sum(1).tolist()))
+    title = "worst confusions (gold -> predicted)"
+    w = max([len(title)] + [len(f"{a} -> {b}") for a, b, _ in conf])
+    lines = [f"{title:<{w}}  count  share of gold"]
+    for a, b, c in conf:
+        lines.append(f"{f'{a} -> {b}':<{w}}  {c:>5}  {c / max(totals[a], 1):>6.1%}")
     return "\n".join(lines)
+
+
+def write_bad_cases(path: Path, split: str, task: str, rows: Sequence[Any], gold: Sequence[Any], logits: np.ndarray,
+                    names: list[str], meta: dict[str, Any]) -> int:
+    """The mistakes of one labelled split as TSV, most confident first; returns how many rows it wrote.
+
+    Columns: text (pairs: text_a, text_b), gold, predicted, confidence (regression: abs_error), split.
+      single_label: wrong argmax; confidence = the predicted label's probability (with the model's temperature).
+      multi_label:  predicted set (the model's thresholds) != gold set; sets joined by '|' in label order;
+                    confidence = the probability behind the most confident wrong decision (p for a label
+                    predicted but absent, 1 - p for a label missed).
+      regression:   every example, sorted by absolute error, largest first.
+    `rows` need `.text` and `.text_b` (data.readers.Row).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if task == "regression":
+        y, pred = np.asarray(gold, dtype=np.float64), logits[:, 0]
+        score = np.abs(pred - y)
+        keep = np.arange(len(y))
+        gold_s, pred_s = [f"{v:g}" for v in y], [f"{v:.4f}" for v in pred]
+    elif task == "single_label":
+        probs = scaled_probs(logits, float(meta.get("temperature") or 1.0))     # (N, C)
+        y, pred = np.asarray(gold, dtype=np.int64), probs.argmax(1)
+        score = probs.max(1)
+        keep = np.flatnonzero(pred != y)
+        gold_s, pred_s = [names[i] for i in y], [names[i] for i in pred]
+    else:
+        probs = sigmoid(logits)                                                  # (N, C)
+        P, Y = probs >= threshold_vector(meta), multi_hot(gold, len(names))
+        wrong = P != Y                                                           # (N, C)
+        score = np.where(wrong, np.where(P, probs, 1 - probs), 0).max(1)
+        keep = np.flatnonzero(wrong.any(1))
+        gold_s = ["|".join(names[j] for j in np.flatnonzero(r)) for r in Y]
+        pred_s = ["|".join(names[j] for j in np.flatnonzero(r)) for r in P]
+    keep = keep[np.argsort(-score[keep], kind="stable")]
+    pair = bool(rows) and rows[0].text_b is not None
+    head = (["text_a", "text_b"] if pair else ["text"]) + ["gold", "predicted", "split"]
+    head.insert(-1, "abs_error" if task == "regression" else "confidence")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(head)
+        for i in keep:
+            texts = [rows[i].text, rows[i].text_b] if pair else [rows[i].text]
+            w.writerow(texts + [gold_s[i], pred_s[i], f"{score[i]:.4f}", split])
+    return int(len(keep))
 
 
 def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str = "") -> None:

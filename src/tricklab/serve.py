@@ -239,8 +239,9 @@ def _html_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def load_predictor(run: str | None, bundle: str | None, threads: int | None = None) -> tuple[Any, str]:
-    """(Predictor, display name) from a run folder or a bundle folder."""
+def load_predictor(run: str | None, bundle: str | None, threads: int | None = None, **options: Any) -> tuple[Any, str]:
+    """(Predictor, display name) from a run folder or a bundle folder; `options`: Predictor arguments
+    (threshold, min_k, max_k, abstain_below)."""
     from .predict import Predictor
 
     if bool(run) == bool(bundle):
@@ -248,13 +249,15 @@ def load_predictor(run: str | None, bundle: str | None, threads: int | None = No
     if bundle:
         info = Path(bundle) / "bundle.json"
         name = json.loads(info.read_text(encoding="utf-8")).get("name") if info.is_file() else None
-        return Predictor.from_bundle(bundle, threads=threads), name or Path(bundle).resolve().name
-    return Predictor.from_run(run, threads=threads), Path(run).resolve().name
+        return Predictor.from_bundle(bundle, threads=threads, **options), name or Path(bundle).resolve().name
+    return Predictor.from_run(run, threads=threads, **options), Path(run).resolve().name
 
 
 def serve(run: str | None = None, bundle: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          token: str | None = None, max_texts: int = 256, max_chars: int = 2000, threads: int | None = None) -> None:
-    """Load the model and serve it with uvicorn until SIGINT/SIGTERM."""
+          token: str | None = None, max_texts: int = 256, max_chars: int = 2000, threads: int | None = None,
+          options: dict[str, Any] | None = None) -> None:
+    """Load the model and serve it with uvicorn until SIGINT/SIGTERM. `options`: Predictor arguments
+    (threshold, min_k, max_k, abstain_below), applied to every request."""
     try:
         import uvicorn
     except ImportError:
@@ -262,7 +265,7 @@ def serve(run: str | None = None, bundle: str | None = None, host: str = "127.0.
     for flag, v in (("--max-texts", max_texts), ("--max-chars", max_chars)):
         if v < 1:
             raise ConfigError(f"{flag} {v}: must be at least 1")
-    predictor, name = load_predictor(run, bundle, threads)
+    predictor, name = load_predictor(run, bundle, threads, **(options or {}))
     app = create_app(predictor, name, token, max_texts, max_chars, log=lambda m: print(m, file=sys.stderr))
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         print(f"warning: serving on {host} without --token: anyone who can reach this port can use the model",
@@ -340,7 +343,8 @@ async function predict() {
     const data = await call("/predict", {texts: [text], top_k: Math.max(1, parseInt($("k").value) || 1)});
     const p = data.predictions[0];
     if (p.top_k) {
-      $("top-label").textContent = p.label !== undefined ? p.label : (p.labels.length ? p.labels.join(", ") : "(none above threshold)");
+      $("top-label").textContent = p.uncertain ? "(uncertain: below the abstention threshold)"
+        : p.label !== undefined ? p.label : (p.labels.length ? p.labels.join(", ") : "(none above threshold)");
       for (const [label, prob] of p.top_k) $("results").appendChild(bar(label, prob));
     } else {
       $("top-label").textContent = p.score.toFixed(4);
