@@ -81,9 +81,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
     if args.bundle:
-        pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size)
+        pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size, **_decision(args))
     else:
-        pred = Predictor.from_run(args.run, batch_size=args.batch_size, threads=args.threads)
+        pred = Predictor.from_run(args.run, batch_size=args.batch_size, threads=args.threads, **_decision(args))
     pair = bool(pred.meta["data"].get("pair"))
     src = sys.stdin if args.input in (None, "-") else open(_existing(args.input), encoding="utf-8-sig")
     texts, dropped_cols = [], False
@@ -117,7 +117,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
     serve(run=args.run, bundle=args.bundle, host=args.host, port=args.port, token=args.token,
-          max_texts=args.max_texts, max_chars=args.max_chars, threads=args.threads)
+          max_texts=args.max_texts, max_chars=args.max_chars, threads=args.threads, options=_decision(args))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    base = _config(args, {"data.max_train_samples": args.max_train_samples, "train.epochs": args.epochs})
+    res = compare(base, args.data, args.dev, args.test, variants=args.variants, variants_file=args.variants_file,
+                  seeds=args.seeds, out=args.out, jobs=args.jobs, baseline=args.baseline, metric=args.metric)
+    return 1 if res.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .leaderboard import discover_runs, write_report
+
+    write_report(discover_runs(args.runs), args.out or args.runs[0], baseline=args.baseline, metric=args.metric)
     return 0
 
 
@@ -132,6 +148,21 @@ def model_source(sp: argparse.ArgumentParser) -> None:
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run folder from `tricklab train` (torch)")
     src.add_argument("--bundle", help="bundle folder from `tricklab export` (onnxruntime)")
+
+
+def decision_flags(sp: argparse.ArgumentParser) -> None:
+    """How a model turns probabilities into answers (Predictor arguments): predict and serve."""
+    sp.add_argument("--threshold", type=float, metavar="P",
+                    help="multi-label: one threshold for every label (default: the thresholds tuned on dev, else 0.5)")
+    sp.add_argument("--min-k", type=int, metavar="K", help="multi-label: at least K labels (1: the top one if none passes)")
+    sp.add_argument("--max-k", type=int, metavar="K", help="multi-label: at most K labels, the most probable")
+    sp.add_argument("--abstain-below", type=float, metavar="P",
+                    help='answer "label": null, "uncertain": true when the top probability is below P (top_k still shown)')
+
+
+def _decision(args: argparse.Namespace) -> dict[str, Any]:
+    opts = {"threshold": args.threshold, "min_k": args.min_k, "max_k": args.max_k, "abstain_below": args.abstain_below}
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's)")
     pr.add_argument("--output", help="write JSONL here instead of standard output")
+    decision_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
     x = sub.add_parser("export", help="export a run as a self-contained ONNX bundle, verified against torch")
@@ -197,7 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-texts", type=int, default=256, help="texts per request (default 256)")
     sv.add_argument("--max-chars", type=int, default=2000, help="characters per text (default 2000)")
     sv.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    decision_flags(sv)
     sv.set_defaults(func=cmd_serve)
+
+    from .compare import presets_help
+
+    c = sub.add_parser("compare", help="train variants x seeds and report which tricks help (statistics vs a baseline)",
+                       epilog=presets_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--data", required=True, help="folder with train/dev/test files, or a training file")
+    c.add_argument("--dev", help="dev file (default: dev.* in the folder, else 10%% of train)")
+    c.add_argument("--test", help="test file (default: test.* in the folder)")
+    c.add_argument("--variants", help="comma-separated: presets (below), names from --variants-file, a+b combines; "
+                                      "default: the baseline and every --variants-file entry")
+    c.add_argument("--variants-file", help="YAML: variant name -> partial config (see configs/variants.yaml)")
+    c.add_argument("--seeds", default="3", help="number of seeds (5: train.seed 1..5) or a comma list (default 3)")
+    c.add_argument("--out", default="runs/compare", help="grid folder: OUT/<variant>/seed<k> (default runs/compare)")
+    c.add_argument("--max-train-samples", type=int, help="budget: data.max_train_samples for every run")
+    c.add_argument("--epochs", type=float, help="budget: train.epochs for every run")
+    c.add_argument("--jobs", type=int, default=1, help="runs at a time, as subprocesses when > 1 (default 1)")
+    c.add_argument("--baseline", default="baseline", help="the variant the others are compared to (default baseline)")
+    c.add_argument("--metric", help="metric of the verdicts (default: accuracy, micro_f1 or pearson by task)")
+    common(c)
+    c.set_defaults(func=cmd_compare)
+
+    rp = sub.add_parser("report", help="rebuild the compare leaderboard from run folders")
+    rp.add_argument("--runs", nargs="+", required=True, help="a compare --out folder, variant folders (seed<k>/ "
+                                                             "inside) or run folders")
+    rp.add_argument("--baseline", default="baseline")
+    rp.add_argument("--out", help="folder for leaderboard.md/.csv and ablation.png (default: the first --runs)")
+    rp.add_argument("--metric", help="metric of the verdicts (default: accuracy, micro_f1 or pearson by task)")
+    rp.set_defaults(func=cmd_report)
 
     try:
         from .generation.cli import add_parser as add_generate

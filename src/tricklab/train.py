@@ -23,18 +23,20 @@ from tqdm.auto import tqdm
 from . import losses as _losses  # noqa: F401  (registration)
 from . import tricks as _tricks  # noqa: F401
 from .checkpoint import latest_checkpoint, load_checkpoint, replace_dir, save_checkpoint
-from .config import Config, load_config
+from .calibration import fit_temperature, plot_reliability
+from .config import CalibrationConfig, Config, load_config
 from .context import TrainContext
 from .data import DataBundle, Encoded, collate, encode, load_data, needs_lowercase, train_batches
 from .data.truncation import Truncation
 from .errors import ConfigError, TrickLabError
-from .evaluate import DEFAULT_METRIC, TASK_METRICS, compute_metrics, is_better
+from .evaluate import DEFAULT_METRIC, TASK_METRICS, compute_metrics, compute_run_metrics, is_better, sigmoid
 from .losses import DEFAULT_LOSS
 from .model import build_classifier, save_model
 from .optim import param_groups, warmup_linear
 from .registry import LOSSES, TRICKS
-from .report import metrics_table, per_class_table, plot_confusion
+from .report import metrics_table, per_class_table, plot_confusion, write_bad_cases
 from .runtime import all_logits, resolve_precision
+from .thresholds import tune_thresholds
 
 
 @dataclass
@@ -305,38 +307,65 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
     if log:
         log.close()
     accelerator.wait_for_everyone()
-    result = finish(out, bundle, dev_enc, test_enc, tc.eval_batch_size, device, precision, metric, st, main) if main else {}
+    result = finish(out, bundle, dev_enc, test_enc, tc.eval_batch_size, device, precision, metric, st, main,
+                    cfg.calibration) if main else {}
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
 
 
 def finish(out: Path, bundle: DataBundle, dev_enc: Encoded, test_enc: Encoded | None, batch_size: int,
-           device: torch.device, precision: str, metric: str, st: State, verbose: bool) -> dict[str, Any]:
-    """Reload the best weights, evaluate dev (and test), write metrics.json and the confusion matrix."""
+           device: torch.device, precision: str, metric: str, st: State, verbose: bool,
+           calib: CalibrationConfig | None = None) -> dict[str, Any]:
+    """Reload the best weights; on dev, fit the temperature (single-label) or tune the thresholds (multi-label)
+    into the model meta; evaluate dev (and test); write metrics.json, bad_cases.tsv (test, else dev), the
+    confusion matrix and the reliability diagram."""
     from .model import load_model
+    from .model.classifier import META_FILE
 
     model, tok, meta = load_model(out / "model")
     model.to(device)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     names = bundle.label_map.names
     res: dict[str, Any] = {}
+    preds: dict[str, tuple[np.ndarray, list[Any]]] = {}
     for name, e, split in (("dev", dev_enc, bundle.dev), ("test", test_enc, bundle.test)):
         if e is not None:
-            res[name] = compute_metrics(bundle.task, all_logits(model, e, batch_size, pad_id, device, precision),
-                                        split.labels, names)
+            preds[name] = (all_logits(model, e, batch_size, pad_id, device, precision), split.labels)
+    calib = calib or CalibrationConfig()
+    meta = {k: v for k, v in meta.items() if k not in ("temperature", "thresholds")}  # refit on every finish
+    if bundle.task == "single_label" and calib.temperature:
+        meta["temperature"] = fit_temperature(*preds["dev"])
+    if bundle.task == "multi_label" and calib.thresholds:
+        meta["thresholds"] = tune_thresholds(sigmoid(preds["dev"][0]), bundle.dev.labels, names, calib.min_support)
+    (out / "model" / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    for name, (lg, gold) in preds.items():
+        res[name] = compute_run_metrics(bundle.task, lg, gold, names, meta)
+    from .predictions import save_predictions  # per-example logits for `tricklab compare`'s paired tests
+
+    save_predictions(out / "predictions.npz", bundle.task, bundle.label_map.num_labels, preds)  # before metrics.json
     final = res.get("test", res["dev"])
     headline = {k: v for k, v in final.items() if k != "confusion_matrix"}
     metrics = {**headline, "evaluated_on": "test" if "test" in res else "dev", "best_step": st.best_step,
                "best_dev": {metric: st.best}, "train_samples_per_s": st.samples / max(st.train_seconds, 1e-9),
                "train_seconds": st.train_seconds, "steps": st.step, **res}
+    if "thresholds" in meta:
+        metrics["thresholds"] = meta["thresholds"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    ev = metrics["evaluated_on"]
+    split = bundle.test if ev == "test" else bundle.dev
+    write_bad_cases(out / "bad_cases.tsv", ev, bundle.task, split.rows, split.labels, preds[ev][0], names, meta)
+    written = ["model/", "metrics.json", "log.jsonl", "bad_cases.tsv"]
     if "confusion_matrix" in final:
         plot_confusion(final["confusion_matrix"], names, out / "confusion_matrix.png",
                        f"{metrics['evaluated_on']} confusion matrix (acc {final['accuracy']:.4f})")
+        written.append("confusion_matrix.png")
+    if "temperature" in meta:
+        plot_reliability(preds[ev][0], split.labels, meta["temperature"], out / "reliability.png",
+                         f"{ev} reliability (temperature fitted on dev)")
+        written.append("reliability.png")
     if verbose:
         print(metrics_table({k: v for k, v in res.items()}))
         print(per_class_table(final))
-        print(f"run folder: {out}  (model/, metrics.json, log.jsonl"
-              + (", confusion_matrix.png)" if "confusion_matrix" in final else ")"))
+        print(f"run folder: {out}  ({', '.join(written)})")
     return metrics
