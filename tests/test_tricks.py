@@ -196,7 +196,7 @@ def test_adversarial_refuses_frozen_embeddings():
 
 def test_ema_arithmetic_swap_and_state():
     model = tiny_model()
-    ema = TRICKS.build("ema", decay=0.9)
+    ema = TRICKS.build("ema", decay=0.9, warmup=False)
     ema.setup(model, make_ctx())
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     with torch.no_grad():
@@ -217,11 +217,11 @@ def test_ema_arithmetic_swap_and_state():
             assert torch.equal(p, shadow[n])
     for n, p in model.named_parameters():
         assert torch.equal(p, trained[n])                          # training weights back, bit for bit
-    warm = TRICKS.build("ema", decay=0.999, warmup=True)
+    warm = TRICKS.build("ema", decay=0.999)                       # warm-up is the default
     assert warm.current_decay() == pytest.approx(0.1)
     warm.num_updates = 10_000
     assert warm.current_decay() == pytest.approx(0.999)
-    other = TRICKS.build("ema", decay=0.9)
+    other = TRICKS.build("ema", decay=0.9, warmup=False)
     other.setup(tiny_model(seed=3), make_ctx())
     other.load_state_dict(ema.state_dict())
     assert other.num_updates == 2 and all(torch.equal(a, b) for a, b in zip(other.shadow, ema.shadow))
