@@ -325,6 +325,10 @@ def test_pairs_refuse_policies_other_than_head(tiny_model, tmp_path, tok):
     rng = random.Random(0)
     lines = [f"{make_text(rng, NAMES[i % 3])}\t{make_text(rng, NAMES[i % 3])}\t{i % 2}" for i in range(20)]
     (tmp_path / "train.txt").write_text("\n".join(lines), encoding="utf-8")
+    from tricklab.data import load_data
+
+    with pytest.raises(ConfigError, match="single texts only, and train.txt holds sentence pairs"):
+        load_data(tiny_cfg(tiny_model, "data.truncation=head_tail"), tmp_path / "train.txt")  # before any model
     with pytest.raises(ConfigError, match="single texts only"):
         train(tiny_cfg(tiny_model, "data.truncation=chunk"), tmp_path / "train.txt", out=tmp_path / "run",
               progress=False)

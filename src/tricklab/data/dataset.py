@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file
 from .readers import Row, read_rows
 
@@ -145,7 +145,11 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
                       None if train.soft is None else train.soft[keep])
         notes.append(f"train: using {len(train)} examples (data.max_train_samples)")
     test_s = Split("test", raw["test"], labels["test"], str(test_p)) if "test" in raw else None
-    return DataBundle(task, lm, train, dev_s, test_s, notes)
+    bundle = DataBundle(task, lm, train, dev_s, test_s, notes)
+    if bundle.is_pair and d.truncation != "head":  # before the model loads (encode() checks it again)
+        raise ConfigError(f"config data.truncation={d.truncation}: single texts only, and {train_p.name} holds "
+                          f"sentence pairs (cut from the end of the longer text); fix: --set data.truncation=head")
+    return bundle
 
 
 def _hold_out(split: Split, ratio: float, task: str, seed: int) -> tuple[Split, Split]:
