@@ -52,6 +52,9 @@ class ModelConfig:
     head: str = "linear"           # linear | cnn | rnn | rcnn | dpcnn
     head_args: dict = field(default_factory=dict)
     dropout: float = 0.1           # before the head
+    prior_bias_init: str = "auto"  # auto | true | false: start the output biases at the train label priors
+                                   # (multi-label log-odds log(p/(1-p)), single-label log p; Lin et al. 2017) so
+                                   # training does not spend its first steps learning the priors; auto: multi-label
 
 
 @dataclass
@@ -200,6 +203,10 @@ def validate(cfg: Config) -> None:
     choice("data.label_type", cfg.data.label_type, ("auto", "id", "name"))
     choice("data.truncation", cfg.data.truncation, ("head", "tail", "head_tail", "chunk"))
     choice("data.chunk_agg", cfg.data.chunk_agg, ("mean", "max"))
+    choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
+    if cfg.task == "regression" and cfg.model.prior_bias_init == "true":
+        raise ConfigError("config model.prior_bias_init: true is for classification tasks, not regression; "
+                          "fix: --set model.prior_bias_init=auto")
     if not 0 <= cfg.data.head_ratio <= 1:
         raise ConfigError(f"config data.head_ratio: must be in [0, 1] (share of the tokens kept from the start; "
                           f"0.25 keeps 128 + 382 of 512), got {cfg.data.head_ratio}")

@@ -31,7 +31,7 @@ from .data.truncation import Truncation
 from .errors import ConfigError, TrickLabError
 from .evaluate import DEFAULT_METRIC, TASK_METRICS, compute_metrics, compute_run_metrics, is_better, sigmoid
 from .losses import DEFAULT_LOSS
-from .model import build_classifier, save_model
+from .model import build_classifier, prior_bias, save_model
 from .optim import param_groups, warmup_linear
 from .registry import LOSSES, TRICKS
 from .report import metrics_table, per_class_table, plot_confusion, write_bad_cases
@@ -108,6 +108,12 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
                                             cfg.model.head_args, cfg.model.dropout)
     lower = cfg.data.lowercase == "true" or (cfg.data.lowercase == "auto" and needs_lowercase(tok))
     notes = list(bundle.notes)
+    pbi = cfg.model.prior_bias_init
+    if pbi == "true" or (pbi == "auto" and bundle.task == "multi_label"):  # --resume: the checkpoint overwrites it
+        model.init_output_bias(prior_bias(bundle.task, bundle.class_counts(), len(bundle.train)))
+        notes.append(f"prior_bias_init: output biases start at the train label "
+                     f"{'log-odds' if bundle.task == 'multi_label' else 'log-priors'}"
+                     + ("; --set model.prior_bias_init=false to disable" if pbi == "auto" else ""))
     if lower and cfg.data.lowercase == "auto":
         notes.append("lowercase: on: this tokenizer keeps capitals but its vocabulary has lower-case Latin letters "
                      "only (capitals would become [UNK]); --set data.lowercase=false to disable")

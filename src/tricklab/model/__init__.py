@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .classifier import Classifier, build_classifier, load_model, save_model
+from .classifier import Classifier, build_classifier, load_model, prior_bias, save_model
 from .resolve import resolve_model
 
-__all__ = ["Classifier", "build_classifier", "load_model", "resolve_model", "save_model"]
+__all__ = ["Classifier", "build_classifier", "load_model", "prior_bias", "resolve_model", "save_model"]

@@ -60,6 +60,14 @@ class Classifier(nn.Module):
     def encoder(self) -> nn.Module:
         return getattr(self, self.encoder_name)
 
+    @torch.no_grad()
+    def init_output_bias(self, bias: Tensor) -> None:
+        """Set the bias of the layer that produces the logits (B, C) to `bias` (C,), e.g. `prior_bias(...)`."""
+        layer = self.classifier.output_layer
+        if bias.shape != layer.bias.shape:
+            raise ValueError(f"init_output_bias: expected {tuple(layer.bias.shape)} values, got {tuple(bias.shape)}")
+        layer.bias.copy_(bias)
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Output:
         kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         all_layers = self.pool is not None and self.pool.needs_all_layers
@@ -71,6 +79,19 @@ class Classifier(nn.Module):
             pooled = self.pool(enc, attention_mask)              # (B, P)
             logits, feats = self.classifier(self.dropout(pooled), attention_mask)
         return Output(logits=logits, pooled=feats)
+
+
+def prior_bias(task: str, class_counts: list[int], n: int, eps: float = 1e-4) -> Tensor:
+    """Output biases that make the untrained model predict the train label frequencies p_c (clipped to
+    [eps, 1 - eps]; Lin et al. 2017, arXiv:1708.02002, "prior probability" init). multi_label: log(p / (1 - p))
+    per sigmoid; single_label: log p (softmax is shift-invariant). (C,) float32."""
+    p = (torch.tensor(class_counts, dtype=torch.float64) / max(n, 1)).clamp(eps, 1 - eps)
+    if task == "multi_label":
+        return (p / (1 - p)).log().float()
+    if task == "single_label":
+        return p.log().float()
+    raise ConfigError(f"model.prior_bias_init: for classification tasks only, not {task}; fix: --set "
+                      f"model.prior_bias_init=auto")
 
 
 def load_tokenizer(path: str) -> Any:

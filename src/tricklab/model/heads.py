@@ -1,6 +1,7 @@
 """Heads: features -> logits. `linear` takes the pooled vector (B, P); the others read the token
 sequence (B, T, H) as in the bert_CNN / bert_RNN / bert_RCNN / bert_DPCNN designs of
-Bert-Chinese-Text-Classification-Pytorch. Every head returns (logits (B, C), features (B, F))."""
+Bert-Chinese-Text-Classification-Pytorch. Every head returns (logits (B, C), features (B, F)) and names the
+nn.Linear that produces the logits as `output_layer` (Classifier.init_output_bias sets its bias)."""
 from __future__ import annotations
 
 import torch
@@ -21,6 +22,10 @@ class LinearHead(nn.Linear):
         super().__init__(in_dim, num_labels)
         self.feature_dim = in_dim
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         return super().forward(x), x
 
@@ -29,8 +34,16 @@ def _zero_pad(h: Tensor, mask: Tensor) -> Tensor:
     return h * mask.unsqueeze(-1).to(h.dtype)
 
 
+class _FCOutput:
+    """The sequence heads end in `self.fc`."""
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.fc  # type: ignore[attr-defined]
+
+
 @HEADS.register("cnn")
-class CNNHead(nn.Module):
+class CNNHead(_FCOutput, nn.Module):
     """TextCNN over token states: filters of widths 2/3/4, ReLU, max over time, concat, linear."""
     sequence = True
 
@@ -52,7 +65,7 @@ class CNNHead(nn.Module):
 
 
 @HEADS.register("rnn")
-class RNNHead(nn.Module):
+class RNNHead(_FCOutput, nn.Module):
     """Bidirectional LSTM over token states; final forward and backward states -> linear."""
     sequence = True
 
@@ -73,7 +86,7 @@ class RNNHead(nn.Module):
 
 
 @HEADS.register("rcnn")
-class RCNNHead(nn.Module):
+class RCNNHead(_FCOutput, nn.Module):
     """RCNN: BiLSTM states concatenated with the token states, ReLU, max over time, linear."""
     sequence = True
 
@@ -97,7 +110,7 @@ class RCNNHead(nn.Module):
 
 
 @HEADS.register("dpcnn")
-class DPCNNHead(nn.Module):
+class DPCNNHead(_FCOutput, nn.Module):
     """Deep pyramid CNN (Johnson & Zhang 2017): region conv, two convs, then repeated
     (downsample by 2, two convs, residual) until one position is left."""
     sequence = True
