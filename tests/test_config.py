@@ -51,8 +51,15 @@ def test_saved_config_round_trips(tmp_path):
 def test_repo_configs_load():
     from pathlib import Path
 
+    from tricklab.compare import load_variants_file, parse_variants, plan_grid
+    from tricklab.config import Config
+
     for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
-        load_config(p)
+        if p.name.startswith("variants"):  # a `compare --variants-file`: every variant must build a valid config
+            runs, problems = plan_grid(Config(), parse_variants(None, load_variants_file(p)), [1], Path("unused"))
+            assert not problems and len(runs) == len(load_variants_file(p)) + 1
+        else:
+            load_config(p)
 
 
 def test_cli_specs_keep_lists_and_resume_refuses_new_settings(tmp_path, capsys):
