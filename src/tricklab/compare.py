@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import Config, from_dict
+from .config import Config, from_dict, read_yaml_mapping
 from .errors import ConfigError, TrickLabError
 
 # name -> partial config. Parameter names are those of losses/ and tricks/ (checked by test_compare).
@@ -168,15 +168,8 @@ def _merge_loss(cur: Any, new: Any, combining: str | None) -> Any:
 def load_variants_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """YAML mapping name -> partial config (e.g. `short: {data: {max_length: 64}}`)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--variants-file {p}: file not found; fix: give a YAML file of name -> partial config "
-                          f"(see configs/variants.yaml)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--variants-file {p}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--variants-file {p}: expected a mapping of variant name -> partial config at the top level")
+    data = read_yaml_mapping(p, "--variants-file", "give a YAML file of name -> partial config (see "
+                             "configs/variants.yaml)", "variant name -> partial config")
     out: dict[str, dict[str, Any]] = {}
     for name, partial in data.items():
         name = str(name)

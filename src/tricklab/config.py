@@ -269,20 +269,26 @@ def deep_set(d: dict[str, Any], keys: list[str], value: Any) -> None:
     d[keys[-1]] = value
 
 
+def read_yaml_mapping(path: str | Path, what: str, fix: str, entries: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: {}); errors start with `what` and the path."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p}: file not found; fix: {fix}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {p}: expected a mapping of {entries} at the top level")
+    return data
+
+
 def load_config(path: str | Path | None = None, sets: list[str] | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """YAML file (optional) + `--set` strings + flat {"a.b": value} overrides -> Config."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found: give the path of a YAML file (see configs/)")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p}: not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p}: expected a mapping of keys at the top level")
+        data = read_yaml_mapping(path, "config file", "give the path of a YAML file (see configs/)", "keys")
     for item in sets or []:
         keys, value = parse_set(item)
         deep_set(data, keys, value)
