@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import SHARED
@@ -54,7 +55,15 @@ def test_pooler_linear_run_loads_in_transformers_pipeline(thucnews_slice, tmp_pa
                              "train.lr=1e-4", "data.lowercase=false"])
     train(cfg, thucnews_slice, out=tmp_path / "run", progress=False)
     texts = [ln.split("\t")[0] for ln in (thucnews_slice / "dev.txt").read_text(encoding="utf-8").splitlines()[:64]]
-    ours = Predictor.from_run(tmp_path / "run", precision="fp32").predict(texts)
+    pred = Predictor.from_run(tmp_path / "run", precision="fp32")
+    ours = pred.predict(texts)
     theirs = pipeline("text-classification", model=str(tmp_path / "run" / "model"), device="cpu")(texts, batch_size=16)
-    assert [o["label"] for o in ours] == [t["label"] for t in theirs]
-    assert max(abs(o["score"] - t["score"]) for o, t in zip(ours, theirs)) < 1e-4
+    assert [o["label"] for o in ours] == [t["label"] for t in theirs]   # temperature scaling keeps the argmax
+    # the transformers folder holds the raw classifier: its scores are the uncalibrated softmax
+    raw = pred.logits(texts)
+    raw = np.exp(raw - raw.max(1, keepdims=True))
+    raw /= raw.sum(1, keepdims=True)
+    assert max(abs(r.max() - t["score"]) for r, t in zip(raw, theirs)) < 1e-4
+    T = pred.temperature
+    cal = np.exp(pred.logits(texts) / T)
+    assert max(abs(c.max() / c.sum() - o["score"]) for c, o in zip(cal, ours)) < 1e-5
