@@ -187,6 +187,38 @@ def test_failing_request_does_not_fail_its_batch_neighbours():
     assert len(good) == 1 and isinstance(bad, ValueError)
 
 
+def test_batcher_runs_a_lone_request_at_once_and_batches_what_queues_meanwhile():
+    """Default max_wait_ms=0: the model starts on the first request without waiting for company; the
+    requests that arrive while it is busy go together into the next call (no timing assertions)."""
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def predict(texts: list, top_k: int) -> list[dict]:
+        calls.append(len(texts))
+        if len(calls) == 1:
+            entered.set()
+            release.wait(30)
+        return [{"label": t, "score": 1.0, "top_k": [[t, 1.0]]} for t in texts]
+
+    b = Batcher(predict)
+    assert b.max_wait == 0
+
+    async def go() -> list:
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(b.submit(["a"], 1))
+        assert await loop.run_in_executor(None, entered.wait, 30)  # the model runs on the lone request
+        rest = [asyncio.ensure_future(b.submit([t], 1)) for t in "bcde"]
+        await asyncio.sleep(0)  # they queue while the model is busy
+        release.set()
+        out = await asyncio.gather(first, *rest)
+        await b.close()
+        return out
+
+    out = asyncio.run(go())
+    assert calls == [1, 4]
+    assert [r[0]["label"] for r in out] == list("abcde")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,9 +4,12 @@
   GET  /health   liveness and counters          GET /labels   task, labels, pair
   GET  /docs     OpenAPI (FastAPI)              GET /         a small web page
 
-Concurrent requests are micro-batched: a queue collects requests for up to `max_wait_ms` (or until
-`max_batch` texts), the model runs once on all of them in a worker thread (the event loop stays
-free), and each request gets its own slice. Shutdown drains the queue before the process exits.
+Concurrent requests are micro-batched: the model runs once on every request queued (up to `max_batch`
+texts) in a worker thread (the event loop stays free), and each request gets its own slice. Requests
+that arrive while the model is busy form the next batch; by default a lone request is not held back
+waiting for company (`max_wait_ms=0`: measured on 2 cores, waiting 5 ms raised the single-request round
+trip from 6-9 ms to ~14 ms and did not raise throughput under load). Shutdown drains the queue before the
+process exits.
 """
 from __future__ import annotations
 
@@ -47,10 +50,11 @@ class _Job:
 
 
 class Batcher:
-    """Collects concurrent requests into one model call (at most `max_batch` texts, waiting at most
-    `max_wait_ms` after the first request). The model runs in one worker thread, one batch at a time."""
+    """Collects concurrent requests into one model call (at most `max_batch` texts: all that are queued,
+    plus those arriving within `max_wait_ms` after the first, 0 = none). The model runs in one worker
+    thread, one batch at a time, so requests queue up, and batch, while it is busy."""
 
-    def __init__(self, predict: PredictFn, max_batch: int = 64, max_wait_ms: float = 5.0):
+    def __init__(self, predict: PredictFn, max_batch: int = 64, max_wait_ms: float = 0.0):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
         self.requests = self.batches = 0
         self._queue: asyncio.Queue | None = None
@@ -145,7 +149,7 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def create_app(predictor: Any, name: str = "model", token: str | None = None, max_texts: int = 256,
-               max_chars: int = 2000, max_batch: int = 64, max_wait_ms: float = 5.0,
+               max_chars: int = 2000, max_batch: int = 64, max_wait_ms: float = 0.0,
                log: Callable[[str], None] | None = None) -> Any:
     """The FastAPI app around a Predictor (torch or ONNX backend)."""
     if FastAPI is None:
