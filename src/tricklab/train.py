@@ -33,6 +33,7 @@ from .evaluate import DEFAULT_METRIC, TASK_METRICS, compute_metrics, compute_run
 from .losses import DEFAULT_LOSS
 from .model import build_classifier, prior_bias, save_model
 from .optim import param_groups, warmup_linear
+from .predictions import save_predictions
 from .registry import LOSSES, TRICKS
 from .report import metrics_table, per_class_table, plot_confusion, write_bad_cases
 from .runtime import all_logits, resolve_precision
@@ -347,8 +348,7 @@ def finish(out: Path, bundle: DataBundle, dev_enc: Encoded, test_enc: Encoded | 
     (out / "model" / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     for name, (lg, gold) in preds.items():
         res[name] = compute_run_metrics(bundle.task, lg, gold, names, meta)
-    from .predictions import save_predictions  # per-example logits for `tricklab compare`'s paired tests
-
+    # per-example logits for `tricklab compare`'s paired tests
     save_predictions(out / "predictions.npz", bundle.task, bundle.label_map.num_labels, preds)  # before metrics.json
     final = res.get("test", res["dev"])
     headline = {k: v for k, v in final.items() if k != "confusion_matrix"}
