@@ -1,8 +1,9 @@
-"""Loss checks: reference formulas (SupCon vs a loop and Khosla et al.'s code, focal vs CE, dice,
-KD vs KL), and every registered loss trains a tiny model for 3 steps (parametrized over LOSSES)."""
+"""Loss checks: value AND gradient of every loss (functional forms and registered modules built from
+config params) against float64 references written here from the papers' formulas, on random inputs of
+several shapes; SupCon also vs Khosla et al.'s code, Dice vs Li et al.'s code; focal and self-adjusting
+Dice stay finite when p rounds to 1; every registered loss trains a tiny model for 3 steps."""
 from __future__ import annotations
 
-import math
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -94,7 +95,8 @@ class KhoslaSupConLoss(nn.Module):
 
 
 def supcon_loop(feats, labels, temperature, base_temperature, mode):
-    """Straightforward per-anchor loop of eq. 2 of Khosla et al.; anchors without positives skipped."""
+    """Straightforward per-anchor loop of eq. 2 of Khosla et al.; anchors without positives skipped.
+    float64 torch scalars, so it is differentiable: the reference for SupCon's gradient too."""
     B, V, _ = feats.shape
     z = F.normalize(feats.double(), dim=-1)
     items = [(i, v) for v in range(V) for i in range(B)]
@@ -105,8 +107,8 @@ def supcon_loop(feats, labels, temperature, base_temperature, mode):
         pos = [k for k in others if labels[k[0]] == labels[a[0]]]
         if not pos:
             continue
-        denom = sum(math.exp(float(z[a] @ z[k]) / temperature) for k in others)
-        terms = [math.log(math.exp(float(z[a] @ z[p]) / temperature) / denom) for p in pos]
+        denom = sum(torch.exp(z[a] @ z[k] / temperature) for k in others)
+        terms = [torch.log(torch.exp(z[a] @ z[p] / temperature) / denom) for p in pos]
         losses.append(-(temperature / base_temperature) * sum(terms) / len(pos))
     return sum(losses) / len(losses)
 
@@ -122,7 +124,7 @@ def test_supcon_matches_loop_and_khosla(views, mode):
     oracle = KhoslaSupConLoss(0.1, mode, 0.07)(F.normalize(feats, dim=-1), labels)
     loop = supcon_loop(feats, labels, 0.1, 0.07, mode)
     torch.testing.assert_close(got, oracle, rtol=1e-5, atol=1e-5)
-    assert abs(got.item() - loop) < 1e-4
+    assert abs(got.item() - float(loop)) < 1e-4
 
 
 def test_supcon_excludes_anchors_without_positives():
@@ -130,7 +132,7 @@ def test_supcon_excludes_anchors_without_positives():
     feats = torch.randn(6, 1, 8)
     labels = torch.tensor([0, 0, 1, 2, 3, 3])             # anchors 2 and 3 have no positive
     got = supcon_loss(feats, labels)
-    assert abs(got.item() - supcon_loop(feats, labels, 0.07, 0.07, "all")) < 1e-4
+    assert abs(got.item() - float(supcon_loop(feats, labels, 0.07, 0.07, "all"))) < 1e-4
     khosla_zero_counted = KhoslaSupConLoss()(F.normalize(feats, dim=-1), labels)   # counts them as 0
     torch.testing.assert_close(khosla_zero_counted, got * 4 / 6, rtol=1e-5, atol=1e-6)
     none = supcon_loss(torch.randn(4, 8, requires_grad=True), torch.arange(4))
@@ -261,7 +263,7 @@ def test_kd_from_teacher_run_folder_and_scl_recipe(tmp_path):
 
 
 @pytest.mark.parametrize("name,params,match", [
-    ("focal", {"gamma": -1}, "gamma"), ("dice", {"smooth": -1}, "smooth"),
+    ("focal", {"gamma": -1}, "gamma"), ("dice", {"smooth": -1}, "smooth"), ("dice", {"alpha": -0.5}, "alpha"),
     ("supcon", {"contrast_mode": "both"}, "contrast_mode"), ("supcon", {"temperature": 0}, "temperature"),
     ("kd", {}, "exactly one"), ("kd", {"soft_labels": "probabilities"}, "soft_labels"),
     ("kd", {"soft_labels": "probs", "alpha": 2}, "alpha"), ("mse_corr", {"corr_weight": "x"}, "corr_weight"),
@@ -315,3 +317,349 @@ def test_compatible_losses_together():
     aux = [(0.2, LOSSES.build(n, **LOSS_PARAMS.get(n, {}))) for n in compatible]
     totals = train_steps(task, LOSSES.build("ce", label_smoothing=0.1, class_weights="balanced"), aux)
     assert len(totals) == 3 and {"supcon", "kd", "focal", "dice"} <= set(compatible)
+
+
+# ---------------------------------------------------------------- focal: finite for every gamma >= 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_focal_finite_when_p_t_rounds_to_one(sigmoid, dtype):
+    """0 < gamma < 1: d/du u^gamma is infinite at u = 1 - p_t = 0, which fp32 reaches at a logit
+    margin of ~17; the loss must stay finite (value and gradient) at any margin."""
+    y = torch.tensor([0, 1, 2, 0])
+    onehot = F.one_hot(y, 3).float()
+    sign = torch.tensor([1.0, 1.0, 1.0, -1.0])[:, None]              # last row: confidently wrong
+    for gamma in (0.1, 0.25, 0.5, 0.9, 1.0, 2.0):
+        for margin in (20.0, 50.0, 200.0):
+            x = ((2 * onehot - 1) * margin * sign if sigmoid else onehot * margin * sign).to(dtype)
+            x.requires_grad_()
+            loss = focal_loss(x, onehot if sigmoid else y, gamma=gamma, alpha=0.25 if sigmoid else None,
+                              sigmoid=sigmoid)
+            (g,) = torch.autograd.grad(loss, x)
+            assert torch.isfinite(loss), (gamma, margin, loss)
+            assert torch.isfinite(g).all(), (gamma, margin, g)
+            assert g.abs().max() <= 1.0, (gamma, margin, g)   # |d focal/dx| <= |d CE/dx| scale
+
+
+
+def test_dice_alpha_finite_when_p_rounds_to_one():
+    """(1 - p)^alpha with alpha < 1 has the same infinite slope at p = 1 as focal's factor."""
+    y = torch.tensor([0, 1, 2, 0])
+    onehot = F.one_hot(y, 3).float()
+    for alpha in (0.01, 0.5, 1.0):
+        for margin in (20.0, 200.0):
+            for x, t in ((onehot * margin, y), ((2 * onehot - 1) * margin, onehot)):   # softmax, sigmoid
+                x = x.clone().requires_grad_()
+                loss = dice_loss(x, t, alpha=alpha)
+                (g,) = torch.autograd.grad(loss, x)
+                assert torch.isfinite(loss) and torch.isfinite(g).all(), (alpha, margin, g)
+
+
+# ---------------------------------------------------------------- reference checks: value AND gradient
+# Every reference below is written from the paper's formula in float64 (plain tensor ops or loops),
+# never by calling the code under test; the code runs in float32 and must match value and gradient
+# (torch.autograd.grad w.r.t. the logits / features) on random inputs of several shapes.
+
+SHAPES = [(1, 2), (6, 3), (16, 5)]            # (B, C)
+
+
+def value_and_grad(fn, *inputs):
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    out = fn(*leaves)
+    assert out.requires_grad, "the loss is detached from the graph"
+    return out, torch.autograd.grad(out, leaves, allow_unused=True, materialize_grads=True)  # unused: zeros
+
+
+def assert_matches(fn, ref, *inputs, rtol=1e-4, atol=1e-6):
+    """fn on float32 copies of inputs vs ref on float64 copies: value and gradient w.r.t. every input."""
+    got, g = value_and_grad(fn, *[x.float() for x in inputs])
+    want, gw = value_and_grad(ref, *[x.double() for x in inputs])
+    assert got.dim() == 0 and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=atol, msg=lambda m: f"value: {m}")
+    for a, b in zip(g, gw):
+        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol, msg=lambda m: f"gradient: {m}")
+
+
+def rand_case(B, C, seed, multi=False):
+    """logits (B, C) with a spread of confidences; labels (B,) long or (B, C) {0, 1}; class counts."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, C, generator=g) * 2
+    y = (torch.rand(B, C, generator=g) > 0.5).float() if multi else torch.randint(0, C, (B,), generator=g)
+    counts = torch.randint(1, 30, (C,), generator=g).tolist()
+    return x, y, counts
+
+
+def ctx_for(task, counts):
+    """train_size: sum of counts (single-label), or more than any label's count (multi-label)."""
+    C = len(counts)
+    n = sum(counts) if task == "single_label" else max(counts) + 7
+    return TrainContext(task=task, num_labels=C, label_names=[f"c{i}" for i in range(C)], class_counts=counts,
+                        train_size=n, total_steps=1)
+
+
+def module_fn(name, params, task, labels, counts, extra=None, views=1):
+    """The registered loss built from config params (setup with a context), as a function of logits."""
+    loss = LOSSES.build(name, **params)
+    loss.setup(ctx_for(task, counts) if counts else make_ctx(task))
+    b = Batch({}, labels, torch.arange(labels.shape[0]), extra=extra or {}, views=views)
+    return lambda z: loss(Output(z, z), b)
+
+
+def ref_ce(x, y, w=None, eps=0.0):
+    """Cross-entropy vs the smoothed target (1 - eps)·onehot + eps/C (Szegedy et al. 2016,
+    arXiv:1512.00567). Class weights have no paper; we follow PyTorch's F.cross_entropy convention:
+    example i weighs its true-class term by w_{y_i} and its uniform term by w_c, and the sum is
+    divided by sum_i w_{y_i}."""
+    B, C = x.shape
+    w = torch.ones(C, dtype=x.dtype) if w is None else torch.as_tensor(w, dtype=x.dtype)
+    logp = x - torch.log(torch.exp(x).sum(1, keepdim=True))                      # (B, C)
+    rows = torch.arange(B)
+    num = ((1 - eps) * w[y] * -logp[rows, y]).sum() + eps / C * (w * -logp).sum()
+    return num / w[y].sum()
+
+
+def balanced_weights(counts):
+    """n / (C·count_c), King & Zeng's / sklearn's "balanced"."""
+    n, C = sum(counts), len(counts)
+    return [n / (C * k) for k in counts]
+
+
+@pytest.mark.parametrize("B,C", SHAPES)
+def test_ce_module_matches_reference(B, C):
+    x, y, counts = rand_case(B, C, seed=B * C)
+    wlist = torch.rand(C, generator=torch.Generator().manual_seed(C)).add(0.2).tolist()
+    for eps in (0.0, 0.1, 0.3):
+        for spec, w in ((None, None), (wlist, wlist), ("balanced", balanced_weights(counts))):
+            fn = module_fn("ce", {"label_smoothing": eps, "class_weights": spec}, "single_label", y, counts)
+            assert_matches(fn, lambda z: ref_ce(z, y, w, eps), x)
+
+
+def ref_bce(x, t, pw=None):
+    """-[pw_c·t·log σ(x) + (1 - t)·log(1 - σ(x))], mean over the B·C entries."""
+    pw = torch.ones(x.shape[1], dtype=x.dtype) if pw is None else torch.as_tensor(pw, dtype=x.dtype)
+    p = 1 / (1 + torch.exp(-x))
+    return -(pw * t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()
+
+
+@pytest.mark.parametrize("B,C", SHAPES)
+def test_bce_module_matches_reference(B, C):
+    x, t, counts = rand_case(B, C, seed=B + C, multi=True)
+    n = max(counts) + 7                                                   # ctx_for's train_size
+    plist = torch.rand(C, generator=torch.Generator().manual_seed(C)).mul(5).add(0.1).tolist()
+    for spec, pw in ((None, None), (2.5, [2.5] * C), (plist, plist), ("balanced", [(n - k) / k for k in counts])):
+        fn = module_fn("bce", {"pos_weight": spec}, "multi_label", t, counts)
+        assert_matches(fn, lambda z: ref_bce(z, t, pw), x)
+
+
+def ref_focal_softmax(x, y, gamma, alpha=None):
+    """Lin et al. 2017 (arXiv:1708.02002) eq. 5 on softmax: -alpha_y (1 - p_y)^gamma log p_y, mean over B."""
+    B, C = x.shape
+    p_y = (torch.exp(x) / torch.exp(x).sum(1, keepdim=True))[torch.arange(B), y]   # (B,)
+    a = 1.0 if alpha is None else (torch.tensor(alpha, dtype=x.dtype)[y] if isinstance(alpha, list) else alpha)
+    return (-a * (1 - p_y) ** gamma * torch.log(p_y)).mean()
+
+
+def ref_focal_sigmoid(x, t, gamma, alpha=None):
+    """Eq. 5 per binary entry: p_t = p if t = 1 else 1 - p; alpha_t = alpha_c if t = 1 else 1 - alpha_c
+    (alpha weighs the positives, RetinaNet); mean over the B·C entries."""
+    p = 1 / (1 + torch.exp(-x))
+    pt = torch.where(t == 1, p, 1 - p)
+    a = torch.ones_like(x) if alpha is None else torch.as_tensor(alpha, dtype=x.dtype).expand_as(x)
+    at = torch.where(t == 1, a, 1 - a) if alpha is not None else a
+    return (-at * (1 - pt) ** gamma * torch.log(pt)).mean()
+
+
+@pytest.mark.parametrize("B,C", SHAPES)
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_matches_reference(B, C, gamma):
+    x, y, counts = rand_case(B, C, seed=7 * B + C)
+    _, t, _ = rand_case(B, C, seed=B, multi=True)
+    alist = torch.rand(C, generator=torch.Generator().manual_seed(C)).add(0.05).clamp(max=0.95).tolist()
+    for alpha in (None, 0.25, alist):                                     # functional form
+        a = torch.tensor(alpha) if isinstance(alpha, list) else alpha
+        assert_matches(lambda z: focal_loss(z, y, gamma, a), lambda z: ref_focal_softmax(z, y, gamma, alpha), x)
+        assert_matches(lambda z: focal_loss(z, t, gamma, a, sigmoid=True),
+                       lambda z: ref_focal_sigmoid(z, t, gamma, alpha), x)
+    # modules: config params -> functional form, "balanced" from the run's counts
+    n_pos = max(counts) + 7                                               # ctx_for's multi-label train_size
+    for spec, a_soft, a_sig in ((None, None, None), (0.25, 0.25, 0.25), (alist, alist, alist),
+                                ("balanced", balanced_weights(counts), [1 - k / n_pos for k in counts])):
+        fn = module_fn("focal", {"gamma": gamma, "alpha": spec}, "single_label", y, counts)
+        assert_matches(fn, lambda z: ref_focal_softmax(z, y, gamma, a_soft), x)
+        fn = module_fn("focal", {"gamma": gamma, "alpha": spec}, "multi_label", t, counts)
+        assert_matches(fn, lambda z: ref_focal_sigmoid(z, t, gamma, a_sig), x)
+    onehot = F.one_hot(y, C).double()                                     # single-label, sigmoid: true
+    fn = module_fn("focal", {"gamma": gamma, "alpha": 0.25, "sigmoid": True}, "single_label", y, counts)
+    assert_matches(fn, lambda z: ref_focal_sigmoid(z, onehot, gamma, 0.25), x)
+
+
+def ref_dice(x, y, sigmoid, smooth, square, alpha):
+    """Soft Dice per class over the batch (Milletari et al. 2016, arXiv:1606.04797), probabilities
+    replaced by (1 - p)^alpha·p (Li et al. 2020, arXiv:1911.02855); 1 - mean over classes.
+    y: (B, C) one-hot or multi-hot."""
+    C = x.shape[1]
+    p = 1 / (1 + torch.exp(-x)) if sigmoid else torch.exp(x) / torch.exp(x).sum(1, keepdim=True)
+    q = (1 - p) ** alpha * p
+    scores = []
+    for c in range(C):                                    # one score per class, sums over the batch
+        inter = (q[:, c] * y[:, c]).sum()
+        den = (q[:, c] ** 2 + y[:, c] ** 2).sum() if square else (q[:, c] + y[:, c]).sum()
+        scores.append((2 * inter + smooth) / (den + smooth))
+    return 1 - sum(scores) / C
+
+
+@pytest.mark.parametrize("B,C", SHAPES)
+def test_dice_matches_reference(B, C):
+    x, y, counts = rand_case(B, C, seed=3 * B + C)
+    _, t, _ = rand_case(B, C, seed=B + 1, multi=True)
+    onehot = F.one_hot(y, C).double()
+    for smooth in (0.0, 1.0):
+        for square in (False, True):
+            for alpha in (0.0, 0.3, 1.5):
+                if smooth == 0 and B == 1:
+                    continue   # a class absent from a 1-example batch: 0/0 is legitimately unstable
+                assert_matches(lambda z: dice_loss(z, y, smooth, square=square, alpha=alpha),
+                               lambda z: ref_dice(z, onehot, False, smooth, square, alpha), x)
+                assert_matches(lambda z: dice_loss(z, t, smooth, sigmoid=True, square=square, alpha=alpha),
+                               lambda z: ref_dice(z, t, True, smooth, square, alpha), x)
+    params = {"smooth": 0.5, "square": True, "alpha": 0.7}                 # module wiring
+    assert_matches(module_fn("dice", params, "single_label", y, counts),
+                   lambda z: ref_dice(z, onehot, False, 0.5, True, 0.7), x)
+    assert_matches(module_fn("dice", params, "multi_label", t, counts),
+                   lambda z: ref_dice(z, t, True, 0.5, True, 0.7), x)
+
+
+def test_dice_alpha0_is_todays_soft_dice_exactly():
+    x, y, _ = rand_case(9, 4, seed=1)
+    p, oh = x.softmax(-1), F.one_hot(y, 4).float()
+    for square in (False, True):
+        den = (p * p).sum(0) + (oh * oh).sum(0) if square else p.sum(0) + oh.sum(0)
+        assert torch.equal(dice_loss(x, y, 1.0, square=square, alpha=0.0),
+                           1 - ((2 * (p * oh).sum(0) + 1.0) / (den + 1.0)).mean())
+
+
+def shannon_dice_oracle(logits, target, smooth, square, alpha):
+    """Li et al.'s reference code re-typed (github.com/ShannonAI/dice_loss_for_NLP, loss/dice_loss.py,
+    DiceLoss._multiple_class + _compute_dice_loss, no OHEM, no mask, reduction mean)."""
+    flat_input = logits.softmax(1)
+    flat_target = F.one_hot(target, logits.shape[-1]).float()
+    loss = None
+    for c in range(logits.shape[-1]):
+        fi, ft = flat_input[:, c].view(-1, 1), flat_target[:, c].view(-1, 1)
+        fi = ((1 - fi) ** alpha) * fi
+        inter = torch.sum(fi * ft, -1)                                         # per example
+        if not square:
+            l_c = 1 - ((2 * inter + smooth) / (fi.sum() + ft.sum() + smooth))   # batch-wide denominator
+        else:
+            l_c = 1 - ((2 * inter + smooth) / (torch.sum(fi ** 2, -1) + torch.sum(ft ** 2, -1) + smooth))
+        loss = l_c if loss is None else loss + l_c                            # classes summed
+    return loss.mean()
+
+
+def test_dice_vs_authors_code():
+    """Where we follow Li et al.'s code: with one example (their per-example numerator and our batch
+    sums coincide) ours is theirs / C (they sum the class losses, we average). Where we differ: with
+    B > 1 they pair a per-example numerator with a batch-wide (or, squared, per-example) denominator;
+    we keep one set-level Dice per class over the batch (the F1 the paper motivates)."""
+    for alpha in (0.0, 0.5, 1.0):
+        for square in (False, True):
+            x, y, _ = rand_case(1, 4, seed=int(alpha * 10) + square)
+            want = shannon_dice_oracle(x, y, 1e-4, square, alpha) / 4
+            torch.testing.assert_close(dice_loss(x, y, 1e-4, square=square, alpha=alpha), want)
+    x, y, _ = rand_case(8, 4, seed=0)
+    assert abs(dice_loss(x, y, 1.0, alpha=0.5) - shannon_dice_oracle(x, y, 1.0, False, 0.5) / 4) > 1e-3
+
+
+def ref_mse_corr(x, y, w):
+    """MSE + w·(1 - Pearson r), r = sum (x - x̄)(y - ȳ) / sqrt(sum (x - x̄)² · sum (y - ȳ)²)."""
+    xc, yc = x - x.mean(), y - y.mean()
+    r = (xc * yc).sum() / torch.sqrt((xc ** 2).sum() * (yc ** 2).sum())
+    return ((x - y) ** 2).mean() + w * (1 - r)
+
+
+@pytest.mark.parametrize("B", [2, 5, 16])
+def test_mse_and_mse_corr_match_reference(B):
+    g = torch.Generator().manual_seed(B)
+    x, y = torch.randn(B, 1, generator=g), torch.randn(B, generator=g)
+    y64 = y.double()
+    assert_matches(module_fn("mse", {}, "regression", y, None), lambda z: ((z[:, 0] - y64) ** 2).mean(), x)
+    for w in (0.0, 0.5, 2.0):
+        assert_matches(module_fn("mse_corr", {"corr_weight": w}, "regression", y, None),
+                       lambda z: ref_mse_corr(z[:, 0], y64, w), x)
+        assert_matches(lambda z: mse_corr_loss(z, y, w), lambda z: ref_mse_corr(z[:, 0], y64, w), x)
+    # fallbacks: constant targets (correlation undefined) and B < 2 -> the MSE alone
+    for const in (0.1, 0.3, 2.9):                 # y - mean(y) of these is not exactly 0 in float32
+        yc = torch.full((B,), const)
+        assert_matches(lambda z: mse_corr_loss(z, yc, 1.0), lambda z: ((z[:, 0] - const) ** 2).mean(), x)
+    assert_matches(lambda z: mse_corr_loss(z, y[:1], 1.0), lambda z: ((z[0, 0] - y64[0]) ** 2), x[:1])
+
+
+def ref_kd(s, teacher, kind, T, alpha, labels):
+    """Hinton et al. 2015 (arXiv:1503.02531): alpha·T²·KL(q ‖ softmax(s/T)) + (1 - alpha)·CE, mean over B;
+    q = softmax(z/T) for teacher logits z, and q ∝ p^(1/T) for teacher probabilities p (z = log p)."""
+    q = teacher ** (1 / T) if kind == "probs" else torch.exp(teacher / T)
+    q = q / q.sum(-1, keepdim=True)
+    log_s = s / T - torch.log(torch.exp(s / T).sum(-1, keepdim=True))
+    kl = (q * (torch.log(q) - log_s)).sum(-1).mean()
+    return alpha * T ** 2 * kl + (1 - alpha) * ref_ce(s, labels)
+
+
+@pytest.mark.parametrize("B,C", SHAPES)
+@pytest.mark.parametrize("kind", ["probs", "logits"])
+def test_kd_module_matches_reference(B, C, kind):
+    x, y, counts = rand_case(B, C, seed=B * 11 + C)
+    z_t = torch.randn(B, C, generator=torch.Generator().manual_seed(B)) * 2
+    soft = z_t.softmax(-1) if kind == "probs" else z_t
+    for views in (1, 2):                          # views 2: the batch R-Drop stacked, one teacher row per example
+        xs, ys, ss = (x, y, soft) if views == 1 else (torch.cat([x, -x]), y.repeat(2), soft.repeat(2, 1))
+        for alpha in (1.0, 0.3):
+            for T in (1.0, 2.5):
+                fn = module_fn("kd", {"soft_labels": kind, "alpha": alpha, "temperature": T}, "single_label",
+                               ys, counts, extra={"soft_labels": ss}, views=views)
+                assert_matches(fn, lambda z: ref_kd(z, ss.double(), kind, T, alpha, ys), xs)
+
+
+def ref_rdrop(a, b, task):
+    """R-Drop (Liang et al. 2021, arXiv:2106.14448) eq. 2: (KL(P1‖P2) + KL(P2‖P1)) / 2, summed over the
+    distribution, mean over B. multi_label: one Bernoulli per label, the KLs summed over labels;
+    regression: mean squared difference."""
+    if task == "regression":
+        return ((a - b) ** 2).mean()
+    if task == "multi_label":
+        p, q = 1 / (1 + torch.exp(-a)), 1 / (1 + torch.exp(-b))
+        kl_pq = p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
+        kl_qp = q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))
+        return 0.5 * (kl_pq + kl_qp).sum(-1).mean()
+    p = torch.exp(a) / torch.exp(a).sum(-1, keepdim=True)
+    q = torch.exp(b) / torch.exp(b).sum(-1, keepdim=True)
+    return 0.5 * ((p * torch.log(p / q)).sum(-1) + (q * torch.log(q / p)).sum(-1)).mean()
+
+
+@pytest.mark.parametrize("B,C", SHAPES)
+@pytest.mark.parametrize("task", ["single_label", "multi_label", "regression"])
+def test_rdrop_kl_matches_reference(B, C, task):
+    g = torch.Generator().manual_seed(B * C)
+    C = 1 if task == "regression" else C
+    a = torch.randn(B, C, generator=g) * 2
+    b = a + torch.randn(B, C, generator=g)                         # two passes that disagree somewhat
+    assert_matches(lambda u, v: rdrop_kl(u, v, task), lambda u, v: ref_rdrop(u, v, task), a, b)
+
+
+@pytest.mark.parametrize("views,mode,labelled", [(1, "all", True), (2, "all", True), (2, "one", True),
+                                                 (2, "all", False)])
+def test_supcon_gradient_matches_loop(views, mode, labelled):
+    g = torch.Generator().manual_seed(views)
+    feats = torch.randn(8, views, 6, generator=g)
+    labels = torch.tensor([0, 1, 0, 2, 1, 3, 0, 2])               # label 3 alone: an anchor without positives
+    lab = labels if labelled else None
+    assert_matches(lambda f: supcon_loss(f, lab, 0.1, 0.07, mode),
+                   lambda f: supcon_loop(f, labels if labelled else torch.arange(8), 0.1, 0.07, mode), feats)
+
+
+REFERENCE_TESTED = {"ce", "bce", "focal", "dice", "mse", "mse_corr", "kd",
+                    "supcon"}   # supcon: the functional form above; the module in test_supcon_module_uses_rdrop_views
+
+
+def test_every_registered_loss_has_a_reference_test():
+    assert set(LOSSES) <= REFERENCE_TESTED, f"write a value+gradient reference test for {set(LOSSES) - REFERENCE_TESTED}"

@@ -10,6 +10,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+_TINY = 1e-30  # floor for 1 - p before a fractional power: d/du u^g = g u^(g-1) stays finite (<= g·1e30)
+
+
+def _one_minus_pow(one_minus_p: Tensor, power: float) -> Tensor:
+    """(1 - p)^power, finite in value and gradient when 1 - p underflows to 0 (0 < power < 1)."""
+    if power == 0:
+        return torch.ones_like(one_minus_p)
+    return one_minus_p.clamp(min=_TINY) ** power
+
+
 def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Tensor | float | None = None,
                sigmoid: bool = False) -> Tensor:
     """Focal loss (Lin et al. 2017, arXiv:1708.02002): -alpha_t (1 - p_t)^gamma log p_t.
@@ -19,20 +29,25 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Tenso
     sigmoid (binary / multi-label): logits (B, C), targets (B, C) in [0, 1] (or (B,) long, one-hot
         encoded); alpha weighs positives and 1 - alpha negatives (a number or (C,)); mean over B*C
         (gamma=0, alpha=None is binary cross-entropy).
+    1 - p_t is computed without cancellation (sum of the other classes' probabilities; sigmoid(-x)
+    for a positive) and floored at 1e-30, so any gamma >= 0 gives finite gradients even when p_t
+    rounds to 1 in float32 (logit margin >= ~17), where u^gamma with gamma < 1 has an infinite slope.
     """
     x = logits.float()
     if sigmoid or targets.dim() == 2:
         t = F.one_hot(targets, x.shape[-1]).float() if targets.dim() == 1 else targets.float()  # (B, C)
         ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")          # (B, C)
-        p = torch.sigmoid(x)
-        p_t = p * t + (1 - p) * (1 - t)
-        loss = ce * (1 - p_t).clamp(min=0) ** gamma
+        one_minus_pt = t * torch.sigmoid(-x) + (1 - t) * torch.sigmoid(x)          # (B, C) = 1 - p_t
+        loss = ce * _one_minus_pow(one_minus_pt, gamma)
         if alpha is not None:
             a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
             loss = (a * t + (1 - a) * (1 - t)) * loss
         return loss.mean()
-    logp_t = x.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)             # (B,)
-    loss = -((1 - logp_t.exp()).clamp(min=0) ** gamma) * logp_t
+    logp = x.log_softmax(-1)                                                      # (B, C)
+    logp_t = logp.gather(1, targets[:, None]).squeeze(1)                          # (B,)
+    others = torch.ones_like(logp, dtype=torch.bool).scatter(1, targets[:, None], False)
+    one_minus_pt = (logp.exp() * others).sum(-1)                                  # (B,) = 1 - p_t
+    loss = -_one_minus_pow(one_minus_pt, gamma) * logp_t
     if alpha is not None:
         a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
         loss = (a[targets] if a.dim() == 1 else a) * loss
@@ -40,21 +55,34 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Tenso
 
 
 def dice_loss(logits: Tensor, targets: Tensor, smooth: float = 1.0, sigmoid: bool = False,
-              square: bool = False) -> Tensor:
-    """Soft Dice loss (Milletari et al. 2016, arXiv:1606.04797; for NLP: Li et al. 2020,
-    arXiv:1911.02855): 1 - mean_c (2 sum_b p_bc y_bc + s) / (sum_b p_bc + sum_b y_bc + s).
+              square: bool = False, alpha: float = 0.0) -> Tensor:
+    """Soft Dice loss (Milletari et al. 2016, arXiv:1606.04797), with the self-adjusting form of
+    Li et al. 2020 ("Dice Loss for Data-imbalanced NLP Tasks", arXiv:1911.02855):
+    1 - mean_c (2 sum_b q_bc y_bc + s) / (sum_b q_bc + sum_b y_bc + s), q = (1 - p)^alpha · p.
 
     softmax: logits (B, C), targets (B,) long. sigmoid: logits (B, C), targets (B, C) in [0, 1].
     The sums run over the batch, one Dice score per class; `smooth` (s) keeps a class absent from
-    the batch (and predicted absent) at score 1; `square` uses p² and y² in the denominator (V-Net).
+    the batch (and predicted absent) at score 1; `square` uses q² and y² in the denominator (V-Net).
+    alpha = 0 is plain soft Dice; alpha > 0 down-weights confident (easy) predictions.
+
+    Follows the authors' code (ShannonAI/dice_loss_for_NLP, loss/dice_loss.py) in: q replaces p
+    in numerator and denominator (squared too with `square`), the factor stays in the graph,
+    softmax for multi-class, sigmoid otherwise. Differs in: their intersection is per example while
+    their (non-square) denominator sums the whole batch, and their per-class losses are summed; here
+    both sums run over the batch (set-level Dice, as in F1) and classes are averaged (at B = 1 ours is
+    theirs / C); no OHEM or mask; 1 - p is floored at 1e-30 so alpha < 1 keeps finite gradients at p = 1.
     """
     x = logits.float()
     if sigmoid or targets.dim() == 2:
         p = torch.sigmoid(x)                                                      # (B, C)
         y = F.one_hot(targets, x.shape[-1]).float() if targets.dim() == 1 else targets.float()
+        one_minus_p = torch.sigmoid(-x) if alpha else None                       # (B, C) = 1 - p
     else:
         p = x.softmax(-1)                                                         # (B, C)
         y = F.one_hot(targets, x.shape[-1]).float()
+        one_minus_p = -torch.expm1(x.log_softmax(-1)) if alpha else None
+    if alpha:
+        p = _one_minus_pow(one_minus_p, alpha) * p                                # (B, C) q
     inter = (p * y).sum(0)                                                        # (C,)
     denom = (p * p).sum(0) + (y * y).sum(0) if square else p.sum(0) + y.sum(0)    # (C,)
     return 1 - ((2 * inter + smooth) / (denom + smooth)).mean()
@@ -70,10 +98,11 @@ def mse_corr_loss(preds: Tensor, targets: Tensor, corr_weight: float = 1.0) -> T
     """MSE + p·(1 - Pearson(preds, targets)) for regression; preds (B,) or (B, 1), targets (B,).
 
     The correlation term is left out (0) for a batch with fewer than 2 examples or constant targets,
-    where the correlation is undefined."""
+    where the correlation is undefined (tested as max == min: y - mean(y) of a constant float
+    vector is often not exactly 0)."""
     x, y = preds.float().reshape(-1), targets.float().reshape(-1)                 # (B,)
     mse = F.mse_loss(x, y)
-    if x.numel() < 2 or bool((y - y.mean()).abs().max() == 0):
+    if x.numel() < 2 or bool(y.max() == y.min()):
         return mse
     return mse + corr_weight * (1 - pearson(x, y))
 
