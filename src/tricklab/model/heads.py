@@ -34,6 +34,11 @@ def _zero_pad(h: Tensor, mask: Tensor) -> Tensor:
     return h * mask.unsqueeze(-1).to(h.dtype)
 
 
+def _keep(x: Tensor, n: Tensor) -> Tensor:
+    """(B, C, T) -> the same with positions t >= n[b] set to zero (each text's own length n (B,))."""
+    return x * (torch.arange(x.shape[-1], device=x.device) < n[:, None]).unsqueeze(1).to(x.dtype)
+
+
 class _FCOutput:
     """The sequence heads end in `self.fc`."""
 
@@ -44,7 +49,9 @@ class _FCOutput:
 
 @HEADS.register("cnn")
 class CNNHead(_FCOutput, nn.Module):
-    """TextCNN over token states: filters of widths 2/3/4, ReLU, max over time, concat, linear."""
+    """TextCNN (Kim 2014, arXiv:1408.5882) over token states (B, T, H): filters of widths 2/3/4, ReLU, max over
+    time, concat, linear. Only windows inside a text's real tokens count (batches are right-padded); a text
+    shorter than a filter is zero-extended to that filter's width (one window). So padding never matters."""
     sequence = True
 
     def __init__(self, in_dim: int, num_labels: int, dropout: float = 0.1, filter_sizes: tuple = (2, 3, 4),
@@ -57,10 +64,15 @@ class CNNHead(_FCOutput, nn.Module):
         self.fc = nn.Linear(self.feature_dim, num_labels)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        x = _zero_pad(h, mask).transpose(1, 2)                       # (B, H, T)
-        if x.shape[-1] < self.max_k:
-            x = F.pad(x, (0, self.max_k - x.shape[-1]))
-        feats = torch.cat([F.relu(c(x)).amax(-1) for c in self.convs], -1)  # (B, F*k)
+        n = mask.sum(1)                                                # (B,) real tokens
+        x = F.pad(_zero_pad(h, mask).transpose(1, 2), (0, self.max_k - 1))  # (B, H, T + max_k - 1): every width fits
+        feats = []
+        for c in self.convs:
+            k = c.kernel_size[0]
+            y = F.relu(c(x))                                           # (B, F, T + max_k - k)
+            # windows t <= L - k lie inside the text; t = 0 alone when L < k. ReLU >= 0, so zeros drop out of the max
+            feats.append(_keep(y, (n - k).clamp(min=0) + 1).amax(-1))  # (B, F)
+        feats = torch.cat(feats, -1)                                   # (B, F*len(filter_sizes))
         return self.fc(self.dropout(feats)), feats
 
 
@@ -78,8 +90,9 @@ class RNNHead(_FCOutput, nn.Module):
         self.fc = nn.Linear(self.feature_dim, num_labels)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(h.float(), lengths, batch_first=True, enforce_sorted=False)
+        lengths = mask.sum(1).clamp(min=1).cpu()                      # packing: the LSTM never sees padding
+        h = h.to(self.lstm.weight_ih_l0.dtype)                        # (B, T, H) in the LSTM's dtype
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
         _, (hn, _) = self.lstm(packed)                                # hn: (layers*2, B, hidden)
         feats = torch.cat([hn[-2], hn[-1]], -1)                       # (B, 2*hidden)
         return self.fc(self.dropout(feats)), feats
@@ -100,19 +113,23 @@ class RCNNHead(_FCOutput, nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         T = h.shape[1]
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(h.float(), lengths, batch_first=True, enforce_sorted=False)
+        lengths = mask.sum(1).clamp(min=1).cpu()                      # packing: the LSTM never sees padding
+        h = h.to(self.lstm.weight_ih_l0.dtype)                        # (B, T, H) in the LSTM's dtype
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, 2*hidden)
-        x = F.relu(torch.cat([h.float(), out], -1))                   # (B, T, 2*hidden + H)
-        feats = masked_max(x, mask)
+        x = F.relu(torch.cat([h, out], -1))                           # (B, T, 2*hidden + H)
+        feats = masked_max(x, mask)                                    # max over real tokens only
         return self.fc(self.dropout(feats)), feats
 
 
 @HEADS.register("dpcnn")
 class DPCNNHead(_FCOutput, nn.Module):
-    """Deep pyramid CNN (Johnson & Zhang 2017): region conv, two convs, then repeated
-    (downsample by 2, two convs, residual) until one position is left."""
+    """Deep pyramid CNN (Johnson & Zhang 2017, ACL, "Deep Pyramid Convolutional Neural Networks for Text
+    Categorization") over token states (B, T, H): region conv, two convs, then repeated (downsample by 2, two
+    convs, residual) until one position is left. Per text: its same-padded convs see zeros beyond its own end,
+    its downsampling tracks its own length, and it stops at its own depth, so a padded text gets exactly
+    the features it gets alone."""
     sequence = True
 
     def __init__(self, in_dim: int, num_labels: int, dropout: float = 0.1, num_filters: int = 250):
@@ -124,12 +141,19 @@ class DPCNNHead(_FCOutput, nn.Module):
         self.fc = nn.Linear(num_filters, num_labels)
 
     def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.region(_zero_pad(h, mask).transpose(1, 2))          # (B, F, T)
-        x = self.conv(F.relu(x))
-        x = self.conv(F.relu(x))
-        while x.shape[-1] > 1:
-            px = F.max_pool1d(F.pad(x, (0, 1)), 3, stride=2)          # (B, F, ~T/2)
-            x = self.conv(F.relu(px))
-            x = self.conv(F.relu(x)) + px
-        feats = x.squeeze(-1)                                          # (B, F)
+        n, T = mask.sum(1).clamp(min=1), h.shape[1]                    # (B,) each text's own length; batch length
+        # after every conv, zeros beyond each text's end: its same-padded convs see what it sees alone
+        x = _keep(self.region(_zero_pad(h, mask).transpose(1, 2)), n)  # (B, F, T)
+        x = _keep(self.conv(F.relu(x)), n)
+        x = _keep(self.conv(F.relu(x)), n)
+        feats = x[..., 0]                                              # (B, F) texts of length 1 stop here
+        while T > 1:
+            # pool 3 / stride 2 after a zero: a text of length L keeps L // 2 positions. Two zeros (not one) keep
+            # the batch axis >= 1 (ceil(T / 2)) in an ONNX graph traced longer than its input; the extra position
+            # lies beyond every text's end and is zeroed by _keep
+            n, T = n // 2, (T + 1) // 2
+            px = _keep(F.max_pool1d(F.pad(x, (0, 2)), 3, stride=2), n)  # (B, F, T)
+            x = _keep(self.conv(F.relu(px)), n)
+            x = _keep(self.conv(F.relu(x)), n) + px
+            feats = torch.where((n == 1)[:, None], x[..., 0], feats)   # a text stops at its own depth (n hits 1 once)
         return self.fc(self.dropout(feats)), feats
