@@ -178,3 +178,22 @@ def test_torch_predictor_threads_option(run):
         assert torch.get_num_threads() == 1 and len(p.predict(["球赛"])) == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("head", ["cnn", "dpcnn"])
+def test_sequence_head_bundles_agree_at_every_length(tiny_model, tmp_path, head):
+    """The dpcnn block loop is unrolled by the ONNX trace: the bundle must hold enough blocks for the longest
+    input (max_length) and still run inputs as short as [CLS] [SEP] alone."""
+    from tricklab.model import build_classifier, save_model
+
+    m, tok, _ = build_classifier(str(tiny_model), 3, "mean", head, {}, 0.1)
+    meta = {"task": "single_label", "num_labels": 3, "labels": {"task": "single_label", "names": list(CLASSES),
+            "from_ids": False}, "model": {"pooling": "mean", "head": head, "head_args": {}, "dropout": 0.1},
+            "data": {"max_length": 40, "lowercase": False, "pair": False}, "precision": "fp32"}
+    save_model(m.eval(), tok, tmp_path / "run" / "model", meta)
+    export_bundle(tmp_path / "run", tmp_path / "b", log=None)
+    texts = ["", "球", "球赛", "".join(CLASSES["sports"]) * 5] + mixed_texts(12)    # 2 .. 40 tokens
+    torch_p, onnx_p = Predictor.from_run(tmp_path / "run"), Predictor.from_bundle(tmp_path / "b")
+    for batch in ([t] for t in texts):                                                   # each alone: T from 2 up
+        np.testing.assert_allclose(onnx_p.logits(batch), torch_p.logits(batch), atol=1e-4)
+    np.testing.assert_allclose(onnx_p.logits(texts), torch_p.logits(texts), atol=1e-4)

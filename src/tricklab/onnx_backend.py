@@ -132,8 +132,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _export_onnx(model: Any, pair: bool, path: Path, opset: int) -> None:
-    """The TorchScript-based exporter (dynamo=False): one trace, dynamic (batch, sequence) axes."""
+def _export_onnx(model: Any, pair: bool, path: Path, opset: int, max_length: int = 8) -> None:
+    """The TorchScript-based exporter (dynamo=False): one trace, dynamic (batch, sequence) axes.
+
+    The dpcnn head's block loop runs once per halving of the sequence, a Python loop the trace unrolls:
+    it is traced at the run's max_length, so the graph holds enough blocks for every input (shorter inputs
+    pass through the extra blocks unchanged)."""
     import torch
 
     class Logits(torch.nn.Module):
@@ -145,7 +149,7 @@ def _export_onnx(model: Any, pair: bool, path: Path, opset: int) -> None:
             return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
     wrapper = Logits(model).eval()
-    B, T = 2, 8
+    B, T = 2, (max(8, max_length) if getattr(model, "head_name", "") == "dpcnn" else 8)
     ids = torch.full((B, T), 5, dtype=torch.long)
     mask = torch.ones((B, T), dtype=torch.long)
     mask[1, T // 2:] = 0
@@ -241,7 +245,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
 
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         fp32 = Path(tmp) / "model.fp32.onnx"
-        _export_onnx(model, pair, fp32, opset)
+        _export_onnx(model, pair, fp32, opset, int(meta["data"].get("max_length") or 8))
         if quantize == "int8":
             import logging
 
