@@ -8,6 +8,7 @@ from ..registry import LOSSES
 from ..types import Batch, Output
 from .base import Loss
 from .functional import supcon_loss
+from .gather import gather_examples, world_size
 
 
 @LOSSES.register("supcon")
@@ -21,6 +22,17 @@ class SupCon(Loss):
     projection head (`projection: 128` -> Linear-ReLU-Linear to 128 dims, as in the paper) is a
     submodule, trained with the model. Anchors with no positive in the batch are left out.
     Shapes: out.pooled (V*N, F), batch.labels (V*N,) long -> scalar.
+
+    Several processes (DDP): train.batch_size is the global batch, so each process gathers every
+    process's (N_r, V, P) features and labels (per example, views kept together; shards may differ
+    by one) and computes the loss of the whole global batch (the same value on every process), with
+    only its own rows carrying gradient, scaled by the world size W (gather.gather_examples): summed
+    over processes that is W times the global gradient, and DDP's averaging (train.py averages the
+    projection head's gradients the same way) leaves the single-process gradient of the global batch.
+    Chosen over a differentiable all_gather (torch.distributed.nn) with local anchors because the
+    backward needs no collective and the mean over anchors with positives is the global one without
+    a second reduction; the price is the (V·N_global)² similarity matrix on every process, small next
+    to the encoder. One process: unchanged.
     """
 
     tasks = ("single_label",)
@@ -59,5 +71,7 @@ class SupCon(Loss):
             z = self.head(z).float()                                       # (V*N, P)
         V = max(int(batch.views), 1)
         N = z.shape[0] // V
-        feats = z.reshape(V, N, -1).transpose(0, 1)                        # (N, V, F)
-        return supcon_loss(feats, batch.labels[:N], self.temperature, self.base_temperature, self.contrast_mode)
+        feats, labels = z.reshape(V, N, -1).transpose(0, 1), batch.labels[:N]  # (N, V, F), (N,)
+        if world_size() > 1:
+            feats, labels = gather_examples(feats, labels)                 # (N_global, V, F), (N_global,)
+        return supcon_loss(feats, labels, self.temperature, self.base_temperature, self.contrast_mode)
