@@ -35,7 +35,7 @@ class Predictor:
     """
 
     def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str | None = None,
-                 precision: str = "auto", batch_size: int = 64, threshold: float | None = None,
+                 precision: str | None = None, batch_size: int = 64, threshold: float | None = None,
                  threads: int | None = None, min_k: int = 0, max_k: int | None = None,
                  abstain_below: float | None = None):
         # `model`: a torch Classifier, or an onnx_backend.OnnxModel (backend "onnx": CPU, fp32, its own threads)
@@ -47,6 +47,9 @@ class Predictor:
         else:
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             self.model = model.to(self.device).eval()
+            if precision is None:  # the run's own, so predictions reproduce its metrics.json (older runs: auto)
+                precision = meta.get("precision") or "auto"
+                precision = "auto" if precision == "fp16" and self.device.type != "cuda" else precision
             self.precision = resolve_precision(precision, self.device.type)
         self.tokenizer, self.meta = tokenizer, meta
         self.task = meta["task"]
