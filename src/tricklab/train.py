@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ from .registry import LOSSES, TRICKS
 from .report import metrics_table, per_class_table, plot_confusion, write_bad_cases
 from .runtime import all_logits, resolve_precision
 from .thresholds import tune_thresholds
+from .tricks import Trick
+from .types import Batch
 
 
 @dataclass
@@ -74,10 +76,67 @@ def build_losses(cfg: Config, task: str) -> dict[str, tuple[float, torch.nn.Modu
 
 def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) -> dict[str, Any]:
     return {"task": bundle.task, "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
+            "precision": cfg.train.precision,
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
             "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
                      "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}}}
+
+
+def forward_backward(model: torch.nn.Module, losses: dict[str, tuple[float, torch.nn.Module]], tricks: list[Trick],
+                     backward: Callable[[torch.Tensor], None], batch: Batch, scale: float) -> dict[str, torch.Tensor]:
+    """One forward pass, every loss term (weighted) and the tricks' extra terms, one backward of their sum times
+    `scale` (1 / micro-batches per step, so accumulated gradients are the mean over the step's micro-batches)."""
+    out = model(**batch.inputs)
+    parts = {name: w * loss(out, batch) for name, (w, loss) in losses.items()}
+    for t in tricks:
+        parts |= t.extra_losses(model, batch, out)
+    backward(sum(parts.values()) * scale)
+    return parts
+
+
+def accumulate_gradients(model: torch.nn.Module, micro_batches: list[Batch],
+                         losses: dict[str, tuple[float, torch.nn.Module]], tricks: list[Trick],
+                         backward: Callable[[torch.Tensor], None],
+                         no_sync: Callable[[torch.nn.Module], Any] | None = None) -> dict[str, float]:
+    """The gradients of one optimizer step: forward + backward of each micro-batch with the tricks' hooks
+    (transform_batch before, after_backward after: FGM/PGD add their adversarial passes there). The gradients
+    left in .grad are the mean over the micro-batches; `no_sync` (DDP) defers the all-reduce to the last one.
+    Returns each loss term averaged over the micro-batches."""
+    n = len(micro_batches)
+    running: dict[str, float] = {}
+    for i, batch in enumerate(micro_batches):
+        for t in tricks:
+            batch = t.transform_batch(batch)
+        fb = partial(forward_backward, model, losses, tricks, backward, batch, 1.0 / n)
+        with no_sync(model) if no_sync is not None and i < n - 1 else contextlib.nullcontext():
+            parts = fb()
+            for t in tricks:
+                t.after_backward(model, fb)
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + float(v.detach()) / n
+    return running
+
+
+def optimizer_step(accelerator: Accelerator, optimizer: Any, scheduler: Any, trainable: list[torch.nn.Parameter],
+                   max_grad_norm: float, loss_params: list[torch.nn.Parameter]) -> bool:
+    """Average the loss modules' gradients across processes (they sit outside DDP), clip, step, zero the
+    gradients. Returns False when the fp16 gradient scaler skipped the update (inf/NaN gradients): the
+    schedule then does not advance either, as in the transformers Trainer."""
+    world = accelerator.num_processes
+    if world > 1:
+        for p in loss_params:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
+    if max_grad_norm > 0:
+        accelerator.clip_grad_norm_(trainable, max_grad_norm)
+    optimizer.step()
+    stepped = not accelerator.optimizer_step_was_skipped
+    if stepped:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stepped
 
 
 def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None,
@@ -213,14 +272,6 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
         logits = all_logits(raw_model, dev_enc, tc.eval_batch_size, pad_id, device, precision, (rank, world))
         return compute_metrics(bundle.task, logits, bundle.dev.labels, lm.names)
 
-    def forward_backward(batch: Any, scale: float) -> dict[str, torch.Tensor]:
-        out_ = model(**batch.inputs)
-        parts = {name: w * loss(out_, batch) for name, (w, loss) in losses.items()}
-        for t in tricks:
-            parts |= t.extra_losses(model, batch, out_)
-        accelerator.backward(sum(parts.values()) * scale)
-        return parts
-
     def evaluate_and_keep_best(epoch: int) -> None:
         with contextlib.ExitStack() as stack:
             for t in tricks:
@@ -248,7 +299,7 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
 
     bar = tqdm(total=total_steps, initial=st.step, disable=not (main and progress), desc="train", dynamic_ncols=True)
     running: dict[str, float] = {}
-    n_running, t_log = 0, time.perf_counter()
+    n_running = 0
     done = st.step >= total_steps or bool(tc.patience and st.bad_evals >= tc.patience)
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     while not done and st.epoch < n_epochs:
@@ -257,45 +308,31 @@ def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: st
         t0 = time.perf_counter()
         while st.batch < len(batches) and not done:
             group = batches[st.batch: st.batch + tc.grad_accum]
-            for i, idx in enumerate(group):
-                batch = collate(train_enc, idx, pad_id, bundle.task, lm.num_labels).to(device)
-                for t in tricks:
-                    batch = t.transform_batch(batch)
-                sync = accelerator.no_sync(model) if i < len(group) - 1 and world > 1 else contextlib.nullcontext()
-                with sync:
-                    parts = forward_backward(batch, 1.0 / len(group))
-                    for t in tricks:
-                        t.after_backward(model, partial(forward_backward, batch, 1.0 / len(group)))
-                for k, v in parts.items():
-                    running[k] = running.get(k, 0.0) + float(v.detach()) / len(group)
-                st.samples += len(idx) * world
-            if world > 1 and loss_params:  # loss modules (e.g. a SupCon projection) sit outside DDP
-                for p_ in loss_params:
-                    if p_.grad is not None:
-                        torch.distributed.all_reduce(p_.grad)
-                        p_.grad /= world
-            if tc.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            st.step += 1
+            micro = [collate(train_enc, idx, pad_id, bundle.task, lm.num_labels).to(device) for idx in group]
+            parts = accumulate_gradients(model, micro, losses, tricks, accelerator.backward,
+                                         accelerator.no_sync if world > 1 else None)
+            st.samples += sum(len(idx) for idx in group) * world
             st.batch += len(group)
-            for t in tricks:
-                t.after_step(model, st.step)
-            n_running += 1
-            bar.update(1)
+            # False when the fp16 scaler skipped the update (inf gradients): no step, no schedule, no EMA
+            stepped = optimizer_step(accelerator, optimizer, scheduler, trainable, tc.max_grad_norm, loss_params)
+            if stepped:
+                for k, v in parts.items():
+                    running[k] = running.get(k, 0.0) + v
+                st.step += 1
+                for t in tricks:
+                    t.after_step(model, st.step)
+                n_running += 1
+                bar.update(1)
             done = st.step >= total_steps
-            if st.step % tc.log_every == 0 or done:
-                dt = time.perf_counter() - t_log
+            if stepped and (st.step % tc.log_every == 0 or done):
                 rec = {"step": st.step, "epoch": st.epoch + 1, "lr": scheduler.get_last_lr()[0],
                        "loss": sum(running.values()) / n_running,
                        **{f"loss/{k}": v / n_running for k, v in running.items()}}
                 write_log(rec)
                 bar.set_description(f"train loss {rec['loss']:.4f}", refresh=False)
-                running, n_running, t_log = {}, 0, time.perf_counter()
+                running, n_running = {}, 0
             end_of_epoch = st.batch >= len(batches)
-            if (tc.eval_every and st.step % tc.eval_every == 0) or done or (not tc.eval_every and end_of_epoch):
+            if (stepped and tc.eval_every and st.step % tc.eval_every == 0) or done or (not tc.eval_every and end_of_epoch):
                 st.train_seconds += time.perf_counter() - t0
                 epoch = st.epoch + 1
                 if end_of_epoch:  # the checkpoint then points at the next epoch's start

@@ -1,7 +1,13 @@
-"""Adversarial training on the word embeddings: FGM (one step) and PGD (K projected steps)."""
+"""Adversarial training on the word embeddings: FGM (one step) and PGD (K projected steps).
+
+The attack direction is the gradient of the *current* micro-batch's loss w.r.t. the embedding matrix. Under
+gradient accumulation `.grad` also holds the earlier micro-batches' gradients, so it is not read: a tensor hook
+on the embedding weight (EmbeddingGrad) records each backward pass's own gradient before autograd adds it to
+`.grad` (under DDP: this process's local gradient, before the all-reduce).
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +30,40 @@ def word_embeddings(model: nn.Module) -> nn.Parameter:
     return emb.weight
 
 
+class EmbeddingGrad:
+    """Records the gradient that the latest backward pass sent to the word-embedding matrix (V, H)."""
+
+    def __init__(self) -> None:
+        self.grad: Tensor | None = None
+        self._handle: Any = None
+        self._weight: nn.Parameter | None = None
+
+    def attach(self, w: nn.Parameter) -> None:
+        if self._weight is w:
+            return
+        if self._handle is not None:
+            self._handle.remove()
+        self._weight, self._handle = w, w.register_hook(self._record)
+
+    def _record(self, g: Tensor) -> None:
+        self.grad = g.detach()
+
+    def take(self) -> Tensor | None:
+        """The recorded gradient (then forgotten), or None when no backward reached the embeddings."""
+        g, self.grad = self.grad, None
+        return g
+
+
+def _unit_step(g: Tensor | None, size: float) -> Tensor | None:
+    """size · g / ‖g‖ (Frobenius norm over the whole (V, H) matrix), or None when g is missing, zero or not finite."""
+    if g is None:
+        return None
+    norm = torch.linalg.vector_norm(g.float())
+    if not torch.isfinite(norm) or norm == 0:
+        return None
+    return g * (size / norm.item())
+
+
 def _check_trainable(w: nn.Parameter, trick: str) -> None:
     if not w.requires_grad:
         raise ConfigError(f"trick {trick}: the word embeddings are frozen, so they have no gradient to attack "
@@ -42,24 +82,26 @@ class FGM(Trick):
         if not isinstance(epsilon, (int, float)) or epsilon <= 0:
             raise ConfigError(f"trick fgm: epsilon must be a positive number (1.0 is usual), got {epsilon!r}")
         self.epsilon = float(epsilon)
+        self.emb_grad = EmbeddingGrad()
 
     def setup(self, model: nn.Module, ctx: TrainContext) -> None:
-        _check_trainable(word_embeddings(model), "fgm")
+        w = word_embeddings(model)
+        _check_trainable(w, "fgm")
+        self.emb_grad.attach(w)
 
     def after_backward(self, model: nn.Module, forward_backward: Callable[[], dict[str, Tensor]]) -> None:
         w = word_embeddings(model)
         _check_trainable(w, "fgm")
-        if w.grad is None:
-            return
-        norm = torch.linalg.vector_norm(w.grad.float())
-        if not torch.isfinite(norm) or norm == 0:
+        r = _unit_step(self.emb_grad.take(), self.epsilon)          # (V, H): this micro-batch's direction
+        if r is None:
             return
         backup = w.data.clone()
-        w.data.add_(w.grad.to(w.dtype), alpha=self.epsilon / norm.item())
+        w.data.add_(r.to(w.dtype))
         try:
-            forward_backward()
+            forward_backward()                                      # adds the adversarial gradients to .grad
         finally:
             w.data.copy_(backup)
+            self.emb_grad.take()
 
 
 @TRICKS.register("pgd")
@@ -78,42 +120,44 @@ class PGD(Trick):
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"trick pgd: steps must be an integer >= 1 (3 is usual), got {steps!r}")
         self.epsilon, self.alpha, self.steps = float(epsilon), float(alpha), steps
+        self.emb_grad = EmbeddingGrad()
         self.loss_params: list[nn.Parameter] = []
 
     def setup(self, model: nn.Module, ctx: TrainContext) -> None:
-        _check_trainable(word_embeddings(model), "pgd")
+        w = word_embeddings(model)
+        _check_trainable(w, "pgd")
+        self.emb_grad.attach(w)
         # parameters of loss modules (e.g. a SupCon projection head), when the loop lists them, so that
         # the throw-away steps' gradients are discarded there too
-        self.loss_params = [p for m in ctx.data.get("loss_modules", []) for p in m.parameters()]
+        self.loss_params = [p for m in (ctx.data.get("loss_modules", []) if ctx else []) for p in m.parameters()]
 
     def after_backward(self, model: nn.Module, forward_backward: Callable[[], dict[str, Tensor]]) -> None:
         w = word_embeddings(model)
         _check_trainable(w, "pgd")
-        if w.grad is None:
+        step = _unit_step(self.emb_grad.take(), self.alpha)         # (V, H): this micro-batch's clean direction
+        if step is None:
             return
         params = [p for p in [*model.parameters(), *self.loss_params] if p.grad is not None]
-        clean_grads = [p.grad.clone() for p in params]
+        kept = [p.grad.clone() for p in params]   # earlier micro-batches + this one's clean gradients
         backup = w.data.clone()
         try:
             for k in range(self.steps):
-                norm = torch.linalg.vector_norm(w.grad.float())
-                if not torch.isfinite(norm) or norm == 0:
-                    break
-                w.data.add_(w.grad.to(w.dtype), alpha=self.alpha / norm.item())
+                w.data.add_(step.to(w.dtype))
                 r = w.data - backup                                         # (V, H)
                 rn = torch.linalg.vector_norm(r.float()).item()
                 if rn > self.epsilon:
                     w.data.copy_(backup).add_(r, alpha=self.epsilon / rn)
                 last = k == self.steps - 1
-                for p, g in zip(params, clean_grads):
+                for p, g in zip(params, kept):
                     if last:
-                        p.grad.copy_(g)  # the last adversarial backward adds onto the clean gradients
+                        p.grad.copy_(g)  # the last adversarial backward adds onto the kept gradients
                     else:
                         p.grad.zero_()
                 forward_backward()
-            else:
-                return
-            for p, g in zip(params, clean_grads):  # stopped early: keep only the clean gradients
-                p.grad.copy_(g)
+                if not last and (step := _unit_step(self.emb_grad.take(), self.alpha)) is None:
+                    for p, g in zip(params, kept):  # no direction left: keep only the clean gradients
+                        p.grad.copy_(g)
+                    return
         finally:
             w.data.copy_(backup)
+            self.emb_grad.take()
