@@ -81,7 +81,7 @@ def read_data(data: Path) -> tuple[list[str], list[str]]:
 
 def ensure_bundle(run: Path, out: Path, quantize: str | None) -> Path:
     """Export the run once (cached in `out`; re-exported when the run's weights are newer)."""
-    from tricklab.onnx_backend import export_bundle
+    from tricklab.inference.export import export_bundle
 
     weights = run / "model" / "model.safetensors"
     if (out / "bundle.json").is_file() and (out / "model.onnx").stat().st_mtime >= weights.stat().st_mtime:
@@ -99,7 +99,7 @@ def make_backends(names: list[str], run: Path, bundles: Path, threads: int, batc
     """name -> predict(texts) -> label names. All models live in this one process."""
     import torch
 
-    from tricklab.predict import Predictor
+    from tricklab.inference import Predictor
 
     torch.set_num_threads(threads)
     meta = json.loads((run / "model" / "tricklab.json").read_text(encoding="utf-8"))

@@ -66,7 +66,7 @@ def check_agreement(url: str, bundle: Path, texts: list[str], threads: int, chun
     `batch_effect` is that difference (the same texts predicted all at once vs in chunks), for scale."""
     import httpx
 
-    from tricklab.predict import Predictor
+    from tricklab.inference import Predictor
 
     pred = Predictor.from_bundle(bundle, threads=threads)
     chunks = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]

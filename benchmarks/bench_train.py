@@ -32,7 +32,7 @@ def read(split: str, limit: int = 0) -> tuple[list[str], list[int]]:
 
 def run_tricklab(out: Path, limit: int) -> dict:
     from tricklab.config import load_config
-    from tricklab.train import train
+    from tricklab.training import train
 
     sets = [f"data.max_train_samples={limit}"] if limit else []
     cfg = load_config(ROOT / "configs" / "thucnews.yaml", sets + ["train.threads=2"])

@@ -24,7 +24,7 @@ import torch
 
 import tricklab.losses  # noqa: F401  (registration)
 import tricklab.tricks  # noqa: F401
-from tricklab.context import TrainContext
+from tricklab.types import TrainContext
 from tricklab.model import build_classifier
 from tricklab.registry import LOSSES, TRICKS
 from tricklab.types import Batch

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_cfg
-from tricklab.calibration import ece, fit_temperature, nll, plot_reliability, reliability_bins, scaled_probs
+from tricklab.evaluation.calibration import ece, fit_temperature, nll, plot_reliability, reliability_bins, scaled_probs
 from tricklab.cli import main as cli_main
 from tricklab.data.readers import Row
 from tricklab.errors import ConfigError
-from tricklab.predict import Predictor
-from tricklab.report import confusions_table, write_bad_cases
-from tricklab.train import train
+from tricklab.inference import Predictor
+from tricklab.evaluation.reports import confusions_table, write_bad_cases
+from tricklab.training import train
 
 
 def read_tsv(path: Path) -> list[list[str]]:
@@ -175,7 +175,7 @@ def test_abstention(run, tmp_path, capsys):
         Predictor.from_run(run, min_k=1)
     assert cli_main(["predict", "--run", str(run), str(inp), "--threshold", "0.3"]) == 2
     assert "multi-label" in capsys.readouterr().err
-    from tricklab.serve import load_predictor
+    from tricklab.inference.serve import load_predictor
 
     served, _ = load_predictor(str(run), None, abstain_below=cut)
     assert [r["uncertain"] for r in served.predict(TEXTS)] == [r["uncertain"] for r in got]
@@ -201,7 +201,7 @@ def test_evaluate_writes_bad_cases_and_confusions(run, capsys):
 def test_bundle_carries_temperature(run, tmp_path):
     pytest.importorskip("onnxruntime", reason="ONNX export needs the serve extra")
     pytest.importorskip("onnx", reason="ONNX export needs the serve extra")
-    from tricklab.onnx_backend import export_bundle
+    from tricklab.inference.export import export_bundle
 
     info = export_bundle(run, tmp_path / "b", log=None)
     meta = json.loads((run / "model" / "tricklab.json").read_text(encoding="utf-8"))

@@ -16,9 +16,9 @@ from scipy import stats
 
 from conftest import write_thucnews
 from tricklab.cli import main as cli_main
-from tricklab.compare import PRESETS, compare, merge, parse_seeds, parse_variants
+from tricklab.ablation.compare import PRESETS, compare, merge, parse_seeds, parse_variants
 from tricklab.errors import ConfigError
-from tricklab.stats import mcnemar_exact, paired_bootstrap, paired_t_test, t_interval, verdict
+from tricklab.ablation.stats import mcnemar_exact, paired_bootstrap, paired_t_test, t_interval, verdict
 
 TINY = ["--set", "train.batch_size=16", "--set", "train.lr=2e-3", "--set", "train.precision=fp32", "--set",
         "data.max_length=24", "--set", "train.warmup_ratio=0", "--set", "train.log_every=1", "--epochs", "1"]
@@ -173,8 +173,8 @@ def test_every_variant_is_validated_before_training(tiny_model, tmp_path):
 
 
 def _fake_run(folder: Path, seed: int, correct: np.ndarray, gold: np.ndarray, seconds: float) -> None:
-    from tricklab.evaluate import compute_metrics
-    from tricklab.predictions import save_predictions
+    from tricklab.evaluation.metrics import compute_metrics
+    from tricklab.evaluation.predictions import save_predictions
 
     names = ["sports", "finance", "game"]
     pred = np.where(correct, gold, (gold + 1) % 3)
@@ -235,7 +235,7 @@ def test_report_verdicts_on_constructed_runs(tmp_path, capsys):
 
 
 def test_report_regression_and_multi_label_gold(tmp_path, capsys):
-    from tricklab.predictions import gold_array
+    from tricklab.evaluation.predictions import gold_array
 
     assert gold_array("multi_label", [[0, 2], [], [1]], 3).tolist() == [[True, False, True], [False] * 3,
                                                                        [False, True, False]]
@@ -326,7 +326,7 @@ def test_predictions_npz_gold_by_task(tiny_model, tmp_path, task):
     import random
 
     from conftest import make_text, tiny_cfg
-    from tricklab.train import train
+    from tricklab.training import train
 
     rng = random.Random(0)
     if task == "multi_label":

@@ -51,7 +51,7 @@ def test_saved_config_round_trips(tmp_path):
 def test_repo_configs_load():
     from pathlib import Path
 
-    from tricklab.compare import load_variants_file, parse_variants, plan_grid
+    from tricklab.ablation.compare import load_variants_file, parse_variants, plan_grid
     from tricklab.config import Config
 
     for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):

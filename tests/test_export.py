@@ -15,9 +15,9 @@ pytest.importorskip("onnx", reason="ONNX export needs the serve extra: pip insta
 from conftest import CLASSES, NOISE, make_text, tiny_cfg, write_thucnews  # noqa: E402
 from tricklab.cli import main as cli_main  # noqa: E402
 from tricklab.errors import ConfigError  # noqa: E402
-from tricklab.onnx_backend import export_bundle  # noqa: E402
-from tricklab.predict import Predictor  # noqa: E402
-from tricklab.train import train  # noqa: E402
+from tricklab.inference.export import export_bundle  # noqa: E402
+from tricklab.inference import Predictor  # noqa: E402
+from tricklab.training import train  # noqa: E402
 
 
 def mixed_texts(n: int, seed: int = 7) -> list[str]:

@@ -31,8 +31,8 @@ def thucnews_slice(tmp_path_factory):
 
 def test_m3e_small_learns_thucnews(thucnews_slice, tmp_path):
     from tricklab.config import load_config
-    from tricklab.predict import Predictor
-    from tricklab.train import train
+    from tricklab.inference import Predictor
+    from tricklab.training import train
 
     cfg = load_config(None, ["model.name=m3e-small", "data.max_length=32", "train.epochs=2", "train.batch_size=64",
                              "train.lr=2e-4", "train.threads=2"])
@@ -48,8 +48,8 @@ def test_pooler_linear_run_loads_in_transformers_pipeline(thucnews_slice, tmp_pa
     from transformers import pipeline
 
     from tricklab.config import load_config
-    from tricklab.predict import Predictor
-    from tricklab.train import train
+    from tricklab.inference import Predictor
+    from tricklab.training import train
 
     cfg = load_config(None, ["model.name=m3e-small", "data.max_length=32", "train.max_steps=8", "train.batch_size=32",
                              "train.lr=1e-4", "data.lowercase=false"])

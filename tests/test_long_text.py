@@ -18,9 +18,9 @@ from tricklab.config import load_config
 from tricklab.data.batching import encode
 from tricklab.data.truncation import Truncation, aggregate, resolved_stride, window_starts
 from tricklab.errors import ConfigError
-from tricklab.evaluate import compute_metrics
-from tricklab.predict import Predictor
-from tricklab.train import train
+from tricklab.evaluation.metrics import compute_metrics
+from tricklab.inference import Predictor
+from tricklab.training import train
 
 NAMES = list(CLASSES)
 MAX_LEN = 16      # [CLS] + 14 text tokens + [SEP]
@@ -135,7 +135,7 @@ def test_aggregate_mean_max_by_hand():
 @pytest.mark.parametrize("agg", ["mean", "max"])
 def test_all_logits_aggregates_chunks_like_a_manual_loop(tiny_model, tok, agg):
     from tricklab.model import build_classifier
-    from tricklab.runtime import all_logits
+    from tricklab.model.runtime import all_logits
 
     torch.manual_seed(0)
     model, _, _ = build_classifier(str(tiny_model), 3, "mean", "linear", {}, 0.1)
@@ -203,7 +203,7 @@ def with_policy(pred: Predictor, truncation: dict | None) -> Predictor:
 
 @pytest.mark.parametrize("key", list(RUNS))
 def test_each_policy_trains_and_predicts_like_evaluation(runs, long_dir, tok, key):
-    from tricklab.evaluate_run import evaluate_run
+    from tricklab.inference.evaluate import evaluate_run
 
     out, metrics = runs(key)
     policy = RUNS[key][0].split("=")[1]
@@ -248,7 +248,7 @@ def test_serve_applies_the_run_policy(runs, long_dir):
     pytest.importorskip("httpx", reason="the serving tests need httpx")
     from fastapi.testclient import TestClient
 
-    from tricklab.serve import create_app
+    from tricklab.inference.serve import create_app
 
     out, _ = runs("chunk")
     pred = Predictor.from_run(out)
@@ -264,7 +264,7 @@ def test_serve_applies_the_run_policy(runs, long_dir):
 def test_onnx_bundle_aggregates_chunks_like_torch(runs, long_dir, tmp_path):
     pytest.importorskip("onnxruntime", reason="ONNX export needs the serve extra")
     pytest.importorskip("onnx", reason="ONNX export needs the serve extra")
-    from tricklab.onnx_backend import export_bundle
+    from tricklab.inference.export import export_bundle
 
     out, _ = runs("chunk_max_headtrain")
     texts, _ = read_split(long_dir / "dev.txt")

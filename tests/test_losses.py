@@ -15,7 +15,7 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 import tricklab.losses  # noqa: F401  (registration)
-from tricklab.context import TrainContext
+from tricklab.types import TrainContext
 from tricklab.errors import ConfigError
 from tricklab.losses import DEFAULT_LOSS, dice_loss, focal_loss, mse_corr_loss, rdrop_kl, supcon_loss
 from tricklab.model import Classifier

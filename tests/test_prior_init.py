@@ -15,7 +15,7 @@ from tricklab.data import load_data
 from tricklab.errors import ConfigError
 from tricklab.model import build_classifier, load_model, prior_bias
 from tricklab.registry import HEADS
-from tricklab.train import train
+from tricklab.training import train
 
 FREQ = {"a": 0.9, "b": 0.5, "c": 0.15, "d": 0.05, "e": 0.0}  # e: in class.txt, never in train
 

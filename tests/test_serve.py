@@ -23,9 +23,9 @@ pytest.importorskip("uvicorn", reason="serving needs the serve extra: pip instal
 httpx = pytest.importorskip("httpx", reason="the serving tests need httpx")
 
 from conftest import tiny_cfg, write_thucnews  # noqa: E402
-from tricklab.predict import Predictor  # noqa: E402
-from tricklab.serve import Batcher, create_app  # noqa: E402
-from tricklab.train import train  # noqa: E402
+from tricklab.inference import Predictor  # noqa: E402
+from tricklab.inference.serve import Batcher, create_app  # noqa: E402
+from tricklab.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
@@ -241,7 +241,7 @@ def wait_up(url: str, proc: subprocess.Popen | None = None, timeout: float = 120
 
 def test_cli_serve_bundle_with_token_and_sigterm(run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from tricklab.onnx_backend import export_bundle
+    from tricklab.inference.export import export_bundle
 
     export_bundle(run, tmp_path / "b", log=None)
     port = free_port()

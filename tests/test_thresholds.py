@@ -16,10 +16,10 @@ from conftest import make_text, tiny_cfg
 from tricklab.cli import main as cli_main
 from tricklab.config import load_config
 from tricklab.errors import ConfigError
-from tricklab.evaluate import compute_metrics, sigmoid
-from tricklab.predict import Predictor
-from tricklab.thresholds import best_f1_thresholds, select_labels, threshold_vector, tune_thresholds
-from tricklab.train import train
+from tricklab.evaluation.metrics import compute_metrics, sigmoid
+from tricklab.inference import Predictor
+from tricklab.evaluation.thresholds import best_f1_thresholds, select_labels, threshold_vector, tune_thresholds
+from tricklab.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def test_evaluate_uses_tuned_thresholds(run, capsys):
 def test_bundle_carries_thresholds(run, tmp_path):
     pytest.importorskip("onnxruntime", reason="ONNX export needs the serve extra")
     pytest.importorskip("onnx", reason="ONNX export needs the serve extra")
-    from tricklab.onnx_backend import export_bundle
+    from tricklab.inference.export import export_bundle
 
     info = export_bundle(run, tmp_path / "b", log=None)
     meta = json.loads((run / "model" / "tricklab.json").read_text(encoding="utf-8"))

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import tiny_cfg, write_thucnews
 from tricklab.cli import main as cli_main
-from tricklab.predict import Predictor
-from tricklab.train import train
+from tricklab.inference import Predictor
+from tricklab.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

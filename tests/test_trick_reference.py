@@ -17,7 +17,6 @@ computed here from the papers' formulas with plain autograd:
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 
@@ -30,10 +29,10 @@ from transformers import BertConfig, BertModel
 
 import tricklab.losses  # noqa: F401  (registration)
 import tricklab.tricks  # noqa: F401
-from tricklab.context import TrainContext
+from tricklab.types import TrainContext
 from tricklab.model import Classifier
 from tricklab.registry import LOSSES, TRICKS
-from tricklab.train import accumulate_gradients
+from tricklab.training import accumulate_gradients
 from tricklab.types import Batch
 
 C = 3
@@ -256,7 +255,7 @@ def test_rdrop_gradient_matches_reference(concat):
 
 def _train_tiny(tmp_path, tricks, extra=None):
     from conftest import tiny_cfg, write_thucnews, make_tiny_model
-    from tricklab.train import train
+    from tricklab.training import train
 
     model = make_tiny_model(tmp_path / "enc")
     data = write_thucnews(tmp_path / "thuc", n_train=64, n_dev=24)
@@ -271,7 +270,7 @@ def _train_tiny(tmp_path, tricks, extra=None):
 def test_ema_weights_are_evaluated_saved_and_raw_weights_checkpointed(tmp_path):
     from safetensors.torch import load_file
 
-    from tricklab.checkpoint import latest_checkpoint, load_checkpoint
+    from tricklab.training.checkpoint import latest_checkpoint, load_checkpoint
 
     metrics, out = _train_tiny(tmp_path, [{"name": "ema", "decay": 0.5, "warmup": False}])
     raw, blobs, state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
@@ -302,7 +301,7 @@ def test_skipped_optimizer_steps_do_not_count(tmp_path, monkeypatch):
     monkeypatch.setattr(Accelerator, "optimizer_step_was_skipped", property(lambda self: next(flags)))
     metrics, out = _train_tiny(tmp_path, [{"name": "ema", "decay": 0.9}],
                                ["train.warmup_ratio=0.5", "train.lr=1e-3", "train.checkpoint=true"])
-    from tricklab.checkpoint import latest_checkpoint, load_checkpoint
+    from tricklab.training.checkpoint import latest_checkpoint, load_checkpoint
 
     _, blobs, state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
     assert state["step"] == 4 and metrics["steps"] == 4

@@ -1,6 +1,6 @@
 """Trick checks: R-Drop KL, FGM/PGD restore the embeddings bit for bit, EMA arithmetic, LLRD rates,
 freeze; every registered trick trains 3 steps through the hook protocol (parametrized over TRICKS),
-all of them together, and end to end through tricklab.train with grad accumulation and resume."""
+all of them together, and end to end through tricklab.training with grad accumulation and resume."""
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +18,7 @@ from transformers import BertConfig, BertModel
 
 import tricklab.losses  # noqa: F401  (registration)
 import tricklab.tricks  # noqa: F401
-from tricklab.context import TrainContext
+from tricklab.types import TrainContext
 from tricklab.errors import ConfigError
 from tricklab.losses import DEFAULT_LOSS
 from tricklab.model import Classifier
@@ -232,7 +232,7 @@ def test_ema_arithmetic_swap_and_state():
 
 def test_llrd_geometric_rates():
     from tricklab.config import TrainConfig
-    from tricklab.optim import param_groups
+    from tricklab.training.optim import param_groups
 
     model = tiny_model()
     groups = param_groups(model, [], TrainConfig(lr=1e-3, head_lr=1e-2))
@@ -315,7 +315,7 @@ def write_tiny_run_inputs(root):
 
 def test_train_end_to_end_all_tricks_accumulation_resume(tmp_path):
     from tricklab.config import load_config
-    from tricklab.train import train
+    from tricklab.training import train
 
     enc, data = write_tiny_run_inputs(tmp_path)
     tricks = [{"name": n, **TRICK_PARAMS.get(n, {})} for n in sorted(TRICKS)]

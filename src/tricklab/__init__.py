@@ -3,7 +3,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# training: `from tricklab.train import train`
+from . import _compat
+
+_compat.install()  # old module paths (tricklab.train, tricklab.predict, ...) still import, with a warning
+
+# training: `from tricklab.training import train`
 __all__ = ["Config", "load_config", "Predictor", "load_data", "TrickLabError", "__version__"]
 
 
@@ -13,7 +17,7 @@ def __getattr__(name: str):  # lazy: `import tricklab` stays fast and torch-free
 
         return getattr(config, name)
     if name == "Predictor":
-        from .predict import Predictor
+        from .inference.predictor import Predictor
 
         return Predictor
     if name == "load_data":

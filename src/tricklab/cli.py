@@ -50,7 +50,7 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> An
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .training.loop import train
 
     if args.resume:
         extra = [f for f, v in (("--config", args.config), ("--set", args.set), ("--model", args.model),
@@ -71,14 +71,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate_run import evaluate_run
+    from .inference.evaluate import evaluate_run
 
     evaluate_run(args.run, args.data, batch_size=args.batch_size)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor
+    from .inference.predictor import Predictor
 
     if args.bundle:
         pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size, **_decision(args))
@@ -106,7 +106,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .onnx_backend import export_bundle
+    from .inference.export import export_bundle
 
     export_bundle(args.run, args.out, fmt=args.format, quantize=args.quantize, opset=args.opset,
                   verify_data=args.verify_data)
@@ -114,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    from .inference.serve import serve
 
     serve(run=args.run, bundle=args.bundle, host=args.host, port=args.port, token=args.token,
           max_texts=args.max_texts, max_chars=args.max_chars, threads=args.threads, options=_decision(args))
@@ -122,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from .ablation.compare import compare
 
     base = _config(args, {"data.max_train_samples": args.max_train_samples, "train.epochs": args.epochs})
     res = compare(base, args.data, args.dev, args.test, variants=args.variants, variants_file=args.variants_file,
@@ -131,7 +131,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .leaderboard import discover_runs, write_report
+    from .ablation.leaderboard import discover_runs, write_report
 
     write_report(discover_runs(args.runs), args.out or args.runs[0], baseline=args.baseline, metric=args.metric)
     return 0
@@ -165,26 +165,60 @@ def _decision(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v is not None}
 
 
+def config_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--config", help="YAML config (see configs/)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-5")
+    sp.add_argument("--model", help="local folder, hub id, or alias: m3e-small, minilm-en")
+    sp.add_argument("--loss", metavar="NAME[:k=v,...]", help="main loss, e.g. focal:gamma=2")
+    sp.add_argument("--aux", action="append", metavar="NAME[:k=v,...]", help="auxiliary loss, e.g. supcon:weight=0.2")
+    sp.add_argument("--trick", action="append", metavar="NAME[:k=v,...]", help="a trick, e.g. rdrop:alpha=4 (repeatable)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def data_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--data", required=True, help="folder with train/dev/test files, or a training file")
+    sp.add_argument("--dev", help="dev file (default: dev.* in the folder, else 10%% of train)")
+    sp.add_argument("--test", help="test file (default: test.* in the folder)")
+
+
+def add_compare_parsers(sub: Any) -> None:
+    """`tricklab compare` (grid of variants x seeds) and `tricklab report` (its leaderboard, rebuilt)."""
+    from .ablation.compare import presets_help
+
+    c = sub.add_parser("compare", help="train variants x seeds and report which tricks help (statistics vs a baseline)",
+                       epilog=presets_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    data_flags(c)
+    c.add_argument("--variants", help="comma-separated: presets (below), names from --variants-file, a+b combines; "
+                                      "default: the baseline and every --variants-file entry")
+    c.add_argument("--variants-file", help="YAML: variant name -> partial config (see configs/variants.yaml)")
+    c.add_argument("--seeds", default="3", help="number of seeds (5: train.seed 1..5) or a comma list (default 3)")
+    c.add_argument("--out", default="runs/compare", help="grid folder: OUT/<variant>/seed<k> (default runs/compare)")
+    c.add_argument("--max-train-samples", type=int, help="budget: data.max_train_samples for every run")
+    c.add_argument("--epochs", type=float, help="budget: train.epochs for every run")
+    c.add_argument("--jobs", type=int, default=1, help="runs at a time, as subprocesses when > 1 (default 1)")
+    c.add_argument("--baseline", default="baseline", help="the variant the others are compared to (default baseline)")
+    c.add_argument("--metric", help="metric of the verdicts (default: accuracy, micro_f1 or pearson by task)")
+    config_flags(c)
+    c.set_defaults(func=cmd_compare)
+
+    rp = sub.add_parser("report", help="rebuild the compare leaderboard from run folders")
+    rp.add_argument("--runs", nargs="+", required=True, help="a compare --out folder, variant folders (seed<k>/ "
+                                                             "inside) or run folders")
+    rp.add_argument("--baseline", default="baseline")
+    rp.add_argument("--out", help="folder for leaderboard.md/.csv and ablation.png (default: the first --runs)")
+    rp.add_argument("--metric", help="metric of the verdicts (default: accuracy, micro_f1 or pearson by task)")
+    rp.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tricklab", description="Fine-tune BERT-family text classifiers with composable tricks.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", help="YAML config (see configs/)")
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-5")
-        sp.add_argument("--model", help="local folder, hub id, or alias: m3e-small, minilm-en")
-        sp.add_argument("--loss", metavar="NAME[:k=v,...]", help="main loss, e.g. focal:gamma=2")
-        sp.add_argument("--aux", action="append", metavar="NAME[:k=v,...]", help="auxiliary loss, e.g. supcon:weight=0.2")
-        sp.add_argument("--trick", action="append", metavar="NAME[:k=v,...]", help="a trick, e.g. rdrop:alpha=4 (repeatable)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bar")
-
     t = sub.add_parser("train", help="train, evaluate on dev (and test), save the best model")
-    t.add_argument("--data", required=True, help="folder with train/dev/test files, or a training file")
-    t.add_argument("--dev", help="dev file (default: dev.* in the folder, else 10%% of train)")
-    t.add_argument("--test", help="test file (default: test.* in the folder)")
+    data_flags(t)
     t.add_argument("--out", default="runs/run", help="run folder (default: runs/run)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    common(t)
+    config_flags(t)
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="fine-tune m3e-small on the packaged THUCNews sample, evaluate, predict")
@@ -232,33 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     decision_flags(sv)
     sv.set_defaults(func=cmd_serve)
 
-    from .compare import presets_help
-
-    c = sub.add_parser("compare", help="train variants x seeds and report which tricks help (statistics vs a baseline)",
-                       epilog=presets_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--data", required=True, help="folder with train/dev/test files, or a training file")
-    c.add_argument("--dev", help="dev file (default: dev.* in the folder, else 10%% of train)")
-    c.add_argument("--test", help="test file (default: test.* in the folder)")
-    c.add_argument("--variants", help="comma-separated: presets (below), names from --variants-file, a+b combines; "
-                                      "default: the baseline and every --variants-file entry")
-    c.add_argument("--variants-file", help="YAML: variant name -> partial config (see configs/variants.yaml)")
-    c.add_argument("--seeds", default="3", help="number of seeds (5: train.seed 1..5) or a comma list (default 3)")
-    c.add_argument("--out", default="runs/compare", help="grid folder: OUT/<variant>/seed<k> (default runs/compare)")
-    c.add_argument("--max-train-samples", type=int, help="budget: data.max_train_samples for every run")
-    c.add_argument("--epochs", type=float, help="budget: train.epochs for every run")
-    c.add_argument("--jobs", type=int, default=1, help="runs at a time, as subprocesses when > 1 (default 1)")
-    c.add_argument("--baseline", default="baseline", help="the variant the others are compared to (default baseline)")
-    c.add_argument("--metric", help="metric of the verdicts (default: accuracy, micro_f1 or pearson by task)")
-    common(c)
-    c.set_defaults(func=cmd_compare)
-
-    rp = sub.add_parser("report", help="rebuild the compare leaderboard from run folders")
-    rp.add_argument("--runs", nargs="+", required=True, help="a compare --out folder, variant folders (seed<k>/ "
-                                                             "inside) or run folders")
-    rp.add_argument("--baseline", default="baseline")
-    rp.add_argument("--out", help="folder for leaderboard.md/.csv and ablation.png (default: the first --runs)")
-    rp.add_argument("--metric", help="metric of the verdicts (default: accuracy, micro_f1 or pearson by task)")
-    rp.set_defaults(func=cmd_report)
+    add_compare_parsers(sub)
 
     try:
         from .generation.cli import add_parser as add_generate

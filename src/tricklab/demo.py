@@ -41,8 +41,8 @@ def thucnews_sample() -> Path:
 
 def run_demo(out: str | Path = "runs/demo", epochs: float | None = None, max_train_samples: int = 0,
              progress: bool = True) -> dict[str, Any]:
-    from .predict import Predictor
-    from .train import train
+    from .inference.predictor import Predictor
+    from .training.loop import train
 
     data = thucnews_sample()
     settings = dict(DEMO_SETTINGS)

@@ -1,7 +1,10 @@
-"""The two values that flow through the training step: a Batch in, an Output out."""
+"""The values that flow through training: a Batch in, an Output out, and the TrainContext that losses and
+tricks see when they are set up."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -44,3 +47,18 @@ class Output:
 
     logits: Tensor
     pooled: Tensor
+
+
+@dataclass
+class TrainContext:
+    """What losses and tricks may know about the run when they are set up."""
+
+    task: str                      # single_label | multi_label | regression
+    num_labels: int                # logits width (1 for regression)
+    label_names: list[str]
+    class_counts: list[int]        # per-class counts in train ([] for regression)
+    train_size: int
+    total_steps: int               # optimizer steps in the whole run
+    device: Any = None
+    run_dir: Path | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # e.g. train examples, for losses that need them

@@ -43,8 +43,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import Config, from_dict, read_yaml_mapping
-from .errors import ConfigError, TrickLabError
+from ..config import Config, from_dict, read_yaml_mapping
+from ..errors import ConfigError, TrickLabError
 
 # name -> partial config. Parameter names are those of losses/ and tricks/ (checked by test_compare).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -270,9 +270,9 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     """Load the data (once per distinct data config) and build every run's losses and tricks without
     a model; raise one ConfigError with every problem (and `problems` found before) before anything
     trains. Returns the task."""
-    from .data import load_data
-    from .registry import TRICKS
-    from .train import build_losses
+    from ..data import load_data
+    from ..registry import TRICKS
+    from ..training import build_losses
 
     problems = list(problems or [])
     tasks: dict[str, str] = {}
@@ -301,7 +301,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
 def run_state(folder: Path) -> str:
     """done (metrics.json) | resume (a complete checkpoint) | restart (a folder with neither: killed
     before its first checkpoint, or failed) | new (no folder)."""
-    from .checkpoint import latest_checkpoint
+    from ..training.checkpoint import latest_checkpoint
 
     if (folder / "metrics.json").is_file():
         return "done"
@@ -357,7 +357,7 @@ def _execute(r: RunSpec, state: str, data: str | Path, dev: str | Path | None, t
     ok = False
     with open(log_path, "a", encoding="utf-8") as log:
         if subprocess_env is None:
-            from .train import train
+            from ..training.loop import train
 
             try:
                 with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -399,6 +399,35 @@ def _gpu_ids() -> list[str]:
         return []
 
 
+def _execute_parallel(todo: list[RunSpec], states: dict[Path, str], data: str | Path, dev: str | Path | None,
+                      test: str | Path | None, jobs: int, report: Callable[[RunResult], None]) -> None:
+    """Train `todo` as `jobs` subprocesses at a time, round-robin over the visible GPUs; report each as it ends."""
+    env = dict(os.environ)
+    gpus = _gpu_ids()
+    if "OMP_NUM_THREADS" not in env:  # J processes share the cores (also beside a GPU: tokenizing, collating)
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    slots: queue.Queue[int] = queue.Queue()
+    for i in range(jobs):
+        slots.put(i)
+
+    def work(r: RunSpec) -> RunResult:
+        slot = slots.get()
+        try:
+            e = dict(env)
+            if gpus:
+                e["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+            return _execute(r, states[r.folder], data, dev, test, e)
+        finally:
+            slots.put(slot)
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        for fut in as_completed([pool.submit(work, r) for r in todo]):
+            report(fut.result())
+    finally:  # Ctrl-C: start no new run (the running ones got the signal too and keep their checkpoints)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def compare(base: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None, *,
             variants: str | list[str] | None = None, variants_file: str | Path | None = None,
             seeds: int | str | list[int] = 3, out: str | Path = "runs/compare", jobs: int = 1,
@@ -423,7 +452,7 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
     seed_list = parse_seeds(seeds)
     runs, problems = plan_grid(base, vs, seed_list, out)
     task = validate_grid(runs, data, dev, test, problems)
-    from .evaluate import DEFAULT_METRIC, TASK_METRICS
+    from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 
     if metric is not None and metric not in TASK_METRICS[task]:
         hint = difflib.get_close_matches(metric, TASK_METRICS[task], n=1)
@@ -468,30 +497,7 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
         for r in todo:
             report(_execute(r, states[r.folder], data, dev, test, None))
     else:
-        env = dict(os.environ)
-        gpus = _gpu_ids()
-        if "OMP_NUM_THREADS" not in env:  # J processes share the cores (also beside a GPU: tokenizing, collating)
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-        slots: queue.Queue[int] = queue.Queue()
-        for i in range(jobs):
-            slots.put(i)
-
-        def work(r: RunSpec) -> RunResult:
-            slot = slots.get()
-            try:
-                e = dict(env)
-                if gpus:
-                    e["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-                return _execute(r, states[r.folder], data, dev, test, e)
-            finally:
-                slots.put(slot)
-
-        pool = ThreadPoolExecutor(max_workers=jobs)
-        try:
-            for fut in as_completed([pool.submit(work, r) for r in todo]):
-                report(fut.result())
-        finally:  # Ctrl-C: start no new run (the running ones got the signal too and keep their checkpoints)
-            pool.shutdown(wait=True, cancel_futures=True)
+        _execute_parallel(todo, states, data, dev, test, jobs, report)
 
     board = None
     if any(r.status != "failed" for r in results):

@@ -27,8 +27,8 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from .errors import ConfigError, TrickLabError
-from .predictions import load_predictions
+from ..errors import ConfigError, TrickLabError
+from ..evaluation.predictions import load_predictions
 from .stats import (MIN_SEEDS_FOR_VERDICT, Bootstrap, McNemar, mcnemar_exact, mean_std, paired_bootstrap,
                     paired_t_test, t_interval, verdict)
 

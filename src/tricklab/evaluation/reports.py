@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .calibration import scaled_probs
-from .evaluate import sigmoid, worst_confusions
+from .metrics import sigmoid, worst_confusions
 from .thresholds import multi_hot, threshold_vector
 
 HEADLINE = ("accuracy", "macro_f1", "macro_f1_tuned", "weighted_f1", "f1_positive", "micro_f1", "micro_f1_tuned",

@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
-from .data.labels import LabelMap, encode_labels
-from .data.readers import read_rows
-from .errors import TrickLabError
-from .evaluate import compute_run_metrics
-from .predict import Predictor
-from .report import metrics_table, per_class_table, plot_confusion, write_bad_cases
+from ..config import load_config
+from ..data.labels import LabelMap, encode_labels
+from ..data.readers import read_rows
+from ..errors import TrickLabError
+from ..evaluation.metrics import compute_run_metrics
+from ..evaluation.reports import metrics_table, per_class_table, plot_confusion, write_bad_cases
+from .predictor import Predictor
 
 
 def evaluate_run(run: str | Path, data: str | Path, batch_size: int = 128, verbose: bool = True) -> dict[str, Any]:

@@ -7,14 +7,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .calibration import scaled_probs
-from .data.batching import encode
-from .data.truncation import Truncation
-from .errors import ConfigError, TrickLabError
-from .evaluate import sigmoid
-from .model import load_model
-from .runtime import all_logits, resolve_precision
-from .thresholds import check_options, select_labels, threshold_vector
+from ..data.batching import encode
+from ..data.truncation import Truncation
+from ..errors import ConfigError, TrickLabError
+from ..evaluation.calibration import scaled_probs
+from ..evaluation.metrics import sigmoid
+from ..evaluation.thresholds import check_options, select_labels, threshold_vector
+from ..model import load_model
+from ..model.runtime import all_logits, resolve_precision
 
 Text = str | tuple[str, str] | list[str]
 
@@ -38,7 +38,7 @@ class Predictor:
                  precision: str | None = None, batch_size: int = 64, threshold: float | None = None,
                  threads: int | None = None, min_k: int = 0, max_k: int | None = None,
                  abstain_below: float | None = None):
-        # `model`: a torch Classifier, or an onnx_backend.OnnxModel (backend "onnx": CPU, fp32, its own threads)
+        # `model`: a torch Classifier, or an inference.onnx.OnnxModel (backend "onnx": CPU, fp32, its own threads)
         self.backend: str = getattr(model, "backend", "torch")
         if threads and self.backend == "torch":
             torch.set_num_threads(int(threads))
@@ -69,7 +69,7 @@ class Predictor:
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, threads: int | None = None, **kw: Any) -> "Predictor":
         """An exported bundle (`tricklab export`), run by onnxruntime; no torch model code."""
-        from .onnx_backend import load_bundle
+        from .onnx import load_bundle
 
         model, tok, meta = load_bundle(bundle_dir, threads)
         return cls(model, tok, meta, **kw)

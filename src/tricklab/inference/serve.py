@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Union
 
-from .errors import ConfigError, TrickLabError
+from ..errors import ConfigError, TrickLabError
 
 try:
     from fastapi import FastAPI, Request
@@ -246,7 +246,7 @@ def _html_escape(s: str) -> str:
 def load_predictor(run: str | None, bundle: str | None, threads: int | None = None, **options: Any) -> tuple[Any, str]:
     """(Predictor, display name) from a run folder or a bundle folder; `options`: Predictor arguments
     (threshold, min_k, max_k, abstain_below)."""
-    from .predict import Predictor
+    from .predictor import Predictor
 
     if bool(run) == bool(bundle):
         raise ConfigError("give exactly one of --run RUN_DIR or --bundle BUNDLE_DIR")

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..context import TrainContext
-from ..types import Batch, Output
+from ..types import Batch, Output, TrainContext
 
 
 class Loss(nn.Module):

@@ -4,10 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import LOSSES
-from ..types import Batch, Output
+from ..types import Batch, Output, TrainContext
 from .base import Loss
 
 

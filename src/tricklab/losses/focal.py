@@ -3,10 +3,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import LOSSES
-from ..types import Batch, Output
+from ..types import Batch, Output, TrainContext
 from .base import Loss
 from .ce import class_weight_tensor
 from .functional import focal_loss

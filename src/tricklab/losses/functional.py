@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 _TINY = 1e-30  # floor for 1 - p before a fractional power: d/du u^g = g u^(g-1) stays finite (<= g·1e30)
 
 

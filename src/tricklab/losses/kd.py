@@ -6,10 +6,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import LOSSES
-from ..types import Batch, Output
+from ..types import Batch, Output, TrainContext
 from .base import Loss
 from .functional import kd_kl
 

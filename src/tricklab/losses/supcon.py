@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import LOSSES
-from ..types import Batch, Output
+from ..types import Batch, Output, TrainContext
 from .base import Loss
 from .functional import supcon_loss
 from .gather import gather_examples, world_size

@@ -8,8 +8,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .data.batching import Encoded, collate, eval_batches
-from .errors import ConfigError
+from ..data.batching import Encoded, collate, eval_batches
+from ..errors import ConfigError
 
 
 @lru_cache(maxsize=1)

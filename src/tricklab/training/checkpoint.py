@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import TrickLabError
+from ..errors import TrickLabError
 
 
 def atomic_write_text(path: Path, text: str) -> None:

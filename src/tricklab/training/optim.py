@@ -6,7 +6,7 @@ from typing import Any
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def no_decay(name: str) -> bool:

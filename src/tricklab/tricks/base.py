@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterator
 
 from torch import Tensor, nn
 
-from ..context import TrainContext
-from ..types import Batch, Output
+from ..types import Batch, Output, TrainContext
 
 
 class Trick:

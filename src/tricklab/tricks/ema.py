@@ -6,9 +6,9 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import TRICKS
+from ..types import TrainContext
 from .base import Trick
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import TRICKS
+from ..types import TrainContext
 from .base import Trick
 from .llrd import encoder_depths
 

@@ -5,9 +5,9 @@ from typing import Any
 
 from torch import nn
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import TRICKS
+from ..types import TrainContext
 from .base import Trick
 
 _LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")

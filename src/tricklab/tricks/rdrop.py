@@ -5,10 +5,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..context import TrainContext
 from ..errors import ConfigError
 from ..registry import LOSSES, TRICKS
-from ..types import Batch, Output
+from ..types import Batch, Output, TrainContext
 from .base import Trick
 
 

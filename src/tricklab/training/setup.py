@@ -1,0 +1,266 @@
+"""Everything a run needs before its first step, built in order: the Accelerator, the data (every problem
+reported before the model loads), the model, the tokenised splits, the losses and tricks, the optimizer and
+schedule, and the state restored from the last checkpoint on --resume. The result is one `Run`."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
+
+from .. import losses as _losses  # noqa: F401  (registration)
+from .. import tricks as _tricks  # noqa: F401
+from ..config import Config, TrainConfig, load_config
+from ..data import DataBundle, Encoded, encode, load_data, needs_lowercase, train_batches
+from ..data.truncation import Truncation
+from ..errors import ConfigError, TrickLabError
+from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
+from ..model import build_classifier, prior_bias
+from ..model.runtime import resolve_precision
+from ..registry import TRICKS
+from ..tricks import Trick
+from ..types import TrainContext
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .optim import param_groups, warmup_linear
+from .step import Losses, build_losses
+
+
+@dataclass
+class State:
+    """What --resume restores besides the weights and optimizer: where the loop stands."""
+    epoch: int = 0          # current epoch
+    batch: int = 0          # next global batch within the epoch (data position for --resume)
+    step: int = 0           # optimizer steps done
+    best: float | None = None
+    best_step: int = 0
+    bad_evals: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0
+
+
+@dataclass
+class Splits:
+    """The tokenised splits: train rows (chunk windows with data.truncation=chunk), dev and test documents."""
+    train: Encoded
+    dev: Encoded
+    test: Encoded | None
+
+
+@dataclass
+class Run:
+    cfg: Config
+    out: Path
+    accelerator: Accelerator
+    precision: str                       # fp32 | bf16 | fp16, resolved for this machine
+    bundle: DataBundle
+    tokenizer: Any
+    meta: dict[str, Any]                 # saved with the model (model/tricklab.json)
+    enc: Splits
+    model: torch.nn.Module               # prepared by Accelerate (DDP-wrapped with several processes)
+    raw_model: torch.nn.Module
+    losses: Losses
+    tricks: list[Trick]
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    steps_per_epoch: int
+    metric: str                          # the dev metric that picks the best checkpoint
+    state: State = field(default_factory=State)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def loss_params(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters of loss modules (e.g. a SupCon projection head): they sit outside DDP."""
+        return [p for _, m in self.losses.values() for p in m.parameters() if p.requires_grad]
+
+    @property
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """This process's batches for one epoch: its slice of every global batch."""
+        tc = self.cfg.train
+        return process_batches(self.enc.train.lengths, tc, epoch, self.accelerator.process_index, self.world)
+
+
+def process_batches(lengths: np.ndarray, tc: TrainConfig, epoch: int, rank: int, world: int) -> list[np.ndarray]:
+    batches = train_batches(lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length)
+    if world > 1:
+        batches = [np.array_split(b, world)[rank] for b in batches if len(b) >= world]
+    return batches
+
+
+def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) -> dict[str, Any]:
+    return {"task": bundle.task, "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
+            "precision": cfg.train.precision,
+            "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
+                      "dropout": cfg.model.dropout, "backbone": backbone},
+            "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
+                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}}}
+
+
+def run_config(cfg: Config, out: Path, resume: bool) -> Config:
+    """The config of the run: the run folder's own on --resume; refuses to overwrite a run without it."""
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise TrickLabError(f"--resume: {out} has no config.yaml: it is not a run folder; fix: give the --out of "
+                                f"the run to continue, or drop --resume")
+        return load_config(out / "config.yaml")
+    if (out / "checkpoints" / "latest").exists():
+        raise TrickLabError(f"{out} already holds a run; fix: add --resume to continue it, or choose another --out")
+    return cfg
+
+
+def make_accelerator(tc: TrainConfig) -> tuple[Accelerator, str]:
+    precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    AcceleratorState._reset_state()  # one process may train several runs (tests, grids) with other precisions
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    set_seed(tc.seed)
+    return accelerator, precision
+
+
+def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torch.nn.Module, Any, bool, str]:
+    """(model, tokenizer, lowercase, backbone path); output biases at the label priors when asked."""
+    lm = bundle.label_map
+    model, tok, backbone = build_classifier(cfg.model.name, lm.num_labels, cfg.model.pooling, cfg.model.head,
+                                            cfg.model.head_args, cfg.model.dropout)
+    lower = cfg.data.lowercase == "true" or (cfg.data.lowercase == "auto" and needs_lowercase(tok))
+    pbi = cfg.model.prior_bias_init
+    if pbi == "true" or (pbi == "auto" and bundle.task == "multi_label"):  # --resume: the checkpoint overwrites it
+        model.init_output_bias(prior_bias(bundle.task, bundle.class_counts(), len(bundle.train)))
+        notes.append(f"prior_bias_init: output biases start at the train label "
+                     f"{'log-odds' if bundle.task == 'multi_label' else 'log-priors'}"
+                     + ("; --set model.prior_bias_init=false to disable" if pbi == "auto" else ""))
+    if lower and cfg.data.lowercase == "auto":
+        notes.append("lowercase: on: this tokenizer keeps capitals but its vocabulary has lower-case Latin letters "
+                     "only (capitals would become [UNK]); --set data.lowercase=false to disable")
+    return model, tok, lower, backbone
+
+
+def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes: list[str]) -> Splits:
+    trunc = Truncation.from_config(cfg.data)
+
+    def enc(split: Any, t: Truncation = trunc) -> Encoded:
+        return encode(tok, [r.text for r in split.rows], [r.text_b for r in split.rows] if bundle.is_pair else None,
+                      cfg.data.max_length, lower, split.labels, t)
+
+    # chunk: every window is a training example with its document's label, unless data.chunk_train=false (head)
+    train = enc(bundle.train, replace(trunc, policy="head") if trunc.policy == "chunk" and not cfg.data.chunk_train
+                else trunc)
+    if bundle.train.soft is not None:
+        train.extra["soft_labels"] = train.expand(bundle.train.soft)
+    splits = Splits(train, enc(bundle.dev), enc(bundle.test) if bundle.test is not None else None)
+    if trunc.policy == "chunk":
+        notes.append(f"truncation: chunk: train {len(bundle.train)} texts -> {len(train)} training examples, "
+                     f"dev {len(bundle.dev)} -> {len(splits.dev)} windows (logits: {trunc.agg} per text)")
+    return splits
+
+
+def dev_metric(cfg: Config, bundle: DataBundle) -> str:
+    metric = DEFAULT_METRIC[bundle.task] if cfg.train.metric == "auto" else cfg.train.metric
+    if metric not in TASK_METRICS[bundle.task] or (metric == "f1_positive" and bundle.label_map.num_labels != 2):
+        raise ConfigError(f"train.metric={metric!r} is not a {bundle.task} metric (choose from: "
+                          f"{', '.join(TASK_METRICS[bundle.task])}; f1_positive needs 2 classes)")
+    return metric
+
+
+def setup(cfg: Config, data: str | Path, dev: str | Path | None, test: str | Path | None, out: Path,
+          resume: bool) -> Run:
+    """Build the run, in order; every data and config problem is raised before any step."""
+    cfg = run_config(cfg, out, resume)
+    tc = cfg.train
+    accelerator, precision = make_accelerator(tc)
+    bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
+    cfg.task = bundle.task
+    metric = dev_metric(cfg, bundle)
+    if tc.batch_size < accelerator.num_processes:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch: it must be at least the number "
+                          f"of processes ({accelerator.num_processes})")
+    notes = list(bundle.notes)
+    model, tok, lower, backbone = build_model(cfg, bundle, notes)
+    enc = encode_splits(cfg, bundle, tok, lower, notes)
+    n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index, accelerator.num_processes))
+    steps_per_epoch = math.ceil(n_batches / tc.grad_accum)
+    total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
+    losses, tricks = setup_losses_and_tricks(cfg, bundle, model, tok, accelerator.device, out, total_steps)
+    optimizer, scheduler = build_optimizer(cfg, model, losses, tricks, accelerator.device, total_steps)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    run = Run(cfg, out, accelerator, precision, bundle, tok, run_meta(cfg, bundle, lower, backbone), enc, prepared,
+              accelerator.unwrap_model(prepared), losses, tricks, optimizer, scheduler, total_steps, steps_per_epoch,
+              metric, notes=notes)
+    if resume:
+        restore(run)
+    return run
+
+
+def setup_losses_and_tricks(cfg: Config, bundle: DataBundle, model: torch.nn.Module, tok: Any, device: torch.device,
+                            out: Path, total_steps: int) -> tuple[Losses, list[Trick]]:
+    """Losses and tricks, each set up with what it may know about the run (types.TrainContext)."""
+    lm = bundle.label_map
+    ctx = TrainContext(bundle.task, lm.num_labels, lm.names, bundle.class_counts(), len(bundle.train), total_steps,
+                       device, out, {"train": bundle.train, "tokenizer": tok, "feature_dim": model.classifier.feature_dim})
+    losses = build_losses(cfg, bundle.task)
+    ctx.data |= {"main_loss": next(iter(losses.values()))[1], "loss_modules": [m for _, m in losses.values()]}
+    for _, loss in losses.values():
+        loss.setup(ctx)
+        loss.to(device)
+    tricks = [TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"}) for t in cfg.tricks]
+    for t in tricks:
+        t.setup(model, ctx)
+    return losses, tricks
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, losses: Losses, tricks: list[Trick], device: torch.device,
+                    total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the parameter groups (the tricks may rewrite them: LLRD) and the warm-up/linear schedule."""
+    tc = cfg.train
+    model.to(device)
+    groups = param_groups(model, [m for _, m in losses.values()], tc)
+    for t in tricks:
+        groups = t.param_groups(model, groups)
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "param_names"} for g in groups], lr=tc.lr,
+                                  fused=device.type in ("cpu", "cuda"))  # one kernel per step, not one per tensor
+    return optimizer, warmup_linear(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+
+
+def restore(run: Run) -> None:
+    """--resume: weights, optimizer, schedule, loss and trick states and the loop position from the last checkpoint."""
+    ck = latest_checkpoint(run.out / "checkpoints")
+    if ck is None:
+        return
+    model_state, blobs, saved = load_checkpoint(ck)
+    run.raw_model.load_state_dict(model_state)
+    run.optimizer.load_state_dict(blobs["optimizer"])
+    run.scheduler.load_state_dict(blobs["scheduler"])
+    for i, (_, loss) in enumerate(run.losses.values()):
+        if f"loss{i}" in blobs:
+            loss.load_state_dict(blobs[f"loss{i}"])
+    for t, s in zip(run.tricks, blobs.get("tricks", [])):
+        t.load_state_dict(s)
+    run.state = State(**saved)
+    run.notes.append(f"resume: from {ck.name} (epoch {run.state.epoch + 1}, step {run.state.step})")
