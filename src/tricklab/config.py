@@ -78,6 +78,7 @@ class TrainConfig:
     max_steps: int = 0             # stop after this many optimizer steps; 0: epochs decide
     log_every: int = 20
     checkpoint: bool = True        # keep a resumable checkpoint at every evaluation
+    adam_bias_correction: bool = True  # false: BertAdam-like steps, (1-b1^t)/sqrt(1-b2^t) x AdamW's (6.5x at step 10)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Optimizer groups (no decay on biases and norms, optional head LR) and the warmup-linear schedule."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
@@ -40,3 +41,22 @@ def warmup_linear(optimizer: Any, warmup_steps: int, total_steps: int) -> Lambda
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return LambdaLR(optimizer, f)
+
+
+def without_bias_correction(scheduler: LambdaLR, betas: tuple[float, float] = (0.9, 0.999)) -> LambdaLR:
+    """Compose the schedule with c_t = (1 - b1^t) / sqrt(1 - b2^t), t the step about to be taken: AdamW then
+    steps by lr·m_t / (sqrt(v_t) + eps·sqrt(1 - b2^t)), i.e. Adam without bias correction, as BertAdam (the
+    original BERT optimizer, used by Bert-Chinese-Text-Classification-Pytorch) did. Early steps are larger
+    than AdamW's at the same lr: 6.5x at step 10, 3.2x at 100, 1.7x at 456. Differences from BertAdam: eps is
+    scaled by sqrt(1 - b2^t) (smaller), and the decoupled weight decay is scaled by c_t too."""
+    b1, b2 = betas
+
+    def factor(step: int) -> float:
+        t = step + 1
+        return (1 - b1 ** t) / math.sqrt(1 - b2 ** t)
+
+    scheduler.lr_lambdas = [lambda s, f=f: f(s) * factor(s) for f in scheduler.lr_lambdas]
+    for group, f in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):  # the first step's lr too
+        group["lr"] = group["initial_lr"] * f(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+    return scheduler

@@ -27,7 +27,7 @@ from ..registry import TRICKS
 from ..tricks import Trick
 from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .optim import param_groups, warmup_linear
+from .optim import param_groups, warmup_linear, without_bias_correction
 from .step import Losses, build_losses
 
 
@@ -245,7 +245,8 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, losses: Losses, tricks:
         groups = t.param_groups(model, groups)
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "param_names"} for g in groups], lr=tc.lr,
                                   fused=device.type in ("cpu", "cuda"))  # one kernel per step, not one per tensor
-    return optimizer, warmup_linear(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+    scheduler = warmup_linear(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler if tc.adam_bias_correction else without_bias_correction(scheduler)
 
 
 def restore(run: Run) -> None:
