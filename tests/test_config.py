@@ -58,6 +58,13 @@ def test_repo_configs_load():
         if p.name.startswith("variants"):  # a `compare --variants-file`: every variant must build a valid config
             runs, problems = plan_grid(Config(), parse_variants(None, load_variants_file(p)), [1], Path("unused"))
             assert not problems and len(runs) == len(load_variants_file(p)) + 1
+        elif p.name.startswith("space"):   # a `tune --space`: every choice and range end builds a valid config
+            from tricklab.ablation.tune import parse_space, trial_config
+
+            for param in parse_space(p):
+                for v in param.values:
+                    trial_config(Config(), {param.key: v} | ({".".join(param.when): True} if param.when and
+                                                             param.when[0] != "loss" else {}))
         else:
             load_config(p)
 

@@ -130,6 +130,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if res.failed else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .ablation.tune import tune
+
+    base = _config(args, {"data.max_train_samples": args.max_train_samples, "train.epochs": args.epochs})
+    tune(base, args.data, args.dev, args.test, space=args.space, trials=args.trials, out=args.out,
+         timeout=args.timeout, jobs=args.jobs, pruner=args.pruner, metric=args.metric,
+         verify_seeds=args.verify_seeds, worker=args.worker)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .ablation.leaderboard import discover_runs, write_report
 
@@ -200,6 +210,26 @@ def add_compare_parsers(sub: Any) -> None:
     c.add_argument("--metric", help="metric of the verdicts (default: accuracy, micro_f1 or pearson by task)")
     config_flags(c)
     c.set_defaults(func=cmd_compare)
+
+    tu = sub.add_parser("tune", help="hyperparameter search (Optuna): trials as run folders, pruned at dev "
+                                     "evaluations, resumable; then the best config vs the base over seeds, on test")
+    data_flags(tu)
+    tu.add_argument("--space", required=True, help="YAML: config key -> {log_uniform|uniform|int|int_log: [low, high]} "
+                                                    "or a list of choices; tricks.<name>: [true, false] switches a trick")
+    tu.add_argument("--trials", type=int, default=20, help="finished (complete or pruned) trials in the study (default 20)")
+    tu.add_argument("--out", default="runs/tune", help="study folder: study.db, trials/, best.yaml, plots, verify/")
+    tu.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tu.add_argument("--jobs", type=int, default=1, help="processes searching the same study (default 1)")
+    tu.add_argument("--pruner", default="median", choices=["median", "halving", "none"],
+                    help="stop bad trials at dev evaluations: median (default) or successive halving")
+    tu.add_argument("--metric", help="dev metric to optimise (default: train.metric, else accuracy/micro_f1/pearson)")
+    tu.add_argument("--verify-seeds", type=int, default=3, help="re-run best and base config over this many seeds "
+                                                                 "and compare them on test (0: skip; default 3)")
+    tu.add_argument("--max-train-samples", type=int, help="budget: data.max_train_samples for every trial")
+    tu.add_argument("--epochs", type=float, help="budget: train.epochs for every trial")
+    tu.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    config_flags(tu)
+    tu.set_defaults(func=cmd_tune)
 
     rp = sub.add_parser("report", help="rebuild the compare leaderboard from run folders")
     rp.add_argument("--runs", nargs="+", required=True, help="a compare --out folder, variant folders (seed<k>/ "

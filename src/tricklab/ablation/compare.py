@@ -266,10 +266,10 @@ def plan_grid(base: Config, variants: list[Variant], seeds: list[int], out: Path
 
 
 def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None, test: str | Path | None,
-                  problems: list[str] | None = None) -> str:
+                  problems: list[str] | None = None, describe: Callable[[RunSpec], str] | None = None) -> str:
     """Load the data (once per distinct data config) and build every run's losses and tricks without
     a model; raise one ConfigError with every problem (and `problems` found before) before anything
-    trains. Returns the task."""
+    trains, each line starting with describe(run) (default: variant 'name'). Returns the task."""
     from ..data import load_data
     from ..registry import TRICKS
     from ..training import build_losses
@@ -289,7 +289,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
             for t in r.config.tricks:
                 TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"})
         except ConfigError as e:
-            problems.append(f"variant {r.variant!r}: {e}")
+            problems.append(f"{describe(r) if describe else f'variant {r.variant!r}'}: {e}")
     if problems:
         raise ConfigError("\n".join(problems))
     found = sorted(set(tasks.values()))

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from tqdm.auto import tqdm
 
@@ -33,9 +33,14 @@ from .step import accumulate_gradients, optimizer_step
 
 
 def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None,
-          out: str | Path = "runs/run", resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train, keep the best dev checkpoint in out/model, evaluate it; returns the metrics dict."""
+          out: str | Path = "runs/run", resume: bool = False, progress: bool = True,
+          on_evaluate: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train, keep the best dev checkpoint in out/model, evaluate it; returns the metrics dict.
+
+    `on_evaluate(step, dev_metrics)` is called after every dev evaluation (`tricklab tune` reports to its pruner
+    there); an exception it raises stops the run and propagates (the run folder keeps its last checkpoint)."""
     run = setup(cfg, data, dev, test, Path(out), resume)
+    run.on_evaluate = on_evaluate
     announce(run)
     with open(run.out / "log.jsonl", "a", encoding="utf-8") if run.main else contextlib.nullcontext() as log:
         fit(run, log, progress)
@@ -114,6 +119,8 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
                 bar.set_postfix_str(f"dev {run.metric} {m[run.metric]:.4f} (best {st.best:.4f})", refresh=False)
                 if tc.checkpoint:
                     save_resume_checkpoint(run)
+                if run.on_evaluate is not None:
+                    run.on_evaluate(st.step, m)
                 t0 = time.perf_counter()
                 if tc.patience and st.bad_evals >= tc.patience:
                     tqdm.write(f"early stop: no dev {run.metric} gain in {tc.patience} evaluations") if run.main else None

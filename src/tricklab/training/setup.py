@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ class Run:
     metric: str                          # the dev metric that picks the best checkpoint
     state: State = field(default_factory=State)
     notes: list[str] = field(default_factory=list)
+    on_evaluate: Callable[[int, dict[str, Any]], None] | None = None   # after each dev evaluation (tune's pruner)
 
     @property
     def main(self) -> bool:
