@@ -1,4 +1,4 @@
-"""Deterministic train/dev/test splits (80/10/10, seed 1) of two shared datasets that ship without them,
+"""Deterministic splits (seed 1) of shared datasets that ship without the split an experiment needs,
 in formats tricklab reads as they are (`tricklab train --data OUT/<name>`):
 
   chnsenticorp_htl/  hotel reviews (long texts), stratified by label; train/dev/test.tsv with a header
@@ -6,6 +6,10 @@ in formats tricklab reads as they are (`tricklab train --data OUT/<name>`):
   stsb_zh/           Chinese STS-B dev pairs (the only split published here), random split;
                      train/dev/test.tsv with a header `text_a<TAB>text_b<TAB>score`; scores are written as
                      decimals (`4.0`) so the task is detected as regression (integers would read as classes)
+  thucnews_longtail/ THUCNews with a long tail: train and dev keep each class at LONGTAIL[class id] of its
+                     lines (100%, 100%, 30%, 30%, 10%, 10%, 3%, 3%, 1%, 1%: about 1937 ... 19 training
+                     headlines), drawn with the seed; test is the full balanced test set (1,000 per class), so
+                     per-class F1 and macro-F1 of the rare classes are measured on 1,000 headlines each
 
 A `splits.json` in each folder records the source file, its SHA-256, the seed and the counts.
 
@@ -24,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1
 RATIOS = (0.8, 0.1, 0.1)
+LONGTAIL = (1.0, 1.0, 0.3, 0.3, 0.1, 0.1, 0.03, 0.03, 0.01, 0.01)   # share kept per THUCNews class id
 SPLITS = ("train", "dev", "test")
 
 
@@ -48,8 +53,10 @@ def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     path.write_text("\n".join("\t".join(r) for r in [header] + rows) + "\n", encoding="utf-8")
 
 
-def write_info(folder: Path, source: Path, counts: dict[str, int], extra: dict) -> None:
-    info = {"source": str(source), "sha256": sha256(source), "seed": SEED, "ratios": RATIOS, "counts": counts, **extra}
+def write_info(folder: Path, source: Path, counts: dict[str, int], extra: dict, ratios: tuple | None = RATIOS) -> None:
+    info = {"source": str(source), "sha256": sha256(source), "seed": SEED, "counts": counts, **extra}
+    if ratios is not None:
+        info["ratios"] = ratios
     (folder / "splits.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -109,15 +116,41 @@ def stsb_zh(shared: Path, out: Path) -> dict[str, int]:
     return counts
 
 
+def thucnews_longtail(shared: Path, out: Path) -> dict[str, int]:
+    src = shared / "thucnews"
+    folder = out / "thucnews_longtail"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(SEED)
+    counts, per_class = {}, {}
+    for split in SPLITS:
+        lines = [ln for ln in (src / f"{split}.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if split != "test":
+            by_class: dict[int, list[str]] = {}
+            for ln in lines:
+                by_class.setdefault(int(ln.rsplit("\t", 1)[1]), []).append(ln)
+            lines = []
+            for c in sorted(by_class):
+                keep = max(1, round(len(by_class[c]) * LONGTAIL[c]))
+                lines += rng.sample(by_class[c], keep)
+            rng.shuffle(lines)
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        counts[split] = len(lines)
+        per_class[split] = {c: sum(ln.endswith(f"\t{c}") for ln in lines) for c in range(len(LONGTAIL))}
+    (folder / "class.txt").write_text((src / "class.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    write_info(folder, src / "train.txt", counts, {"kept_share_per_class": LONGTAIL, "per_class": per_class,
+                                                   "test": "the full test.txt"}, ratios=None)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data folder")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "data", help="where the split folders go")
     a = ap.parse_args(argv)
-    for need in ("chnsenticorp_htl/ChnSentiCorp_htl_all.csv", "stsb_zh/sts-b-dev.txt"):
+    for need in ("chnsenticorp_htl/ChnSentiCorp_htl_all.csv", "stsb_zh/sts-b-dev.txt", "thucnews/train.txt"):
         if not (a.shared / need).is_file():
             sys.exit(f"error: {a.shared / need} not found; fix: give the shared data folder with --shared")
-    for name, fn in (("chnsenticorp_htl", chnsenticorp_htl), ("stsb_zh", stsb_zh)):
+    for name, fn in (("chnsenticorp_htl", chnsenticorp_htl), ("stsb_zh", stsb_zh), ("thucnews_longtail", thucnews_longtail)):
         counts = fn(a.shared, a.out)
         print(f"{a.out / name}: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
 
