@@ -352,34 +352,34 @@ def write_csv(lb: Leaderboard, path: Path) -> None:
 
 
 def plot_ablation(lb: Leaderboard, path: Path) -> None:
-    """Per variant: the mean per-seed delta vs the baseline with its 95% CI, and each seed as a dot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Per variant: the mean per-seed delta vs the baseline with its 95% CI, and each seed as a dot. Variant names
+    are drawn with a font that has them, else numbered with a legend table (evaluation/plots.py)."""
+    from ..evaluation.plots import axis_labels, layout, pyplot, save_png
 
     rows = [r for r in lb.rows if r.variant != lb.baseline and r.paired]
-    fig, ax = plt.subplots(figsize=(7.5, max(2.2, 0.55 * len(rows) + 1.4)))
-    colors = {"helps": "tab:green", "hurts": "tab:red"}
-    for i, r in enumerate(reversed(rows)):
-        c = colors.get(r.verdict, "tab:gray")
-        jitter = np.linspace(-0.12, 0.12, len(r.seed_deltas)) if len(r.seed_deltas) > 1 else np.zeros(1)
-        ax.scatter(r.seed_deltas, i + jitter, s=16, color=c, alpha=0.55, zorder=3)
-        if not math.isnan(r.ci[0]):
-            ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci[0]], [r.ci[1] - r.delta]], fmt="o", color=c, capsize=4,
-                        lw=2, zorder=4)
-        else:
-            ax.plot(r.delta, i, "o", color=c, zorder=4)
-    ax.axvline(0, color="black", lw=1)
-    ax.set_yticks(range(len(rows)), [r.variant for r in reversed(rows)])
-    ax.set_xlabel(f"Δ {lb.metric} vs {lb.baseline} (mean over seeds, 95% CI; dots: seeds)")
-    ax.set_title(f"Ablation on {lb.split} ({lb.task})")
-    if not rows:
-        ax.text(0.5, 0.5, "no variant with paired baseline runs", ha="center", va="center", transform=ax.transAxes)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    names = [r.variant for r in reversed(rows)]
+    with pyplot([*names, lb.baseline]) as (plt, fonts):
+        ticks = axis_labels(names, fonts)
+        fig, ax = plt.subplots(figsize=(7.5 * (1.35 if ticks != names else 1), max(2.2, 0.55 * len(rows) + 1.4)))
+        colors = {"helps": "tab:green", "hurts": "tab:red"}
+        for i, r in enumerate(reversed(rows)):
+            c = colors.get(r.verdict, "tab:gray")
+            jitter = np.linspace(-0.12, 0.12, len(r.seed_deltas)) if len(r.seed_deltas) > 1 else np.zeros(1)
+            ax.scatter(r.seed_deltas, i + jitter, s=16, color=c, alpha=0.55, zorder=3)
+            if not math.isnan(r.ci[0]):
+                ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci[0]], [r.ci[1] - r.delta]], fmt="o", color=c, capsize=4,
+                            lw=2, zorder=4)
+            else:
+                ax.plot(r.delta, i, "o", color=c, zorder=4)
+        ax.axvline(0, color="black", lw=1)
+        ax.set_yticks(range(len(rows)), ticks)
+        ax.set_xlabel(f"Δ {lb.metric} vs {fonts.safe(lb.baseline)} (mean over seeds, 95% CI; dots: seeds)")
+        ax.set_title(f"Ablation on {lb.split} ({lb.task})")
+        if not rows:
+            ax.text(0.5, 0.5, "no variant with paired baseline runs", ha="center", va="center", transform=ax.transAxes)
+        ax.grid(axis="x", alpha=0.3)
+        layout(fig, names, ticks, fonts)
+        save_png(fig, path, names)
 
 
 def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", metric: str | None = None,

@@ -99,29 +99,30 @@ def write_bad_cases(path: Path, split: str, task: str, rows: Sequence[Any], gold
 
 
 def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str = "") -> None:
-    import matplotlib
+    """Row-normalised confusion matrix (gold rows, predicted columns) with counts in the cells; labels drawn with
+    a font that has them, else numbered with a legend table (plots.py); the PNG carries the names."""
+    from .plots import axis_labels, layout, pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm_a = np.asarray(cm, dtype=float)
-    norm = cm_a / np.clip(cm_a.sum(1, keepdims=True), 1, None)
-    n = len(names)
-    size = max(5.0, 0.55 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=45, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    ax.set_title(title or "confusion matrix (row-normalised; counts in cells)")
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                if cm_a[i, j]:
-                    ax.text(j, i, int(cm_a[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = title or "confusion matrix (row-normalised; counts in cells)"
+    with pyplot([*names, title]) as (plt, fonts):
+        cm_a = np.asarray(cm, dtype=float)
+        norm = cm_a / np.clip(cm_a.sum(1, keepdims=True), 1, None)
+        n = len(names)
+        ticks = axis_labels(names, fonts)
+        size = max(5.0, 0.55 * n + 2)
+        fig, ax = plt.subplots(figsize=(size * (1.35 if ticks != list(names) else 1), size * 0.9))
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(n), ticks, rotation=45 if ticks == list(names) else 0, ha="right" if ticks == list(names) else "center")
+        ax.set_yticks(range(n), ticks)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(fonts.safe(title))
+        if n <= 30:
+            for i in range(n):
+                for j in range(n):
+                    if cm_a[i, j]:
+                        ax.text(j, i, int(cm_a[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        layout(fig, names, ticks, fonts)
+        save_png(fig, path, names)
