@@ -53,11 +53,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: float | None = None, max_tra
     cfg = load_config(None, None, settings)
     print(f"demo: fine-tuning m3e-small (research / non-commercial licence) on THUCNews from {UNLP}: {data}")
     out = Path(out)
-    if (out / "checkpoints" / "latest").exists():  # a demo re-run starts fresh
-        import shutil
-
-        shutil.rmtree(out)
-    metrics = train(cfg, data, out=out, progress=progress)
+    metrics = train(cfg, data, out=out, progress=progress, overwrite=True)  # a demo re-run starts fresh
     pred = Predictor.from_run(out)
     print("\npredictions on new headlines:")
     for text, p in zip(HEADLINES, pred.predict(HEADLINES, top_k=2)):

@@ -59,6 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dice": {"loss": {"name": "dice"}},                                           # soft Dice loss
     "ls": {"loss": {"name": "ce", "label_smoothing": 0.1}},                       # label smoothing 0.1
     "balanced": {"loss": {"name": "ce", "class_weights": "balanced"}},            # inverse-frequency class weights
+    "balanced_sampler": {"data": {"sampler": "balanced"}},                        # class-balanced batches (resampled)
     "mse": {"loss": {"name": "mse"}},                                             # regression: plain MSE
     "mse_corr": {"loss": {"name": "mse_corr", "corr_weight": 1.0}},               # regression: MSE + (1 - Pearson)
 }
@@ -271,6 +272,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     a model; raise one ConfigError with every problem (and `problems` found before) before anything
     trains. Returns the task."""
     from ..data import load_data
+    from ..data.balance import check_sampler
     from ..registry import TRICKS
     from ..training import build_losses
 
@@ -278,13 +280,15 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     tasks: dict[str, str] = {}
     done: set[str] = set()
     for r in runs:
-        key = json.dumps([r.config.task, r.config.data.__dict__], sort_keys=True, default=str)
+        data_cfg = {k: v for k, v in r.config.data.__dict__.items() if k != "sampler"}  # reading is the same
+        key = json.dumps([r.config.task, data_cfg], sort_keys=True, default=str)
         if key not in tasks:
             tasks[key] = load_data(copy.deepcopy(r.config), data, dev, test).task  # DataError: the files' problems
         if r.variant in done:
             continue
         done.add(r.variant)
         try:
+            check_sampler(r.config.data.sampler, tasks[key])
             build_losses(r.config, tasks[key])
             for t in r.config.tricks:
                 TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"})

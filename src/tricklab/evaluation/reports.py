@@ -39,6 +39,20 @@ def per_class_table(m: dict[str, Any], confusions: int = 5) -> str:
     return "\n".join(lines + ([conf] if conf else []))
 
 
+def zero_f1_note(m: dict[str, Any], split: str) -> str:
+    """A warning when classes present in `split` got F1 0 (never predicted right): accuracy hides them."""
+    pc = m.get("per_class") or {}
+    zero = [(n, v["support"]) for n, v in pc.items() if v.get("support") and v.get("f1", 1.0) == 0.0]
+    if not zero:
+        return ""
+    shown = ", ".join(f"{n} ({k} examples)" for n, k in zero[:10]) + (f", ... {len(zero) - 10} more" if len(zero) > 10 else "")
+    figures = (f"accuracy {m['accuracy']:.4f} but macro-F1 {m['macro_f1']:.4f}"
+               if "accuracy" in m and "macro_f1" in m else "macro-F1 counts them")
+    return (f"warning: {len(zero)} class{'es' if len(zero) > 1 else ''} got F1 0.00 on {split}: {shown}; {figures}. "
+            f"If they are rare in train: --loss ce:class_weights=balanced, --loss focal:gamma=2 or "
+            f"--set data.sampler=balanced (README: class imbalance)")
+
+
 def confusions_table(m: dict[str, Any], names: list[str], k: int = 10) -> str:
     """The `k` largest off-diagonal confusion-matrix cells: gold -> predicted, count, share of the gold class."""
     conf = worst_confusions(m, names, k)
