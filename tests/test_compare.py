@@ -278,7 +278,7 @@ def test_grid_end_to_end_resume_and_report(tiny_model, tmp_path, capsys):
             assert cfg["train"]["seed"] == s and cfg["train"]["epochs"] == 1
             assert [t["name"] for t in cfg["tricks"]] == (["rdrop"] if v == "rdrop" else [])
             m = json.loads((run / "metrics.json").read_text())
-            assert f"{v} seed{s}: accuracy {m['accuracy']:.4f} (trained in" in printed
+            assert f"{v} seed{s}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (trained in" in printed
             with np.load(run / "predictions.npz") as z:  # what the paired tests read
                 assert set(z.files) == {"dev_gold", "dev_logits", "test_gold", "test_logits"}
                 assert z["test_logits"].dtype == np.float32 and z["test_logits"].shape == (24, 3)
