@@ -87,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference.evaluate import evaluate_run
 
-    evaluate_run(args.run, args.data, batch_size=args.batch_size)
+    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out)
     return 0
 
 
@@ -249,9 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    e = sub.add_parser("evaluate", help="evaluate a trained run on a labelled file")
-    e.add_argument("--run", required=True)
+    e = sub.add_parser("evaluate", help="evaluate a trained run (or an exported bundle) on a labelled file")
+    model_source(e)
     e.add_argument("--data", required=True, help="labelled file in the training format")
+    e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
+                                 "(default: the run or bundle folder)")
     e.add_argument("--batch-size", type=int, default=128)
     e.set_defaults(func=cmd_evaluate)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,17 +25,28 @@ def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def width(text: str) -> int:
+    """Columns `text` takes on a terminal: East Asian wide and fullwidth characters (Chinese) take two, combining
+    marks none (the Unicode East Asian Width property, from the standard library's unicodedata)."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def ljust(text: str, cols: int) -> str:
+    """`text` padded with spaces to `cols` terminal columns (str.ljust counts characters, not columns)."""
+    return text + " " * max(0, cols - width(text))
+
+
 def per_class_table(m: dict[str, Any], confusions: int = 5) -> str:
     """Precision/recall/F1/support per class (multi-label: at the model's tuned thresholds when it has them),
-    then the `confusions` worst confusions (confusions_table)."""
+    then the `confusions` worst confusions (confusions_table). Columns align with Chinese names (width)."""
     pc = m.get("per_class_tuned") or m.get("per_class")
     if not pc:
         return ""
-    w = max(8, max(len(n) for n in pc))
+    w = max(8, max(width(n) for n in pc))
     note = "   (tuned thresholds)" if "per_class_tuned" in m else ""
-    lines = [f"{'class':<{w}}  precision  recall  f1      support{note}"]
+    lines = [f"{ljust('class', w)}  precision  recall  f1      support{note}"]
     for n, v in pc.items():
-        lines.append(f"{n:<{w}}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
+        lines.append(f"{ljust(n, w)}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
     conf = confusions_table(m, list(pc), confusions) if confusions else ""
     return "\n".join(lines + ([conf] if conf else []))
 
@@ -60,10 +72,10 @@ def confusions_table(m: dict[str, Any], names: list[str], k: int = 10) -> str:
         return ""
     totals = dict(zip(names, np.asarray(m["confusion_matrix"]).sum(1).tolist()))
     title = "worst confusions (gold -> predicted)"
-    w = max([len(title)] + [len(f"{a} -> {b}") for a, b, _ in conf])
-    lines = [f"{title:<{w}}  count  share of gold"]
+    w = max([width(title)] + [width(f"{a} -> {b}") for a, b, _ in conf])
+    lines = [f"{ljust(title, w)}  count  share of gold"]
     for a, b, c in conf:
-        lines.append(f"{f'{a} -> {b}':<{w}}  {c:>5}  {c / max(totals[a], 1):>6.1%}")
+        lines.append(f"{ljust(f'{a} -> {b}', w)}  {c:>5}  {c / max(totals[a], 1):>6.1%}")
     return "\n".join(lines)
 
 

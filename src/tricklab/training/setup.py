@@ -4,7 +4,7 @@ schedule, and the state restored from the last checkpoint on --resume. The resul
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .optim import param_groups, warmup_linear
 from .provenance import data_record, resume_data
-from .step import Losses, build_losses
+from .step import Losses, build_losses, check_specs
 
 
 @dataclass
@@ -125,7 +125,8 @@ def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) ->
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
             "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
-                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}}}
+                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}},
+            "data_config": asdict(cfg.data)}   # how the run read its files: `evaluate --bundle` reads the same way
 
 
 RUN_MARKERS = ("config.yaml", "run.json", "metrics.json", "checkpoints")
@@ -235,6 +236,7 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     """Build the run, in order; every data and config problem is raised before any step. On --resume, `data` may
     be None (the run's recorded files) and differing data or versions are refused unless `force` (provenance.py)."""
     cfg = run_config(cfg, out, resume, overwrite)
+    check_specs(cfg)                                               # loss/trick names and parameters: did-you-mean
     forced = None
     if resume:
         data, dev, test, record, forced = resume_data(out, data, dev, test, force)
