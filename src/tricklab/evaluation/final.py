@@ -59,7 +59,7 @@ def write_plots_and_bad_cases(out: Path, bundle: DataBundle, evaluated_on: str, 
     written = ["bad_cases.tsv"]
     if "confusion_matrix" in final:
         plot_confusion(final["confusion_matrix"], names, out / "confusion_matrix.png",
-                       f"{evaluated_on} confusion matrix (acc {final['accuracy']:.4f})")
+                       f"{evaluated_on} confusion matrix (acc {final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f})")
         written.append("confusion_matrix.png")
     if "temperature" in meta:
         plot_reliability(logits, split.labels, meta["temperature"], out / "reliability.png",
