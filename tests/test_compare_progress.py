@@ -15,8 +15,8 @@ LINE = re.compile(r"^  (\w+) seed(\d): step (\d+)/(\d+) \(\d+%\), [0-9:]+ elapse
                   r"dev accuracy (\d\.\d{4}), macro-F1 (\d\.\d{4})$")
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_compare_prints_a_progress_line_per_run(tiny_model, tmp_path, capsys, jobs):
+def test_compare_prints_a_progress_line_per_run(tiny_model, tmp_path, capsys, jobs="1"):
+    """In process; the --jobs subprocess path is checked in test_compare.test_grid_end_to_end_resume_and_report."""
     data = write_thucnews(tmp_path / "d", n_train=48, n_dev=12)
     out = tmp_path / "grid"
     assert cli_main(["compare", "--data", str(data), "--model", str(tiny_model), "--variants", "baseline,ema",
