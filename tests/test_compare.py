@@ -278,7 +278,7 @@ def test_grid_end_to_end_resume_and_report(tiny_model, tmp_path, capsys):
             assert cfg["train"]["seed"] == s and cfg["train"]["epochs"] == 1
             assert [t["name"] for t in cfg["tricks"]] == (["rdrop"] if v == "rdrop" else [])
             m = json.loads((run / "metrics.json").read_text())
-            assert f"{v} seed{s}: accuracy {m['accuracy']:.4f} (trained in" in printed
+            assert f"{v} seed{s}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (trained in" in printed
             with np.load(run / "predictions.npz") as z:  # what the paired tests read
                 assert set(z.files) == {"dev_gold", "dev_logits", "test_gold", "test_logits"}
                 assert z["test_logits"].dtype == np.float32 and z["test_logits"].shape == (24, 3)
@@ -306,6 +306,9 @@ def test_grid_end_to_end_resume_and_report(tiny_model, tmp_path, capsys):
     assert len(cmds) == 1 and cmds[0].endswith("--resume")  # continued, with its saved config
     assert "baseline seed1: accuracy" in printed and "(done before, skipped)" in printed
     assert "rdrop seed2: accuracy" in printed and "(resumed in" in printed and "(restarted in" in printed
+    # the restarted run's progress, read from its log.jsonl while its subprocess trained (ablation/progress.py)
+    dev = [json.loads(x) for x in (out / "baseline" / "seed2" / "log.jsonl").read_text().splitlines()][-1]
+    assert "  baseline seed2: step 3/3 (100%)" in printed and f"dev accuracy {dev['dev/accuracy']:.4f}" in printed
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert json.loads((out / "rdrop" / "seed2" / "metrics.json").read_text())["accuracy"] == acc
     log = [json.loads(x) for x in (out / "baseline" / "seed2" / "log.jsonl").read_text().splitlines()]

@@ -54,13 +54,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         extra = [f for f, v in (("--config", args.config), ("--set", args.set), ("--model", args.model),
-                               ("--loss", args.loss), ("--aux", args.aux), ("--trick", args.trick)) if v]
+                               ("--loss", args.loss), ("--aux", args.aux), ("--trick", args.trick),
+                               ("--epochs", args.epochs), ("--max-train-samples", args.max_train_samples),
+                               ("--overwrite", args.overwrite)) if v]
         if extra:
             raise ConfigError(f"--resume continues the run with its saved config.yaml; {', '.join(extra)} cannot change it "
                               f"(fix: drop them, or start a new run with another --out)")
-    cfg = _config(args) if not args.resume else None
-    train(cfg, args.data, args.dev, args.test, args.out, resume=args.resume, progress=not args.quiet)
+        if args.data and _is_run(Path(args.data)) and Path(args.data).resolve() != Path(args.out).resolve():
+            raise ConfigError(f"--data {args.data} is a run folder, not data; did you mean --out {args.data} --resume? "
+                              f"(a run knows its data: --data is only needed when the files moved)")
+    elif not args.data:
+        raise ConfigError("--data is required: a folder with train/dev/test files, or a training file "
+                          "(--out R --resume continues a run without it)")
+    cfg = _config(args, {"train.epochs": args.epochs, "data.max_train_samples": args.max_train_samples}) \
+        if not args.resume else None
+    train(cfg, args.data, args.dev, args.test, args.out, resume=args.resume, progress=not args.quiet,
+          force=args.force, overwrite=args.overwrite)
     return 0
+
+
+def _is_run(p: Path) -> bool:
+    return (p / "config.yaml").is_file() and ((p / "checkpoints").is_dir() or (p / "model").is_dir())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -73,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference.evaluate import evaluate_run
 
-    evaluate_run(args.run, args.data, batch_size=args.batch_size)
+    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out)
     return 0
 
 
@@ -185,8 +199,9 @@ def config_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def data_flags(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--data", required=True, help="folder with train/dev/test files, or a training file")
+def data_flags(sp: argparse.ArgumentParser, required: bool = True) -> None:
+    sp.add_argument("--data", required=required, help="folder with train/dev/test files, or a training file"
+                    + ("" if required else " (--resume: the run's own, recorded in run.json)"))
     sp.add_argument("--dev", help="dev file (default: dev.* in the folder, else 10%% of train)")
     sp.add_argument("--test", help="test file (default: test.* in the folder)")
 
@@ -245,9 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train, evaluate on dev (and test), save the best model")
-    data_flags(t)
+    data_flags(t, required=False)
     t.add_argument("--out", default="runs/run", help="run folder (default: runs/run)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with "
+                                                         "its config and data (other data or versions are refused)")
+    t.add_argument("--force", action="store_true", help="--resume even when the data files or versions differ from "
+                                                        "the run's (run.json records it)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    t.add_argument("--epochs", type=float, help="train.epochs")
+    t.add_argument("--max-train-samples", type=int, help="data.max_train_samples: train on a seeded sample of N")
     config_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -258,9 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    e = sub.add_parser("evaluate", help="evaluate a trained run on a labelled file")
-    e.add_argument("--run", required=True)
+    e = sub.add_parser("evaluate", help="evaluate a trained run (or an exported bundle) on a labelled file")
+    model_source(e)
     e.add_argument("--data", required=True, help="labelled file in the training format")
+    e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
+                                 "(default: the run or bundle folder)")
     e.add_argument("--batch-size", type=int, default=128)
     e.set_defaults(func=cmd_evaluate)
 

@@ -53,16 +53,17 @@ def run_demo(out: str | Path = "runs/demo", epochs: float | None = None, max_tra
     cfg = load_config(None, None, settings)
     print(f"demo: fine-tuning m3e-small (research / non-commercial licence) on THUCNews from {UNLP}: {data}")
     out = Path(out)
-    if (out / "checkpoints" / "latest").exists():  # a demo re-run starts fresh
-        import shutil
-
-        shutil.rmtree(out)
-    metrics = train(cfg, data, out=out, progress=progress)
+    metrics = train(cfg, data, out=out, progress=progress, overwrite=True)  # a demo re-run starts fresh
     pred = Predictor.from_run(out)
     print("\npredictions on new headlines:")
-    for text, p in zip(HEADLINES, pred.predict(HEADLINES, top_k=2)):
+    from .evaluation.reports import ljust, width
+
+    answers = pred.predict(HEADLINES, top_k=2)
+    w = max(width(p["label"]) for p in answers)
+    nw = max(width(p["top_k"][1][0]) for p in answers)
+    for text, p in zip(HEADLINES, answers):
         alt = p["top_k"][1]
-        print(f"  {p['label']:<13} {p['score']:.3f}  (next: {alt[0]} {alt[1]:.3f})  {text}")
+        print(f"  {ljust(p['label'], w)} {p['score']:.3f}  (next: {ljust(alt[0], nw)} {alt[1]:.3f})  {text}")
     print(f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; "
           f"confusion matrix: {out / 'confusion_matrix.png'}")
     return metrics

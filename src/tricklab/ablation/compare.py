@@ -45,6 +45,7 @@ import yaml
 
 from ..config import Config, from_dict, read_yaml_mapping
 from ..errors import ConfigError, TrickLabError
+from .progress import Progress
 
 # name -> partial config. Parameter names are those of losses/ and tricks/ (checked by test_compare).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,6 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dice": {"loss": {"name": "dice"}},                                           # soft Dice loss
     "ls": {"loss": {"name": "ce", "label_smoothing": 0.1}},                       # label smoothing 0.1
     "balanced": {"loss": {"name": "ce", "class_weights": "balanced"}},            # inverse-frequency class weights
+    "balanced_sampler": {"data": {"sampler": "balanced"}},                        # class-balanced batches (resampled)
     "mse": {"loss": {"name": "mse"}},                                             # regression: plain MSE
     "mse_corr": {"loss": {"name": "mse_corr", "corr_weight": 1.0}},               # regression: MSE + (1 - Pearson)
 }
@@ -271,6 +273,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     a model; raise one ConfigError with every problem (and `problems` found before) before anything
     trains, each line starting with describe(run) (default: variant 'name'). Returns the task."""
     from ..data import load_data
+    from ..data.balance import check_sampler
     from ..registry import TRICKS
     from ..training import build_losses
 
@@ -278,13 +281,15 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     tasks: dict[str, str] = {}
     done: set[str] = set()
     for r in runs:
-        key = json.dumps([r.config.task, r.config.data.__dict__], sort_keys=True, default=str)
+        data_cfg = {k: v for k, v in r.config.data.__dict__.items() if k != "sampler"}  # reading is the same
+        key = json.dumps([r.config.task, data_cfg], sort_keys=True, default=str)
         if key not in tasks:
             tasks[key] = load_data(copy.deepcopy(r.config), data, dev, test).task  # DataError: the files' problems
         if r.variant in done:
             continue
         done.add(r.variant)
         try:
+            check_sampler(r.config.data.sampler, tasks[key])
             build_losses(r.config, tasks[key])
             for t in r.config.tricks:
                 TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"})
@@ -344,8 +349,9 @@ def _tail(path: Path, n: int = 15) -> str:
 
 
 def _execute(r: RunSpec, state: str, data: str | Path, dev: str | Path | None, test: str | Path | None,
-             subprocess_env: dict[str, str] | None) -> RunResult:
-    """Train (or resume) one run; in this process when subprocess_env is None, else as `python -m tricklab.cli`."""
+             subprocess_env: dict[str, str] | None, ready: Callable[[RunSpec, bool], None] | None = None) -> RunResult:
+    """Train (or resume) one run; in this process when subprocess_env is None, else as `python -m tricklab.cli`.
+    `ready(spec, resumed)` is called once the run folder is prepared (progress.Progress.start)."""
     t0 = time.perf_counter()
     resume = state == "resume"
     if not resume:
@@ -353,6 +359,8 @@ def _execute(r: RunSpec, state: str, data: str | Path, dev: str | Path | None, t
             shutil.rmtree(r.folder)
         r.folder.mkdir(parents=True)
         r.config.save(r.folder / "variant.yaml")
+    if ready is not None:
+        ready(r, resume)
     log_path = r.folder / "train.log"
     ok = False
     with open(log_path, "a", encoding="utf-8") as log:
@@ -400,7 +408,8 @@ def _gpu_ids() -> list[str]:
 
 
 def _execute_parallel(todo: list[RunSpec], states: dict[Path, str], data: str | Path, dev: str | Path | None,
-                      test: str | Path | None, jobs: int, report: Callable[[RunResult], None]) -> None:
+                      test: str | Path | None, jobs: int, report: Callable[[RunResult], None],
+                      ready: Callable[[RunSpec, bool], None] | None = None) -> None:
     """Train `todo` as `jobs` subprocesses at a time, round-robin over the visible GPUs; report each as it ends."""
     env = dict(os.environ)
     gpus = _gpu_ids()
@@ -416,7 +425,7 @@ def _execute_parallel(todo: list[RunSpec], states: dict[Path, str], data: str | 
             e = dict(env)
             if gpus:
                 e["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-            return _execute(r, states[r.folder], data, dev, test, e)
+            return _execute(r, states[r.folder], data, dev, test, e, ready)
         finally:
             slots.put(slot)
 
@@ -443,7 +452,8 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
     """
     from .leaderboard import discover_runs, write_report
 
-    say = progress or (lambda s: print(s, flush=True))
+    console = sys.stdout   # in-process runs redirect sys.stdout to their train.log: the console is this one
+    say = progress or (lambda s: print(s, file=console, flush=True))
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: must be at least 1")
     out = Path(out)
@@ -471,7 +481,10 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
     total = len(runs)
     results: list[RunResult] = []
 
+    watch = Progress(say, show)
+
     def report(res: RunResult) -> None:
+        watch.stop(res.spec.label)
         results.append(res)
         head = f"[{len(results)}/{total}] {res.spec.label}:"
         if res.status == "failed":
@@ -480,6 +493,8 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
             return
         value = res.metrics.get(show)
         val = f"{show} {value:.4f}" if isinstance(value, (int, float)) else f"{show} n/a"
+        if show != "macro_f1" and isinstance(res.metrics.get("macro_f1"), (int, float)):
+            val += f", macro-F1 {res.metrics['macro_f1']:.4f}"
         if res.status == "done before":
             say(f"{head} {val} (done before, skipped)")
         else:
@@ -493,11 +508,15 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
         if states[r.folder] == "done":
             report(RunResult(r, "done before", 0.0, json.loads((r.folder / "metrics.json").read_text(encoding="utf-8"))))
 
-    if jobs == 1:
-        for r in todo:
-            report(_execute(r, states[r.folder], data, dev, test, None))
-    else:
-        _execute_parallel(todo, states, data, dev, test, jobs, report)
+    def ready(r: RunSpec, resumed: bool) -> None:
+        watch.start(r.label, r.folder, resumed)
+
+    with watch:
+        if jobs == 1:
+            for r in todo:
+                report(_execute(r, states[r.folder], data, dev, test, None, ready))
+        else:
+            _execute_parallel(todo, states, data, dev, test, jobs, report, ready)
 
     board = None
     if any(r.status != "failed" for r in results):

@@ -79,6 +79,7 @@ class Leaderboard:
     split: str                   # where metrics.json evaluated (test, else dev)
     rows: list[Row]
     notes: list[str]
+    warnings: list[str] = field(default_factory=list)   # shown above the verdicts (chance_warning)
 
 
 # ---------------------------------------------------------------- reading runs
@@ -158,6 +159,37 @@ def _example_tests(base: dict[int, Run], var: dict[int, Run], seeds: list[int], 
     return paired_bootstrap(d), mc, "" if same_set else "split differs by seed: pooled pairs resampled"
 
 
+def chance_warning(task: str, baseline: list[dict[str, Any]]) -> str:
+    """A warning when the baseline's runs (metrics.json dicts) are barely above chance, so that verdicts against
+    them say little: single-label when the mean macro-F1 covers less than a quarter of the way from 1/C to 1, or the
+    accuracy is within 0.01 of always predicting the majority class (its share of the evaluated split);
+    multi-label when micro-F1 < 0.2; regression when Pearson < 0.2."""
+    def mean(key: str) -> float:
+        vals = [float(m[key]) for m in baseline if isinstance(m.get(key), (int, float))]
+        return float(np.mean(vals)) if vals else math.nan
+
+    tail = ("; its runs are probably undertrained (more epochs or data, another learning rate), and a trick that "
+            "helps an untrained model may not help a trained one: read the verdicts below with care")
+    if task == "single_label":
+        support = [v.get("support", 0) for v in (baseline[0].get("per_class") or {}).values()] if baseline else []
+        C, f1, acc = len(support), mean("macro_f1"), mean("accuracy")
+        if C < 2:
+            return ""
+        chance = 1 / C
+        if f1 < chance + 0.25 * (1 - chance):
+            return (f"WARNING: the baseline is barely above chance: macro-F1 {f1:.4f} with {C} classes (chance "
+                    f"{chance:.2f}, perfect 1){tail}")
+        majority = max(support) / max(sum(support), 1)
+        if acc <= majority + 0.01:
+            return (f"WARNING: the baseline is barely above chance: accuracy {acc:.4f}, while always predicting the "
+                    f"majority class scores {majority:.4f} (macro-F1 {f1:.4f}){tail}")
+    elif task == "multi_label" and mean("micro_f1") < 0.2:
+        return f"WARNING: the baseline is barely above chance: micro-F1 {mean('micro_f1'):.4f}{tail}"
+    elif task == "regression" and mean("pearson") < 0.2:
+        return f"WARNING: the baseline is barely above chance: Pearson {mean('pearson'):.4f}{tail}"
+    return ""
+
+
 def build_leaderboard(runs: list[Run], baseline: str = "baseline", metric: str | None = None,
                       require_baseline: bool = True) -> Leaderboard:
     if not runs:
@@ -234,7 +266,8 @@ def build_leaderboard(runs: list[Run], baseline: str = "baseline", metric: str |
     counts = {len(r.seeds) for r in rows}
     if len(counts) > 1:
         notes.append("variants have different numbers of finished seeds: deltas use the seeds shared with the baseline")
-    return Leaderboard(task, metric, tuple(cols), baseline, split, rows, notes)
+    warn = chance_warning(task, [r.metrics for r in base.values()])
+    return Leaderboard(task, metric, tuple(cols), baseline, split, rows, notes, [warn] if warn else [])
 
 
 # ---------------------------------------------------------------- output
@@ -294,7 +327,7 @@ def markdown(lb: Leaderboard) -> str:
     parts = ["# Leaderboard: which tricks help?", "",
              f"task {lb.task} | evaluated on {lb.split} | verdicts on {lb.metric} | baseline `{lb.baseline}` | "
              f"seeds {', '.join(map(str, seeds))} | {sum(len(r.seeds) for r in lb.rows)} runs", "",
-             markdown_table(lb), ""]
+             *[f"> **{w}**\n" for w in lb.warnings], markdown_table(lb), ""]
     moves = class_moves(lb)
     if moves:
         parts += [f"## Classes that moved most (per-class F1 vs `{lb.baseline}`, mean over paired seeds)", "", *moves, ""]
@@ -352,34 +385,34 @@ def write_csv(lb: Leaderboard, path: Path) -> None:
 
 
 def plot_ablation(lb: Leaderboard, path: Path) -> None:
-    """Per variant: the mean per-seed delta vs the baseline with its 95% CI, and each seed as a dot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Per variant: the mean per-seed delta vs the baseline with its 95% CI, and each seed as a dot. Variant names
+    are drawn with a font that has them, else numbered with a legend table (evaluation/plots.py)."""
+    from ..evaluation.plots import axis_labels, layout, pyplot, save_png
 
     rows = [r for r in lb.rows if r.variant != lb.baseline and r.paired]
-    fig, ax = plt.subplots(figsize=(7.5, max(2.2, 0.55 * len(rows) + 1.4)))
-    colors = {"helps": "tab:green", "hurts": "tab:red"}
-    for i, r in enumerate(reversed(rows)):
-        c = colors.get(r.verdict, "tab:gray")
-        jitter = np.linspace(-0.12, 0.12, len(r.seed_deltas)) if len(r.seed_deltas) > 1 else np.zeros(1)
-        ax.scatter(r.seed_deltas, i + jitter, s=16, color=c, alpha=0.55, zorder=3)
-        if not math.isnan(r.ci[0]):
-            ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci[0]], [r.ci[1] - r.delta]], fmt="o", color=c, capsize=4,
-                        lw=2, zorder=4)
-        else:
-            ax.plot(r.delta, i, "o", color=c, zorder=4)
-    ax.axvline(0, color="black", lw=1)
-    ax.set_yticks(range(len(rows)), [r.variant for r in reversed(rows)])
-    ax.set_xlabel(f"Δ {lb.metric} vs {lb.baseline} (mean over seeds, 95% CI; dots: seeds)")
-    ax.set_title(f"Ablation on {lb.split} ({lb.task})")
-    if not rows:
-        ax.text(0.5, 0.5, "no variant with paired baseline runs", ha="center", va="center", transform=ax.transAxes)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    names = [r.variant for r in reversed(rows)]
+    with pyplot([*names, lb.baseline]) as (plt, fonts):
+        ticks = axis_labels(names, fonts)
+        fig, ax = plt.subplots(figsize=(7.5 * (1.35 if ticks != names else 1), max(2.2, 0.55 * len(rows) + 1.4)))
+        colors = {"helps": "tab:green", "hurts": "tab:red"}
+        for i, r in enumerate(reversed(rows)):
+            c = colors.get(r.verdict, "tab:gray")
+            jitter = np.linspace(-0.12, 0.12, len(r.seed_deltas)) if len(r.seed_deltas) > 1 else np.zeros(1)
+            ax.scatter(r.seed_deltas, i + jitter, s=16, color=c, alpha=0.55, zorder=3)
+            if not math.isnan(r.ci[0]):
+                ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci[0]], [r.ci[1] - r.delta]], fmt="o", color=c, capsize=4,
+                            lw=2, zorder=4)
+            else:
+                ax.plot(r.delta, i, "o", color=c, zorder=4)
+        ax.axvline(0, color="black", lw=1)
+        ax.set_yticks(range(len(rows)), ticks)
+        ax.set_xlabel(f"Δ {lb.metric} vs {fonts.safe(lb.baseline)} (mean over seeds, 95% CI; dots: seeds)")
+        ax.set_title(f"Ablation on {lb.split} ({lb.task})")
+        if not rows:
+            ax.text(0.5, 0.5, "no variant with paired baseline runs", ha="center", va="center", transform=ax.transAxes)
+        ax.grid(axis="x", alpha=0.3)
+        layout(fig, names, ticks, fonts)
+        save_png(fig, path, names)
 
 
 def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", metric: str | None = None,
@@ -394,6 +427,6 @@ def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", m
     plot_ablation(lb, out / "ablation.png")
     if printer is not None:
         moves = class_moves(lb)
-        printer(markdown_table(lb) + ("\n" + "\n".join(moves) if moves else "")
+        printer("".join(w + "\n" for w in lb.warnings) + markdown_table(lb) + ("\n" + "\n".join(moves) if moves else "")
                 + f"\nleaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'ablation.png'}")
     return lb

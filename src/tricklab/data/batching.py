@@ -77,11 +77,15 @@ def encode(tokenizer: Any, texts: Sequence[str], texts_b: Sequence[str] | None, 
     return Encoded(enc["input_ids"], enc.get("token_type_ids") if texts_b is not None else None, labels)
 
 
-def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[np.ndarray]:
+def train_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool,
+                  weights: np.ndarray | None = None) -> list[np.ndarray]:
     """Shuffled batches for one epoch, the same for a given (seed, epoch) so that --resume can skip ahead.
-    Grouping sorts pools of 64 batches by length, then shuffles the batch order."""
+    Grouping sorts pools of 64 batches by length, then shuffles the batch order.
+    weights (N,), summing to 1: draw N rows with replacement with these probabilities instead of a permutation
+    (data.sampler=balanced: balance.balanced_weights), then group and batch them the same way."""
     rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths))
+    n = len(lengths)
+    perm = rng.permutation(n) if weights is None else rng.choice(n, size=n, replace=True, p=weights)
     if group_by_length:
         pool = batch_size * 64
         perm = np.concatenate([p[np.argsort(-lengths[p], kind="stable")] for p in np.array_split(perm, max(1, -(-len(perm) // pool)))])

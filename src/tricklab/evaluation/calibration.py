@@ -75,11 +75,17 @@ def calibration_metrics(logits: np.ndarray, gold: Sequence[int] | np.ndarray, te
 
 def plot_reliability(logits: np.ndarray, gold: Sequence[int] | np.ndarray, temperature: float, path: Path,
                      title: str = "", bins: int = ECE_BINS) -> None:
-    """Reliability diagrams before (T = 1) and after temperature scaling, side by side, ECE in the titles."""
-    import matplotlib
+    """Reliability diagrams before (T = 1) and after temperature scaling, side by side, ECE in the titles (the
+    title drawn with a font that has its characters: plots.py)."""
+    from .plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with pyplot([title]) as (plt, fonts):
+        _reliability_axes(plt, logits, gold, temperature, path, fonts.safe(title), bins)
+
+
+def _reliability_axes(plt: Any, logits: np.ndarray, gold: Sequence[int] | np.ndarray, temperature: float, path: Path,
+                      title: str, bins: int) -> None:
+    from .plots import save_png
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
     edges = np.linspace(0, 1, bins + 1)
@@ -102,5 +108,4 @@ def plot_reliability(logits: np.ndarray, gold: Sequence[int] | np.ndarray, tempe
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, [])

@@ -18,7 +18,7 @@ from ..model.runtime import all_logits
 from .calibration import fit_temperature, plot_reliability
 from .metrics import compute_run_metrics, sigmoid
 from .predictions import save_predictions
-from .reports import metrics_table, per_class_table, plot_confusion, write_bad_cases
+from .reports import metrics_table, per_class_table, plot_confusion, write_bad_cases, zero_f1_note
 from .thresholds import tune_thresholds
 
 Preds = dict[str, tuple[np.ndarray, list[Any]]]   # split name -> (logits (N, C), gold labels)
@@ -59,7 +59,7 @@ def write_plots_and_bad_cases(out: Path, bundle: DataBundle, evaluated_on: str, 
     written = ["bad_cases.tsv"]
     if "confusion_matrix" in final:
         plot_confusion(final["confusion_matrix"], names, out / "confusion_matrix.png",
-                       f"{evaluated_on} confusion matrix (acc {final['accuracy']:.4f})")
+                       f"{evaluated_on} confusion matrix (acc {final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f})")
         written.append("confusion_matrix.png")
     if "temperature" in meta:
         plot_reliability(logits, split.labels, meta["temperature"], out / "reliability.png",
@@ -87,11 +87,16 @@ def finish(out: Path, bundle: DataBundle, dev: Encoded, test: Encoded | None, ba
                **training, **res}
     if "thresholds" in meta:
         metrics["thresholds"] = meta["thresholds"]
+    if bundle.task == "single_label":   # classes of the reported split never predicted right (zero_f1_note)
+        metrics["zero_f1_classes"] = [n for n, v in final["per_class"].items() if v["support"] and v["f1"] == 0.0]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     written = ["model/", "metrics.json", "log.jsonl"] + write_plots_and_bad_cases(out, bundle, evaluated_on, final,
                                                                                   preds, meta)
     if verbose:
         print(metrics_table(res))
         print(per_class_table(final))
+        warn = zero_f1_note(final, evaluated_on)
+        if warn:
+            print(warn)
         print(f"run folder: {out}  ({', '.join(written)})")
     return metrics

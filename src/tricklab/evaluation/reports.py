@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,19 +25,44 @@ def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def width(text: str) -> int:
+    """Columns `text` takes on a terminal: East Asian wide and fullwidth characters (Chinese) take two, combining
+    marks none (the Unicode East Asian Width property, from the standard library's unicodedata)."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def ljust(text: str, cols: int) -> str:
+    """`text` padded with spaces to `cols` terminal columns (str.ljust counts characters, not columns)."""
+    return text + " " * max(0, cols - width(text))
+
+
 def per_class_table(m: dict[str, Any], confusions: int = 5) -> str:
     """Precision/recall/F1/support per class (multi-label: at the model's tuned thresholds when it has them),
-    then the `confusions` worst confusions (confusions_table)."""
+    then the `confusions` worst confusions (confusions_table). Columns align with Chinese names (width)."""
     pc = m.get("per_class_tuned") or m.get("per_class")
     if not pc:
         return ""
-    w = max(8, max(len(n) for n in pc))
+    w = max(8, max(width(n) for n in pc))
     note = "   (tuned thresholds)" if "per_class_tuned" in m else ""
-    lines = [f"{'class':<{w}}  precision  recall  f1      support{note}"]
+    lines = [f"{ljust('class', w)}  precision  recall  f1      support{note}"]
     for n, v in pc.items():
-        lines.append(f"{n:<{w}}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
+        lines.append(f"{ljust(n, w)}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
     conf = confusions_table(m, list(pc), confusions) if confusions else ""
     return "\n".join(lines + ([conf] if conf else []))
+
+
+def zero_f1_note(m: dict[str, Any], split: str) -> str:
+    """A warning when classes present in `split` got F1 0 (never predicted right): accuracy hides them."""
+    pc = m.get("per_class") or {}
+    zero = [(n, v["support"]) for n, v in pc.items() if v.get("support") and v.get("f1", 1.0) == 0.0]
+    if not zero:
+        return ""
+    shown = ", ".join(f"{n} ({k} examples)" for n, k in zero[:10]) + (f", ... {len(zero) - 10} more" if len(zero) > 10 else "")
+    figures = (f"accuracy {m['accuracy']:.4f} but macro-F1 {m['macro_f1']:.4f}"
+               if "accuracy" in m and "macro_f1" in m else "macro-F1 counts them")
+    return (f"warning: {len(zero)} class{'es' if len(zero) > 1 else ''} got F1 0.00 on {split}: {shown}; {figures}. "
+            f"If they are rare in train: --loss ce:class_weights=balanced, --loss focal:gamma=2 or "
+            f"--set data.sampler=balanced (README: class imbalance)")
 
 
 def confusions_table(m: dict[str, Any], names: list[str], k: int = 10) -> str:
@@ -46,10 +72,10 @@ def confusions_table(m: dict[str, Any], names: list[str], k: int = 10) -> str:
         return ""
     totals = dict(zip(names, np.asarray(m["confusion_matrix"]).sum(1).tolist()))
     title = "worst confusions (gold -> predicted)"
-    w = max([len(title)] + [len(f"{a} -> {b}") for a, b, _ in conf])
-    lines = [f"{title:<{w}}  count  share of gold"]
+    w = max([width(title)] + [width(f"{a} -> {b}") for a, b, _ in conf])
+    lines = [f"{ljust(title, w)}  count  share of gold"]
     for a, b, c in conf:
-        lines.append(f"{f'{a} -> {b}':<{w}}  {c:>5}  {c / max(totals[a], 1):>6.1%}")
+        lines.append(f"{ljust(f'{a} -> {b}', w)}  {c:>5}  {c / max(totals[a], 1):>6.1%}")
     return "\n".join(lines)
 
 
@@ -99,29 +125,30 @@ def write_bad_cases(path: Path, split: str, task: str, rows: Sequence[Any], gold
 
 
 def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str = "") -> None:
-    import matplotlib
+    """Row-normalised confusion matrix (gold rows, predicted columns) with counts in the cells; labels drawn with
+    a font that has them, else numbered with a legend table (plots.py); the PNG carries the names."""
+    from .plots import axis_labels, layout, pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm_a = np.asarray(cm, dtype=float)
-    norm = cm_a / np.clip(cm_a.sum(1, keepdims=True), 1, None)
-    n = len(names)
-    size = max(5.0, 0.55 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=45, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    ax.set_title(title or "confusion matrix (row-normalised; counts in cells)")
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                if cm_a[i, j]:
-                    ax.text(j, i, int(cm_a[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = title or "confusion matrix (row-normalised; counts in cells)"
+    with pyplot([*names, title]) as (plt, fonts):
+        cm_a = np.asarray(cm, dtype=float)
+        norm = cm_a / np.clip(cm_a.sum(1, keepdims=True), 1, None)
+        n = len(names)
+        ticks = axis_labels(names, fonts)
+        size = max(5.0, 0.55 * n + 2)
+        fig, ax = plt.subplots(figsize=(size * (1.35 if ticks != list(names) else 1), size * 0.9))
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(n), ticks, rotation=45 if ticks == list(names) else 0, ha="right" if ticks == list(names) else "center")
+        ax.set_yticks(range(n), ticks)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(fonts.safe(title))
+        if n <= 30:
+            for i in range(n):
+                for j in range(n):
+                    if cm_a[i, j]:
+                        ax.text(j, i, int(cm_a[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        layout(fig, names, ticks, fonts)
+        save_png(fig, path, names)

@@ -1,11 +1,15 @@
-"""`tricklab evaluate`: a trained run on a labelled file, with the run's own reading and label map."""
+"""`tricklab evaluate`: a trained run (or an exported bundle) on a labelled file, read the way the run read its
+data (its config.yaml; a bundle's model meta `data_config`), scored with the run's label map, temperature and
+thresholds. Writes eval_<file>.json, bad_cases_<file>.tsv and confusion_matrix_<file>.png to `out` (default: the
+run or bundle folder)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
+from ..config import DataConfig, from_dict, load_config
 from ..data.labels import LabelMap, encode_labels
 from ..data.readers import read_rows
 from ..errors import TrickLabError
@@ -14,28 +18,43 @@ from ..evaluation.reports import metrics_table, per_class_table, plot_confusion,
 from .predictor import Predictor
 
 
-def evaluate_run(run: str | Path, data: str | Path, batch_size: int = 128, verbose: bool = True) -> dict[str, Any]:
-    run = Path(run)
+def _model(run: Path | None, bundle: Path | None, batch_size: int) -> tuple[Predictor, DataConfig, Path]:
+    """(predictor, how to read data files, the model's folder)."""
+    if bundle is not None:
+        pred = Predictor.from_bundle(bundle, batch_size=batch_size)
+        saved = pred.meta.get("data_config") or {}   # bundles of runs from before data_config: default reading
+        known = {f.name for f in dataclasses.fields(DataConfig)}
+        return pred, from_dict(DataConfig, {k: v for k, v in saved.items() if k in known}, "data"), bundle
+    if run is None:
+        raise TrickLabError("evaluate: give --run (a run folder) or --bundle (an exported bundle)")
     if not (run / "config.yaml").is_file() or not (run / "model").is_dir():
         raise TrickLabError(f"{run}: not a finished run folder (needs config.yaml and model/); give the --out of `tricklab train`")
-    cfg = load_config(run / "config.yaml")
-    pred = Predictor.from_run(run, batch_size=batch_size)
+    return Predictor.from_run(run, batch_size=batch_size), load_config(run / "config.yaml").data, run
+
+
+def evaluate_run(run: str | Path | None, data: str | Path, batch_size: int = 128, verbose: bool = True, *,
+                 bundle: str | Path | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of a run (or a bundle) on a labelled file; the files go to `out` (default: the run/bundle folder)."""
+    pred, data_cfg, home = _model(Path(run) if run else None, Path(bundle) if bundle else None, batch_size)
+    dest = Path(out) if out else home
+    dest.mkdir(parents=True, exist_ok=True)
     lm = LabelMap.from_dict(pred.meta["labels"])
-    rows = read_rows(Path(data), cfg.data)
-    gold = encode_labels(rows, lm, cfg.data.label_sep)
+    rows = read_rows(Path(data), data_cfg)
+    gold = encode_labels(rows, lm, data_cfg.label_sep)
     texts = [(r.text, r.text_b) if r.text_b is not None else r.text for r in rows]
     logits = pred.logits(texts)
     m = compute_run_metrics(lm.task, logits, gold, lm.names, pred.meta)  # with the run's temperature / thresholds
     stem = Path(data).stem
-    (run / f"eval_{stem}.json").write_text(json.dumps(m, indent=2, ensure_ascii=False), encoding="utf-8")
-    n_bad = write_bad_cases(run / f"bad_cases_{stem}.tsv", Path(data).name, lm.task, rows, gold, logits, lm.names,
+    (dest / f"eval_{stem}.json").write_text(json.dumps(m, indent=2, ensure_ascii=False), encoding="utf-8")
+    n_bad = write_bad_cases(dest / f"bad_cases_{stem}.tsv", Path(data).name, lm.task, rows, gold, logits, lm.names,
                             pred.meta)
     if "confusion_matrix" in m:
-        plot_confusion(m["confusion_matrix"], lm.names, run / f"confusion_matrix_{stem}.png",
-                       f"{Path(data).name} (acc {m['accuracy']:.4f})")
+        plot_confusion(m["confusion_matrix"], lm.names, dest / f"confusion_matrix_{stem}.png",
+                       f"{Path(data).name} (acc {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f})")
     if verbose:
         print(metrics_table({Path(data).name: m}))
         print(per_class_table(m, confusions=10))  # and the 10 worst confusions (gold -> predicted, share)
-        print(f"written: {run / f'eval_{stem}.json'}, {run / f'bad_cases_{stem}.tsv'} "
-              f"({n_bad} {'rows' if lm.task == 'regression' else 'mistakes'}, most confident first)")
+        print(f"written: {dest / f'eval_{stem}.json'}, {dest / f'bad_cases_{stem}.tsv'} "
+              f"({n_bad} {'rows' if lm.task == 'regression' else 'mistakes'}, most confident first)"
+              + (f", {dest / f'confusion_matrix_{stem}.png'}" if "confusion_matrix" in m else ""))
     return m

@@ -28,18 +28,23 @@ from ..evaluation.metrics import compute_metrics, is_better
 from ..model import save_model
 from ..model.runtime import all_logits
 from .checkpoint import replace_dir, save_checkpoint
+from .provenance import note_resume, write_run_json
 from .setup import Run, setup
 from .step import accumulate_gradients, optimizer_step
 
 
-def train(cfg: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None,
-          out: str | Path = "runs/run", resume: bool = False, progress: bool = True,
+def train(cfg: Config | None, data: str | Path | None = None, dev: str | Path | None = None,
+          test: str | Path | None = None, out: str | Path = "runs/run", resume: bool = False, progress: bool = True,
+          force: bool = False, overwrite: bool = False,
           on_evaluate: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, keep the best dev checkpoint in out/model, evaluate it; returns the metrics dict.
 
-    `on_evaluate(step, dev_metrics)` is called after every dev evaluation (`tricklab tune` reports to its pruner
-    there); an exception it raises stops the run and propagates (the run folder keeps its last checkpoint)."""
-    run = setup(cfg, data, dev, test, Path(out), resume)
+    resume: continue the run in `out` from its last checkpoint with its own config.yaml (`cfg` is ignored) and,
+    when `data` is None, its recorded data files (run.json); other data or versions are refused unless `force`.
+    overwrite: replace the run in `out` (without it, a folder holding a run is refused).
+    on_evaluate(step, dev_metrics): called after every dev evaluation (`tricklab tune` reports to its pruner there);
+    an exception it raises stops the run and propagates (the run folder keeps its last checkpoint)."""
+    run = setup(cfg, data, dev, test, Path(out), resume, force=force, overwrite=overwrite)
     run.on_evaluate = on_evaluate
     announce(run)
     with open(run.out / "log.jsonl", "a", encoding="utf-8") if run.main else contextlib.nullcontext() as log:
@@ -63,12 +68,33 @@ def announce(run: Run) -> None:
         return
     run.out.mkdir(parents=True, exist_ok=True)
     run.cfg.save(run.out / "config.yaml")
+    if run.forced is None:
+        write_run_json(run.out, run.data_record)
+    else:
+        note_resume(run.out, run.data_record, run.forced)
+        if run.forced:
+            run.notes.append("--force: resuming despite: " + "; ".join(run.forced))
+    if run.cfg.train.checkpoint:
+        run.notes.append(checkpoint_note(run))
     for n in run.notes:
         tqdm.write(f"note: {n}")
     b, lm = run.bundle, run.bundle.label_map
     tqdm.write(f"train {len(b.train)} | dev {len(b.dev)}" + (f" | test {len(b.test)}" if b.test else "")
                + f" | {lm.num_labels} {'labels' if b.task != 'regression' else 'output'} | precision {run.precision}"
                + f" | {run.total_steps} steps | {run.world} process(es) on {run.device.type}")
+
+
+def checkpoint_note(run: Run) -> str:
+    """When checkpoints are written, about how big each is (weights + AdamW's two moments per trainable
+    parameter, as saved) and how many are kept."""
+    tc = run.cfg.train
+    weights = sum(t.numel() * t.element_size() for t in run.raw_model.state_dict().values())
+    moments = sum(2 * p.numel() * 4 + 750 for p in run.trainable)   # exp_avg, exp_avg_sq (fp32), step; pickle framing
+    weights += 30_000                                                 # RNG states, schedule, loop position
+    when = f"every {tc.eval_every} steps" if tc.eval_every else "once per epoch"
+    return (f"checkpoints: at every dev evaluation ({when}) in {run.out / 'checkpoints'}, about "
+            f"{(weights + moments) / 1e6:.1f} MB each (weights + optimizer state), the latest {tc.keep_checkpoints} "
+            f"kept (train.keep_checkpoints); --set train.checkpoint=false writes none (no --resume)")
 
 
 def write_log(log: TextIO | None, rec: dict[str, Any]) -> None:
@@ -101,7 +127,8 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
                 bar.update(1)
             done = st.step >= run.total_steps
             if stepped and (st.step % tc.log_every == 0 or done):
-                rec = {"step": st.step, "epoch": st.epoch + 1, "lr": run.scheduler.get_last_lr()[0],
+                rec = {"step": st.step, "total_steps": run.total_steps, "epoch": st.epoch + 1,
+                       "lr": run.scheduler.get_last_lr()[0],
                        "loss": sum(running.values()) / n_running,
                        **{f"loss/{k}": v / n_running for k, v in running.items()}}
                 write_log(log, rec)
@@ -114,9 +141,11 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
                 if end_of_epoch:  # the checkpoint then points at the next epoch's start
                     st.epoch, st.batch = st.epoch + 1, 0
                 m = evaluate_and_keep_best(run)
-                write_log(log, {"step": st.step, "epoch": epoch, **{f"dev/{k}": v for k, v in m.items()
+                write_log(log, {"step": st.step, "total_steps": run.total_steps, "epoch": epoch,
+                                **{f"dev/{k}": v for k, v in m.items()
                                                                       if isinstance(v, float)}})
-                bar.set_postfix_str(f"dev {run.metric} {m[run.metric]:.4f} (best {st.best:.4f})", refresh=False)
+                also = f", macro-F1 {m['macro_f1']:.4f}" if run.metric != "macro_f1" and "macro_f1" in m else ""
+                bar.set_postfix_str(f"dev {run.metric} {m[run.metric]:.4f} (best {st.best:.4f}){also}", refresh=False)
                 if tc.checkpoint:
                     save_resume_checkpoint(run)
                 if run.on_evaluate is not None:
@@ -180,5 +209,6 @@ def save_resume_checkpoint(run: Run) -> None:
         blobs = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                  "tricks": [t.state_dict() for t in run.tricks]}
         blobs |= {f"loss{i}": loss.state_dict() for i, (_, loss) in enumerate(run.losses.values()) if loss.state_dict()}
-        save_checkpoint(run.out / "checkpoints", run.state.step, run.raw_model.state_dict(), blobs, asdict(run.state))
+        save_checkpoint(run.out / "checkpoints", run.state.step, run.raw_model.state_dict(), blobs, asdict(run.state),
+                        keep=run.cfg.train.keep_checkpoints)
     run.accelerator.wait_for_everyone()

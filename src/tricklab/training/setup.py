@@ -4,7 +4,7 @@ schedule, and the state restored from the last checkpoint on --resume. The resul
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +18,7 @@ from .. import losses as _losses  # noqa: F401  (registration)
 from .. import tricks as _tricks  # noqa: F401
 from ..config import Config, TrainConfig, load_config
 from ..data import DataBundle, Encoded, encode, load_data, needs_lowercase, train_batches
+from ..data.balance import balanced_weights, check_sampler, imbalance_note
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
@@ -28,7 +29,8 @@ from ..tricks import Trick
 from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .optim import param_groups, warmup_linear, without_bias_correction
-from .step import Losses, build_losses
+from .provenance import data_record, resume_data
+from .step import Losses, build_losses, check_specs
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Run:
     metric: str                          # the dev metric that picks the best checkpoint
     state: State = field(default_factory=State)
     notes: list[str] = field(default_factory=list)
+    data_record: dict[str, Any] = field(default_factory=dict)   # run.json's data files (provenance.py)
+    sample_weights: np.ndarray | None = None   # (N,) data.sampler=balanced: draw probabilities of the train rows
+    forced: list[str] | None = None      # --resume: the differences forced past (None: a fresh run)
     on_evaluate: Callable[[int, dict[str, Any]], None] | None = None   # after each dev evaluation (tune's pruner)
 
     @property
@@ -103,11 +108,13 @@ class Run:
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """This process's batches for one epoch: its slice of every global batch."""
         tc = self.cfg.train
-        return process_batches(self.enc.train.lengths, tc, epoch, self.accelerator.process_index, self.world)
+        return process_batches(self.enc.train.lengths, tc, epoch, self.accelerator.process_index, self.world,
+                               self.sample_weights)
 
 
-def process_batches(lengths: np.ndarray, tc: TrainConfig, epoch: int, rank: int, world: int) -> list[np.ndarray]:
-    batches = train_batches(lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length)
+def process_batches(lengths: np.ndarray, tc: TrainConfig, epoch: int, rank: int, world: int,
+                    weights: np.ndarray | None = None) -> list[np.ndarray]:
+    batches = train_batches(lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length, weights)
     if world > 1:
         batches = [np.array_split(b, world)[rank] for b in batches if len(b) >= world]
     return batches
@@ -119,19 +126,42 @@ def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) ->
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
             "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
-                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}}}
+                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}},
+            "data_config": asdict(cfg.data)}   # how the run read its files: `evaluate --bundle` reads the same way
 
 
-def run_config(cfg: Config, out: Path, resume: bool) -> Config:
-    """The config of the run: the run folder's own on --resume; refuses to overwrite a run without it."""
+RUN_MARKERS = ("config.yaml", "run.json", "metrics.json", "checkpoints")
+
+
+def is_run_folder(out: Path) -> bool:
+    return any((out / m).exists() for m in RUN_MARKERS)
+
+
+def run_config(cfg: Config | None, out: Path, resume: bool, overwrite: bool = False) -> Config:
+    """The config of the run: the run folder's own on --resume. A fresh run refuses a folder that holds a run unless
+    `overwrite`, and `overwrite` refuses a folder that is not a run's (it would delete it)."""
     if resume:
         if not (out / "config.yaml").is_file():
             raise TrickLabError(f"--resume: {out} has no config.yaml: it is not a run folder; fix: give the --out of "
                                 f"the run to continue, or drop --resume")
         return load_config(out / "config.yaml")
-    if (out / "checkpoints" / "latest").exists():
-        raise TrickLabError(f"{out} already holds a run; fix: add --resume to continue it, or choose another --out")
+    if cfg is None:
+        raise ConfigError("train: a config is needed unless resuming (fix: pass a Config, or resume=True)")
+    if is_run_folder(out) and not overwrite:
+        raise TrickLabError(f"{out} already holds a run; fix: --resume to continue it, --overwrite to replace it, or "
+                            f"choose another --out")
+    if overwrite and out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
+        raise TrickLabError(f"--overwrite: {out} is not a run folder (no {', '.join(RUN_MARKERS)}); it is left as it "
+                            f"is; fix: choose another --out")
     return cfg
+
+
+def clear_run_folder(out: Path) -> None:
+    """--overwrite: remove the previous run (run_config checked that `out` is a run folder)."""
+    import shutil
+
+    if out.is_dir():
+        shutil.rmtree(out)
 
 
 def make_accelerator(tc: TrainConfig) -> tuple[Accelerator, str]:
@@ -182,6 +212,18 @@ def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes:
     return splits
 
 
+def balance_notes(cfg: Config, bundle: DataBundle) -> list[str]:
+    """Single-label: the imbalance note (data/balance.py) and a warning when two balancing remedies are stacked."""
+    if bundle.task != "single_label":
+        return []
+    notes = [imbalance_note(bundle.class_counts(), bundle.label_map.names, cfg.data.sampler)]
+    loss = cfg.loss if isinstance(cfg.loss, dict) else {}
+    if cfg.data.sampler == "balanced" and "balanced" in (loss.get("class_weights"), loss.get("alpha")):
+        notes.append(f"data.sampler=balanced with {loss['name']} balanced weights corrects the class prior twice "
+                     f"(rare classes over-predicted); fix: keep one of them")
+    return [n for n in notes if n]
+
+
 def dev_metric(cfg: Config, bundle: DataBundle) -> str:
     metric = DEFAULT_METRIC[bundle.task] if cfg.train.metric == "auto" else cfg.train.metric
     if metric not in TASK_METRICS[bundle.task] or (metric == "f1_positive" and bundle.label_map.num_labels != 2):
@@ -190,22 +232,39 @@ def dev_metric(cfg: Config, bundle: DataBundle) -> str:
     return metric
 
 
-def setup(cfg: Config, data: str | Path, dev: str | Path | None, test: str | Path | None, out: Path,
-          resume: bool) -> Run:
-    """Build the run, in order; every data and config problem is raised before any step."""
-    cfg = run_config(cfg, out, resume)
+def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, test: str | Path | None, out: Path,
+          resume: bool, force: bool = False, overwrite: bool = False) -> Run:
+    """Build the run, in order; every data and config problem is raised before any step. On --resume, `data` may
+    be None (the run's recorded files) and differing data or versions are refused unless `force` (provenance.py)."""
+    cfg = run_config(cfg, out, resume, overwrite)
+    check_specs(cfg)                                               # loss/trick names and parameters: did-you-mean
+    forced = None
+    if resume:
+        data, dev, test, record, forced = resume_data(out, data, dev, test, force)
+    elif data is None:
+        raise ConfigError("train: --data is required (a folder with train/dev/test files, or a training file); "
+                          "--resume continues a run without it")
+    else:
+        record = data_record(data, dev, test)
     tc = cfg.train
     accelerator, precision = make_accelerator(tc)
+    if overwrite and not resume:
+        if accelerator.is_main_process:
+            clear_run_folder(out)
+        accelerator.wait_for_everyone()
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
     cfg.task = bundle.task
     metric = dev_metric(cfg, bundle)
+    check_sampler(cfg.data.sampler, bundle.task)
     if tc.batch_size < accelerator.num_processes:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch: it must be at least the number "
                           f"of processes ({accelerator.num_processes})")
-    notes = list(bundle.notes)
+    notes = list(bundle.notes) + balance_notes(cfg, bundle)
     model, tok, lower, backbone = build_model(cfg, bundle, notes)
     enc = encode_splits(cfg, bundle, tok, lower, notes)
-    n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index, accelerator.num_processes))
+    weights = balanced_weights(enc.train.labels, bundle.label_map.num_labels) if cfg.data.sampler == "balanced" else None
+    n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index, accelerator.num_processes,
+                                    weights))
     steps_per_epoch = math.ceil(n_batches / tc.grad_accum)
     total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
     losses, tricks = setup_losses_and_tricks(cfg, bundle, model, tok, accelerator.device, out, total_steps)
@@ -213,7 +272,7 @@ def setup(cfg: Config, data: str | Path, dev: str | Path | None, test: str | Pat
     prepared, optimizer = accelerator.prepare(model, optimizer)
     run = Run(cfg, out, accelerator, precision, bundle, tok, run_meta(cfg, bundle, lower, backbone), enc, prepared,
               accelerator.unwrap_model(prepared), losses, tricks, optimizer, scheduler, total_steps, steps_per_epoch,
-              metric, notes=notes)
+              metric, notes=notes, data_record=record, forced=forced, sample_weights=weights)
     if resume:
         restore(run)
     return run

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from ..config import Config
 from ..errors import ConfigError
 from ..losses import DEFAULT_LOSS
-from ..registry import LOSSES
+from ..registry import LOSSES, TRICKS
 from ..tricks import Trick
 from ..types import Batch
 
@@ -38,6 +38,19 @@ def build_losses(cfg: Config, task: str) -> Losses:
         key = name if name not in out else f"{name}_{i}"
         out[key] = (weight, loss)
     return out
+
+
+def check_specs(cfg: Config) -> None:
+    """Loss and trick names and parameter names, before any data or model is loaded (did-you-mean errors)."""
+    main = [] if cfg.loss is None else [{"name": cfg.loss} if isinstance(cfg.loss, str) else dict(cfg.loss)]
+    for i, item in enumerate(main + [dict(a) for a in cfg.aux_losses]):
+        if "name" in item:
+            name = item.pop("name")
+            LOSSES.get_or_fail(name)
+            LOSSES.check_params(name, {k: v for k, v in item.items() if k != "weight" or (i == 0 and main)})
+    for t in cfg.tricks:
+        TRICKS.get_or_fail(t["name"])
+        TRICKS.check_params(t["name"], {k: v for k, v in t.items() if k != "name"})
 
 
 def forward_backward(model: torch.nn.Module, losses: Losses, tricks: list[Trick],

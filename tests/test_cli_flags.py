@@ -1,0 +1,87 @@
+"""Flags and messages a user reaches for: did-you-mean for loss and trick parameters, console tables aligned with
+Chinese (double-width) text, `evaluate --bundle` and `evaluate --out`."""
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+
+from conftest import tiny_cfg
+from tricklab.cli import main as cli_main
+from tricklab.errors import ConfigError
+
+
+def test_loss_and_trick_parameter_typos_get_a_did_you_mean():
+    import tricklab.losses  # noqa: F401  (registration)
+    import tricklab.tricks  # noqa: F401
+    from tricklab.registry import LOSSES, TRICKS
+
+    with pytest.raises(ConfigError) as e:
+        LOSSES.build("focal", gama=2)
+    assert str(e.value) == ("loss 'focal': unknown parameter 'gama'; did you mean 'gamma'? "
+                            "(parameters: gamma, alpha, sigmoid)")
+    with pytest.raises(ConfigError, match="trick 'rdrop': unknown parameter 'alhpa'; did you mean 'alpha'?"):
+        TRICKS.build("rdrop", alhpa=4)
+    with pytest.raises(ConfigError, match=r"unknown parameter 'zzz' \(parameters: "):
+        TRICKS.build("ema", zzz=1)
+
+
+def test_cli_parameter_typo_exits_2_before_training(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text("好\t0\n坏\t1\n" * 10, encoding="utf-8")
+    assert cli_main(["train", "--data", str(tmp_path), "--model", "/nonexistent", "--loss", "focal:gama=2",
+                     "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'gamma'" in err and "Traceback" not in err
+
+
+def display_col(line: str, upto: int) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line[:upto])
+
+
+def test_console_tables_align_with_chinese_text():
+    from tricklab.evaluation.reports import per_class_table
+
+    names = ["体育", "finance", "房产新闻频道", "游戏"]
+    m = {"per_class": {n: {"precision": 0.5, "recall": 0.25, "f1": 0.3333, "support": 10 + i} for i, n in enumerate(names)},
+         "confusion_matrix": [[5, 3, 1, 1], [0, 11, 0, 0], [6, 0, 6, 0], [0, 0, 4, 9]]}
+    lines = per_class_table(m).splitlines()
+    table, conf = lines[:5], lines[5:]
+    cols = {display_col(ln, ln.index("0.5000")) for ln in table[1:]}
+    assert cols == {display_col(table[0], table[0].index("precision"))}, table
+    assert conf[0].startswith("worst confusions")
+    ends = set()
+    for ln in conf[1:]:
+        label, count, _ = ln.rsplit(None, 2)
+        ends.add(display_col(ln, ln.index(count, len(label)) + len(count)))
+    assert len(conf) > 2 and len(ends) == 1, conf                    # the right-aligned counts end at one place
+
+
+@pytest.fixture
+def trained(tiny_model, thuc_dir, tmp_path):
+    from tricklab.training import train
+
+    run = tmp_path / "run"
+    m = train(tiny_cfg(tiny_model, "train.epochs=1"), thuc_dir, out=run, progress=False)
+    return run, m
+
+
+def test_evaluate_out_folder_and_bundle(trained, thuc_dir, tmp_path, capsys):
+    run, m = trained
+    before = sorted(p.name for p in run.iterdir())
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(thuc_dir / "test.txt"), "--out", str(tmp_path / "ev")]) == 0
+    assert sorted(p.name for p in run.iterdir()) == before                    # nothing written in the run folder
+    ev = json.loads((tmp_path / "ev" / "eval_test.json").read_text())
+    assert ev["accuracy"] == pytest.approx(m["accuracy"])
+    assert (tmp_path / "ev" / "bad_cases_test.tsv").is_file() and (tmp_path / "ev" / "confusion_matrix_test.png").is_file()
+    pytest.importorskip("onnxruntime")
+    from tricklab.inference.export import export_bundle
+
+    export_bundle(run, tmp_path / "bundle", log=None)
+    assert cli_main(["evaluate", "--bundle", str(tmp_path / "bundle"), "--data", str(thuc_dir / "test.txt"),
+                     "--out", str(tmp_path / "evb")]) == 0
+    evb = json.loads((tmp_path / "evb" / "eval_test.json").read_text())
+    assert evb["accuracy"] == pytest.approx(m["accuracy"], abs=1 / 30)       # onnxruntime vs torch: <= 1 of 30 flips
+    assert evb["n"] == 30 and "accuracy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", "--data", str(thuc_dir / "test.txt")])       # --run or --bundle is needed
