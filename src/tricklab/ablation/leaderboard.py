@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from ..evaluation.plotting import pyplot
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.predictions import load_predictions
 from .stats import (MIN_SEEDS_FOR_VERDICT, Bootstrap, McNemar, mcnemar_exact, mean_std, paired_bootstrap,
@@ -351,12 +352,11 @@ def write_csv(lb: Leaderboard, path: Path) -> None:
             w.writerow(rec)
 
 
-def plot_ablation(lb: Leaderboard, path: Path) -> None:
+def plot_ablation(lb: Leaderboard, path: Path) -> bool:
     """Per variant: the mean per-seed delta vs the baseline with its 95% CI, and each seed as a dot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return False
 
     rows = [r for r in lb.rows if r.variant != lb.baseline and r.paired]
     fig, ax = plt.subplots(figsize=(7.5, max(2.2, 0.55 * len(rows) + 1.4)))
@@ -380,6 +380,7 @@ def plot_ablation(lb: Leaderboard, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", metric: str | None = None,
@@ -391,9 +392,10 @@ def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", m
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.md").write_text(markdown(lb), encoding="utf-8")
     write_csv(lb, out / "leaderboard.csv")
-    plot_ablation(lb, out / "ablation.png")
+    plotted = plot_ablation(lb, out / "ablation.png")
     if printer is not None:
         moves = class_moves(lb)
         printer(markdown_table(lb) + ("\n" + "\n".join(moves) if moves else "")
-                + f"\nleaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'ablation.png'}")
+                + f"\nleaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}"
+                + (f", {out / 'ablation.png'}" if plotted else ""))
     return lb

@@ -19,6 +19,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from .plotting import pyplot
+
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)
 
@@ -74,12 +76,11 @@ def calibration_metrics(logits: np.ndarray, gold: Sequence[int] | np.ndarray, te
 
 
 def plot_reliability(logits: np.ndarray, gold: Sequence[int] | np.ndarray, temperature: float, path: Path,
-                     title: str = "", bins: int = ECE_BINS) -> None:
+                     title: str = "", bins: int = ECE_BINS) -> bool:
     """Reliability diagrams before (T = 1) and after temperature scaling, side by side, ECE in the titles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return False
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
     edges = np.linspace(0, 1, bins + 1)
@@ -104,3 +105,4 @@ def plot_reliability(logits: np.ndarray, gold: Sequence[int] | np.ndarray, tempe
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True

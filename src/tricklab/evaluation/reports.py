@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .plotting import pyplot
 from .calibration import scaled_probs
 from .metrics import sigmoid, worst_confusions
 from .thresholds import multi_hot, threshold_vector
@@ -98,11 +99,10 @@ def write_bad_cases(path: Path, split: str, task: str, rows: Sequence[Any], gold
     return int(len(keep))
 
 
-def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str = "") -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
 
     cm_a = np.asarray(cm, dtype=float)
     norm = cm_a / np.clip(cm_a.sum(1, keepdims=True), 1, None)
@@ -125,3 +125,4 @@ def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True

@@ -23,11 +23,12 @@ from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 from ..model import build_classifier, prior_bias
 from ..model.runtime import resolve_precision
-from ..registry import TRICKS
+from ..registry import TRICKS, load_plugins
 from ..tricks import Trick
 from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .optim import param_groups, warmup_linear
+from .optim import build_scheduler, lr_factor, param_groups, warmup_steps
+from .tracking import accelerator_trackers, check_trackers
 from .step import Losses, build_losses
 
 
@@ -113,7 +114,7 @@ def process_batches(lengths: np.ndarray, tc: TrainConfig, epoch: int, rank: int,
 
 
 def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) -> dict[str, Any]:
-    return {"task": bundle.task, "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
+    return {"task": bundle.task, "plugins": list(cfg.plugins), "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
             "precision": cfg.train.precision,
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
@@ -133,11 +134,16 @@ def run_config(cfg: Config, out: Path, resume: bool) -> Config:
     return cfg
 
 
-def make_accelerator(tc: TrainConfig) -> tuple[Accelerator, str]:
+def make_accelerator(cfg: Config, out: Path) -> tuple[Accelerator, str]:
+    """The Accelerator with the run's precision and trackers (tracking.report_to)."""
+    tc = cfg.train
     precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu")
-    AcceleratorState._reset_state()  # one process may train several runs (tests, grids) with other precisions
+    # one process may train several runs (tests, grids) with other precisions; accelerate has no public reset
+    # (pyproject caps accelerate below 2; tests/test_dependencies.py checks that this method exists)
+    AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+                              mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
+                              **accelerator_trackers(cfg.tracking, out))
     if tc.threads:
         torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
@@ -194,7 +200,10 @@ def setup(cfg: Config, data: str | Path, dev: str | Path | None, test: str | Pat
     """Build the run, in order; every data and config problem is raised before any step."""
     cfg = run_config(cfg, out, resume)
     tc = cfg.train
-    accelerator, precision = make_accelerator(tc)
+    load_plugins(cfg.plugins)                                      # plugin losses, tricks, heads, poolings
+    lr_factor(tc, 100)                                             # train.scheduler_args problems, before the data
+    check_trackers(cfg.tracking)
+    accelerator, precision = make_accelerator(cfg, out)
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
     cfg.task = bundle.task
     metric = dev_metric(cfg, bundle)
@@ -207,6 +216,9 @@ def setup(cfg: Config, data: str | Path, dev: str | Path | None, test: str | Pat
     n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index, accelerator.num_processes))
     steps_per_epoch = math.ceil(n_batches / tc.grad_accum)
     total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
+    if tc.scheduler == "constant" and warmup_steps(tc, total_steps) > 0:
+        notes.append("scheduler: constant has no warm-up, so train.warmup_ratio / warmup_steps are ignored; "
+                     "--set train.scheduler=constant_with_warmup to warm up")
     losses, tricks = setup_losses_and_tricks(cfg, bundle, model, tok, accelerator.device, out, total_steps)
     optimizer, scheduler = build_optimizer(cfg, model, losses, tricks, accelerator.device, total_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
@@ -237,7 +249,7 @@ def setup_losses_and_tricks(cfg: Config, bundle: DataBundle, model: torch.nn.Mod
 
 def build_optimizer(cfg: Config, model: torch.nn.Module, losses: Losses, tricks: list[Trick], device: torch.device,
                     total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the parameter groups (the tricks may rewrite them: LLRD) and the warm-up/linear schedule."""
+    """AdamW over the parameter groups (the tricks may rewrite them: LLRD) and the schedule (train.scheduler)."""
     tc = cfg.train
     model.to(device)
     groups = param_groups(model, [m for _, m in losses.values()], tc)
@@ -245,7 +257,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, losses: Losses, tricks:
         groups = t.param_groups(model, groups)
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "param_names"} for g in groups], lr=tc.lr,
                                   fused=device.type in ("cpu", "cuda"))  # one kernel per step, not one per tensor
-    return optimizer, warmup_linear(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+    return optimizer, build_scheduler(optimizer, tc, total_steps)
 
 
 def restore(run: Run) -> None:
