@@ -17,7 +17,7 @@ from tricklab.model import build_classifier, load_model, save_model
 from tricklab.registry import HEADS, POOLINGS
 
 NAMES = ["sports", "finance", "game"]
-TEXTS = ["球赛冠军", "股市ABC利率基金银行", "玩家游戏版本电竞玩家", "的"]   # capitals: the run lower-cases them
+TEXTS = ["球赛冠军", "股市A利率基金B银行", "玩家游戏版本电竞玩家", "的"]   # capitals: the run lower-cases them
 SEQUENCE_HEADS = sorted(h for h in HEADS if HEADS[h].sequence)
 
 
@@ -117,3 +117,16 @@ def test_without_trust_remote_code_or_tricklab_transformers_refuses(tiny_model, 
     assert len(lines) == 2, r.stdout + r.stderr[-2000:]
     assert lines[0].startswith("REFUSED") and "trust_remote_code=True" in lines[0]
     assert lines[1].startswith("REFUSED") and "pip install tricklab" in lines[1]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_saved_tokenizer_lowercases_exactly_when_the_run_does(tiny_model, tmp_path, lowercase):
+    """transformers gets the tokens tricklab feeds the model: capitals lower-cased (the tiny vocabulary has
+    lower-case letters only, as bert-base-chinese's), at most data.max_length tokens."""
+    from transformers import AutoTokenizer
+
+    m, tok, _ = build_classifier(str(tiny_model), 3, "mean", "linear", {}, 0.1)
+    save_model(m, tok, tmp_path / "model", meta("single_label", "mean", "linear", lowercase=lowercase))
+    saved_tok = AutoTokenizer.from_pretrained(str(tmp_path / "model"))
+    assert saved_tok.tokenize("球A赛b") == (["球", "a", "赛", "b"] if lowercase else ["球", "[UNK]", "赛", "b"])
+    assert saved_tok.model_max_length == 16

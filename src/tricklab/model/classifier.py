@@ -109,20 +109,28 @@ def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any
 
 def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
     """Make the saved tokenizer do what tricklab does before tokenizing, so transformers' pipeline sees the same
-    tokens: lower-case the text first when the run does (a `Lowercase` normalizer in tokenizer.json, ahead of
-    the tokenizer's own), and `model_max_length` = the run's data.max_length (pipeline(..., truncation=True)
-    then cuts where data.truncation=head does)."""
+    tokens: lower-case the text first when the run does, and `model_max_length` = the run's data.max_length
+    (pipeline(..., truncation=True) then cuts where data.truncation=head does). Lower-casing goes where
+    transformers reads it: tokenizer classes with their own options (BERT-type: `do_lower_case`, with
+    `strip_accents` kept off, as tricklab's str.lower() keeps accents) rebuild their normalizer from
+    tokenizer_config.json; generic ones read tokenizer.json, which gets a `Lowercase` normalizer first."""
     tok_json, tok_cfg = out / "tokenizer.json", out / "tokenizer_config.json"
-    if meta["data"].get("lowercase") and tok_json.is_file():
-        spec = json.loads(tok_json.read_text(encoding="utf-8"))
-        norm = spec.get("normalizer")
-        if not (isinstance(norm, dict) and norm.get("type") == "Sequence"
-                and norm.get("normalizers", [{}])[0].get("type") == "Lowercase"):
-            spec["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Lowercase"}] + ([norm] if norm else [])}
-            tok_json.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-    if tok_cfg.is_file() and meta["data"].get("max_length"):
-        c = json.loads(tok_cfg.read_text(encoding="utf-8"))
-        c["model_max_length"] = int(meta["data"]["max_length"])
+    c = json.loads(tok_cfg.read_text(encoding="utf-8")) if tok_cfg.is_file() else None
+    if meta["data"].get("lowercase"):
+        if tok_json.is_file():
+            spec = json.loads(tok_json.read_text(encoding="utf-8"))
+            norm = spec.get("normalizer")
+            if not (isinstance(norm, dict) and norm.get("type") == "Sequence"
+                    and norm.get("normalizers", [{}])[0].get("type") == "Lowercase"):
+                spec["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Lowercase"}] + ([norm] if norm else [])}
+                tok_json.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        if c is not None and "do_lower_case" in c:
+            c["do_lower_case"] = True
+            if "strip_accents" in c and c["strip_accents"] is None:
+                c["strip_accents"] = False
+    if c is not None:
+        if meta["data"].get("max_length"):
+            c["model_max_length"] = int(meta["data"]["max_length"])
         tok_cfg.write_text(json.dumps(c, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
