@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ ALLOWED_PRIVATE = {"AcceleratorState._reset_state"}
 
 
 def project() -> dict:
+    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 

@@ -82,6 +82,13 @@ def test_push_uploads_the_model_folder_with_its_card(run, monkeypatch, capsys):
     monkeypatch.setattr(huggingface_hub, "HfApi", Recorder)
     Recorder.calls = []
     (run / "model" / "README.md").unlink()                             # written again from the run folder
+    # as an older tricklab saved a cnn-head folder: the encoder's config with labels (a random head in transformers)
+    from transformers import AutoConfig
+
+    enc = json.loads((run / "model" / "config.json").read_text())["encoder"]
+    old = AutoConfig.for_model(enc.pop("model_type"), **enc).to_dict() | {"id2label": {"0": "sports"}}
+    (run / "model" / "config.json").write_text(json.dumps(old))
+    (run / "model" / "modeling_tricklab.py").unlink()
     assert cli_main(["push", "--run", str(run), "--repo", "me/tiny-cnn", "--private", "--token", "hf_x"]) == 0
     (c_name, create, token), (u_name, upload, files) = Recorder.calls
     assert c_name == "create_repo" and create == {"repo_id": "me/tiny-cnn", "private": True, "exist_ok": True,
@@ -90,7 +97,9 @@ def test_push_uploads_the_model_folder_with_its_card(run, monkeypatch, capsys):
     assert {"README.md", "config.json", "model.safetensors", "modeling_tricklab.py", "tricklab.json",
             "tokenizer.json"} <= set(files)
     assert yaml.safe_load((run / "model" / "README.md").read_text().split("---")[1])["pipeline_tag"] == "text-classification"
-    assert "pushed" in capsys.readouterr().out
+    assert json.loads((run / "model" / "config.json").read_text())["model_type"] == "tricklab"   # upgraded first
+    out = capsys.readouterr().out
+    assert "rewritten so that transformers loads the trained head" in out and "pushed" in out
 
 
 def test_push_errors_are_one_line(run, tmp_path, monkeypatch, capsys):

@@ -66,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               f"(fix: drop them, or start a new run with another --out)")
     cfg = _config(args) if not args.resume else None
     train(cfg, args.data, args.dev, args.test, args.out, resume=args.resume, progress=not args.quiet,
-          command=shlex.join(["tricklab", *(args.argv or [])]))
+          command=shlex.join(["tricklab", *argv]) if (argv := getattr(args, "argv", None)) else None)
     return 0
 
 

@@ -102,7 +102,8 @@ def calibration(task: str, metrics: dict[str, Any], meta: dict[str, Any]) -> str
     if task == "multi_label" and meta.get("thresholds"):
         th = meta["thresholds"]
         vals = th.get("per_label", th) if isinstance(th, dict) else th
-        shown = json.dumps(vals, ensure_ascii=False)[:600]
+        shown = json.dumps(vals, ensure_ascii=False)
+        shown = shown if len(shown) <= 600 else shown[:600] + " ... (all in tricklab.json)"
         return (f"Per-label decision thresholds tuned on dev (tricklab applies them; transformers' pipeline "
                 f"scores are the raw sigmoids, decide with 0.5 or these): `{shown}`")
     return "None fitted (regression, or calibration switched off)."

@@ -9,14 +9,15 @@ from typing import Any, Callable
 
 from ..errors import TrickLabError
 from ..evaluation.model_card import CARD_FILE, write_model_card
-from ..model.classifier import META_FILE, WEIGHTS_FILE
+from ..model.classifier import META_FILE, WEIGHTS_FILE, upgrade_model_folder
 
 NEEDED = ("config.json", WEIGHTS_FILE, META_FILE)
 
 
-def model_folder(run: str | Path) -> Path:
-    """The model/ folder of a run (or a model folder itself), checked to hold what a push needs; its model card
-    is written from the run folder when missing."""
+def model_folder(run: str | Path, log: Callable[[str], None] | None = print) -> Path:
+    """The model/ folder of a run (or a model folder itself), checked to hold what a push needs. A folder saved
+    by an older tricklab gets the config transformers needs to load its head (upgrade_model_folder); its model
+    card is written from the run folder when missing."""
     run = Path(run)
     d = run / "model" if (run / "model").is_dir() else run
     missing = [f for f in NEEDED if not (d / f).is_file()]
@@ -28,6 +29,9 @@ def model_folder(run: str | Path) -> Path:
             raise TrickLabError(f"--run {run}: {d} has no {CARD_FILE} and no run folder around it to write one from "
                                 f"(config.yaml, metrics.json); fix: push the run folder, or add a {CARD_FILE}")
         write_model_card(d.parent)
+    if upgrade_model_folder(d) and log:
+        log(f"note: {d / 'config.json'} rewritten so that transformers loads the trained head "
+            f"(TrickLabForSequenceClassification, trust_remote_code=True); the weights are unchanged")
     return d
 
 
@@ -44,7 +48,7 @@ def push_run(run: str | Path, repo: str, private: bool = False, token: str | Non
     except HFValidationError as e:
         raise TrickLabError(f"--repo {repo!r}: not a valid repo id ({str(e).splitlines()[0]}); fix: user/name or "
                             f"organisation/name") from None
-    folder = model_folder(run)
+    folder = model_folder(run, log)
     api = api or HfApi(token=token)
     try:
         url = api.create_repo(repo_id=repo, private=private, exist_ok=True, repo_type="model")

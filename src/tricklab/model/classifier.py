@@ -73,38 +73,58 @@ PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "
                  "regression": "regression"}
 
 
-def hf_standard(model: ClassifierParts) -> bool:
+def hf_standard(pooling: str, head: str, model_type: str) -> bool:
     """pooler + linear on a BERT-type encoder is exactly transformers' `*ForSequenceClassification`."""
-    return model.pooling_name == "pooler" and model.head_name == "linear" and model.encoder.config.model_type in HF_COMPATIBLE
+    return pooling == "pooler" and head == "linear" and model_type in HF_COMPATIBLE
 
 
-def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any]) -> None:
-    """Write model/ : config.json, model.safetensors, tokenizer files, tricklab.json. The folder loads in
-    transformers with the trained head: as a standard `*ForSequenceClassification` where one fits (pooler +
-    linear on a BERT-type encoder), else as `TrickLabForSequenceClassification` (hf.py) via `auto_map` +
-    `modeling_tricklab.py` with `trust_remote_code=True`."""
+def write_hf_config(out: Path, encoder_config: Any, meta: dict[str, Any], encoder_class: str) -> None:
+    """config.json (+ modeling_tricklab.py) of a model/ folder, so that transformers loads it with the trained head:
+    a standard `*ForSequenceClassification` where one fits, else `TrickLabForSequenceClassification` (hf.py) via
+    `auto_map` with `trust_remote_code=True`."""
     from .hf import REMOTE_CODE, REMOTE_CODE_FILE, hf_config
 
-    out.mkdir(parents=True, exist_ok=True)
-    config = model.encoder.config
+    m = meta["model"]
     labels = meta["labels"]["names"]
     id2label = {str(i): n for i, n in enumerate(labels)} if meta["task"] != "regression" else {"0": "score"}
-    if hf_standard(model):
-        cfg = config.to_dict()
+    if hf_standard(m["pooling"], m["head"], encoder_config.model_type):
+        cfg = encoder_config.to_dict()
         cfg["id2label"] = id2label
         cfg["label2id"] = {v: int(k) for k, v in id2label.items()}
         cfg["problem_type"] = PROBLEM_TYPES[meta["task"]]
-        cfg["architectures"] = [f"{type(model.encoder).__name__.replace('Model', '')}ForSequenceClassification"]
+        cfg["architectures"] = [f"{encoder_class.replace('Model', '')}ForSequenceClassification"]
     else:
-        cfg = hf_config(config, len(id2label), id2label, PROBLEM_TYPES[meta["task"]], model.pooling_name,
-                        model.head_name, model.head_args, model.dropout.p, list(meta.get("plugins", [])))
+        cfg = hf_config(encoder_config, len(id2label), id2label, PROBLEM_TYPES[meta["task"]], m["pooling"], m["head"],
+                        m.get("head_args") or {}, float(m.get("dropout", 0.1)), list(meta.get("plugins", [])))
         (out / REMOTE_CODE_FILE).write_text(REMOTE_CODE, encoding="utf-8")
     (out / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any]) -> None:
+    """Write model/ : config.json (write_hf_config), model.safetensors, tokenizer files (match_tokenizer),
+    tricklab.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_hf_config(out, model.encoder.config, meta, type(model.encoder).__name__)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(out))
     match_tokenizer(out, meta)
     (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def upgrade_model_folder(d: Path) -> bool:
+    """A model/ folder saved before tricklab wrote TrickLabForSequenceClassification configs (its config.json
+    is the encoder's with id2label, which transformers would load with a random head): rewrite its config.json,
+    add modeling_tricklab.py and match its tokenizer. True when it changed anything; weights are untouched."""
+    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    m = meta["model"]
+    if cfg.get("model_type") == "tricklab" or hf_standard(m["pooling"], m["head"], cfg.get("model_type", "")):
+        return False
+    encoder = AutoConfig.from_pretrained(str(d))
+    write_hf_config(d, encoder, meta, (cfg.get("architectures") or ["Model"])[0])
+    match_tokenizer(d, meta)
+    return True
 
 
 def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
