@@ -4,6 +4,7 @@ network: HfApi is replaced by a recorder)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,8 @@ def test_model_card_metadata_and_numbers(run):
 
 def test_base_model_and_licence(tmp_path):
     m3e = base_model_card("m3e-small")
-    assert m3e["base_model"] == "moka-ai/m3e-small" and m3e["license"] == "other" and "non-commercial" in m3e["license_name"]
+    assert m3e["base_model"] == "moka-ai/m3e-small" and m3e["license"] == "other" and "non-commercial" in m3e["license_note"]
+    assert re.fullmatch(r"[a-z0-9][a-z0-9.-]*", m3e["license_name"])   # the Hub wants an id here
     folder = tmp_path / "enc"
     folder.mkdir()
     (folder / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: [zh]\n---\n# an encoder\n")

@@ -151,8 +151,8 @@ def limits(cfg: dict[str, Any], meta: dict[str, Any], lic: dict[str, str], label
            "- The numbers above come from one run (one seed) on one dev/test split; `tricklab compare` measures "
            "how much they vary across seeds."]
     if lic.get("license"):
-        out.append(f"- The base model's licence applies: `{lic['license']}`" + (f" ({lic['license_name']})"
-                                                                             if lic.get("license_name") else "") + ".")
+        out.append(f"- The base model's licence applies: `{lic['license']}`"
+                   + "".join(f" ({lic[k]})" for k in ("license_name", "license_note") if lic.get(k)) + ".")
     else:
         out.append("- The base model's licence is not known to tricklab: check it before any use.")
     return "\n".join(out)

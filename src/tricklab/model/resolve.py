@@ -15,16 +15,17 @@ ALIASES = {
 
 # alias -> its hub id and licence (from its model card), for the model cards of runs trained on it
 ALIAS_CARDS = {
-    "m3e-small": {"base_model": "moka-ai/m3e-small", "license": "other",
-                  "license_name": "research / non-commercial use only (M3E model card: trained on non-commercial data)",
-                  "license_link": "https://huggingface.co/moka-ai/m3e-small"},
+    "m3e-small": {"base_model": "moka-ai/m3e-small", "license": "other", "license_name": "m3e-research-only",
+                  "license_link": "https://huggingface.co/moka-ai/m3e-small",
+                  "license_note": "research / non-commercial use only: the M3E model card says it was trained on "
+                                  "non-commercial data"},
     "minilm-en": {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0"},
 }
 
 
 def base_model_card(name: str, path: str | None = None) -> dict[str, str]:
     """What a model card says of the encoder a run started from: {base_model (a hub id), license, license_name,
-    license_link} where known. Aliases from ALIAS_CARDS; otherwise the encoder's own README.md metadata (a local
+    license_link, license_note (text for the card's body)} where known. Aliases from ALIAS_CARDS; otherwise the encoder's own README.md metadata (a local
     folder, or the hub cache for a hub id, offline), whose `license` it takes; a hub id is its own base_model."""
     if name in ALIAS_CARDS:
         return dict(ALIAS_CARDS[name])
