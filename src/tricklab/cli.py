@@ -187,7 +187,8 @@ def config_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--aux", action="append", metavar="NAME[:k=v,...]", help="auxiliary loss, e.g. supcon:weight=0.2")
     sp.add_argument("--trick", action="append", metavar="NAME[:k=v,...]", help="a trick, e.g. rdrop:alpha=4 (repeatable)")
     sp.add_argument("--report-to", metavar="TRACKER",
-                    help="experiment tracking: none (default: log.jsonl only), tensorboard, wandb, mlflow (comma-separated for several)")
+                    help="experiment tracking: none (default: log.jsonl only), tensorboard, wandb, mlflow "
+                         "(comma-separated for several)")
     sp.add_argument("--plugin", action="append", metavar="MODULE",
                     help="import a module that registers losses, tricks, heads or poolings (repeatable; installed "
                          "packages' `tricklab.plugins` entry points load by themselves)")

@@ -233,7 +233,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config train.warmup_steps: must be at least 0 (0: use train.warmup_ratio), got "
                           f"{cfg.train.warmup_steps}")
     if not all(isinstance(p, str) and p.strip() for p in cfg.plugins):
-        raise ConfigError(f"config plugins: expected a list of module names (e.g. [my_pkg.my_tricks]), got {cfg.plugins!r}")
+        raise ConfigError(f"config plugins: expected a list of module names (e.g. [my_pkg.my_tricks]), got "
+                          f"{cfg.plugins!r}")
     if cfg.task == "regression" and cfg.model.prior_bias_init == "true":
         raise ConfigError("config model.prior_bias_init: true is for classification tasks, not regression; "
                           "fix: --set model.prior_bias_init=auto")

@@ -114,18 +114,20 @@ def per_class(metrics: dict[str, Any]) -> str:
     pc = metrics.get(split, {}).get("per_class")
     if not pc:
         return ""
-    rows = [f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for n, v in pc.items()]
+    rows = [f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
+            for n, v in pc.items()]
     return (f"## Per class ({split})\n\n| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")
 
 
-def usage(name: str, remote: bool, task: str) -> str:
+def usage(name: str, remote: bool) -> str:
     trust = ", trust_remote_code=True" if remote else ""
+    needs = " (needs tricklab installed)" if remote else ""
     return f"""```python
 from tricklab import Predictor                    # pip install tricklab
 Predictor.from_run("{name}").predict(["..."], top_k=3)
 
-from transformers import pipeline                 # the same model in transformers{' (needs tricklab installed)' if remote else ''}
+from transformers import pipeline                 # the same model in transformers{needs}
 pipeline("text-classification", model="{name}"{trust})(["..."], top_k=None)
 ```"""
 
@@ -141,13 +143,17 @@ def note(remote: bool, task: str) -> str:
 def limits(cfg: dict[str, Any], meta: dict[str, Any], lic: dict[str, str], labels: list[str], task: str) -> str:
     d = meta["data"]
     trunc = (d.get("truncation") or {}).get("policy", cfg["data"]["truncation"])
-    out = [f"- Intended for classifying texts like its training data into {'a score' if task == 'regression' else f'{len(labels)} labels'}"
-           f"{'' if task == 'regression' else ': ' + ', '.join(f'`{x}`' for x in labels[:30]) + (' ...' if len(labels) > 30 else '')}."
-           " It always answers with one of its labels, also for texts unlike its data: use `abstain_below` "
-           "(tricklab) or a score threshold where a wrong label costs more than no label.",
+    if task == "regression":
+        what = "a score"
+    else:
+        shown = ", ".join(f"`{x}`" for x in labels[:30]) + (" ..." if len(labels) > 30 else "")
+        what = f"{len(labels)} labels: {shown}"
+    chunk = " (tricklab aggregates chunk windows; transformers does not)" if trunc == "chunk" else ""
+    out = [f"- Intended for classifying texts like its training data into {what}. It always answers with one of "
+           f"its labels, also for texts unlike its data: use `abstain_below` (tricklab) or a score threshold where a "
+           f"wrong label costs more than no label.",
            f"- Texts longer than {d['max_length']} tokens are cut (`{trunc}`); transformers' pipeline cuts the same "
-           f"way only with `truncation=True` and only for `head`" + (" (tricklab aggregates chunk windows; "
-                                                                    "transformers does not)" if trunc == "chunk" else "") + ".",
+           f"way only with `truncation=True` and only for `head`{chunk}.",
            "- The numbers above come from one run (one seed) on one dev/test split; `tricklab compare` measures "
            "how much they vary across seeds."]
     if lic.get("license"):
@@ -215,7 +221,7 @@ A {task.replace('_', '-')} text classifier fine-tuned with [tricklab](https://py
 {per_class(metrics)}
 ## How to use
 
-{usage(name, remote, task)}
+{usage(name, remote)}
 
 {note(remote, task)}
 

@@ -142,7 +142,8 @@ def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
             norm = spec.get("normalizer")
             if not (isinstance(norm, dict) and norm.get("type") == "Sequence"
                     and norm.get("normalizers", [{}])[0].get("type") == "Lowercase"):
-                spec["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Lowercase"}] + ([norm] if norm else [])}
+                spec["normalizer"] = {"type": "Sequence",
+                                      "normalizers": [{"type": "Lowercase"}] + ([norm] if norm else [])}
                 tok_json.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
         if c is not None and "do_lower_case" in c:
             c["do_lower_case"] = True

@@ -25,8 +25,9 @@ ALIAS_CARDS = {
 
 def base_model_card(name: str, path: str | None = None) -> dict[str, str]:
     """What a model card says of the encoder a run started from: {base_model (a hub id), license, license_name,
-    license_link, license_note (text for the card's body)} where known. Aliases from ALIAS_CARDS; otherwise the encoder's own README.md metadata (a local
-    folder, or the hub cache for a hub id, offline), whose `license` it takes; a hub id is its own base_model."""
+    license_link, license_note (text for the card's body)} where known. Aliases from ALIAS_CARDS; otherwise
+    the encoder's own README.md metadata (a local folder, or the hub cache for a hub id, offline), whose
+    `license` it takes; a hub id is its own base_model."""
     if name in ALIAS_CARDS:
         return dict(ALIAS_CARDS[name])
     out: dict[str, str] = {}

@@ -114,8 +114,8 @@ def process_batches(lengths: np.ndarray, tc: TrainConfig, epoch: int, rank: int,
 
 
 def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) -> dict[str, Any]:
-    return {"task": bundle.task, "plugins": list(cfg.plugins), "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
-            "precision": cfg.train.precision,
+    return {"task": bundle.task, "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
+            "precision": cfg.train.precision, "plugins": list(cfg.plugins),   # imported again by load_model
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
             "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
