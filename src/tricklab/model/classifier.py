@@ -136,7 +136,8 @@ def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
     tokenizer_config.json; generic ones read tokenizer.json, which gets a `Lowercase` normalizer first."""
     tok_json, tok_cfg = out / "tokenizer.json", out / "tokenizer_config.json"
     c = json.loads(tok_cfg.read_text(encoding="utf-8")) if tok_cfg.is_file() else None
-    if meta["data"].get("lowercase"):
+    data = meta.get("data") or {}
+    if data.get("lowercase"):
         if tok_json.is_file():
             spec = json.loads(tok_json.read_text(encoding="utf-8"))
             norm = spec.get("normalizer")
@@ -150,8 +151,8 @@ def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
             if "strip_accents" in c and c["strip_accents"] is None:
                 c["strip_accents"] = False
     if c is not None:
-        if meta["data"].get("max_length"):
-            c["model_max_length"] = int(meta["data"]["max_length"])
+        if data.get("max_length"):
+            c["model_max_length"] = int(data["max_length"])
         tok_cfg.write_text(json.dumps(c, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
