@@ -131,18 +131,20 @@ def test_a_plugin_head_predicts_in_a_fresh_process_and_in_transformers(plugins, 
         assert hf == pytest.approx(ours, abs=1e-5)
 
 
-def test_compare_uses_plugins_in_process_and_in_subprocesses(plugins, tiny_model, tmp_path, capsys):
+def test_compare_validates_with_plugins_and_its_subprocesses_import_them(plugins, tiny_model, tmp_path, capsys):
+    """--jobs 2: every run is a `tricklab train` subprocess given only its variant.yaml, whose `plugins:` brings
+    the trick back (the grid's validation ran in this process, after --plugin)."""
     data = write_thucnews(tmp_path / "d", n_train=48, n_dev=12)
     vf = tmp_path / "v.yaml"
     vf.write_text("cp: {tricks: [{name: confidence_penalty, beta: 0.1}]}\n")
-    for jobs in ("1", "2"):
-        out = tmp_path / f"grid{jobs}"
-        code = cli_main(["compare", "--data", str(data), "--plugin", "my_tricks", "--variants-file", str(vf),
-                         "--variants", "baseline,cp", "--seeds", "1", "--out", str(out), "--jobs", jobs,
-                         "--model", str(tiny_model), "--set", "train.max_steps=2", *TINY])
-        assert code == 0, capsys.readouterr()
-        log = [json.loads(x) for x in (out / "cp" / "seed1" / "log.jsonl").read_text().splitlines()]
-        assert any("loss/confidence_penalty" in r for r in log), jobs
+    out = tmp_path / "grid"
+    code = cli_main(["compare", "--data", str(data), "--plugin", "my_tricks", "--variants-file", str(vf),
+                     "--variants", "baseline,cp", "--seeds", "1", "--out", str(out), "--jobs", "2",
+                     "--model", str(tiny_model), "--set", "train.max_steps=2", *TINY])
+    assert code == 0, capsys.readouterr()
+    assert yaml.safe_load((out / "cp" / "seed1" / "variant.yaml").read_text())["plugins"] == ["my_tricks"]
+    log = [json.loads(x) for x in (out / "cp" / "seed1" / "log.jsonl").read_text().splitlines()]
+    assert any("loss/confidence_penalty" in r for r in log)
 
 
 def test_entry_point_plugins_load_without_a_flag(plugins, tmp_path, monkeypatch):
