@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pytest
 
 from conftest import write_thucnews
 from test_compare import TINY, _fake_run

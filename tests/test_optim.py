@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from tricklab.training.optim import warmup_linear, without_bias_correction
+from tricklab.config import TrainConfig
+from tricklab.training.optim import adam_without_bias_correction, build_scheduler
 
 
 def adam_no_bias_correction(p0: torch.Tensor, grads: list[torch.Tensor], lrs: list[float], wd: float,
@@ -32,8 +33,9 @@ def test_adamw_without_bias_correction_is_uncorrected_adam(wd):
     grads = [torch.randn(7, 5, dtype=torch.float64) * (0.1 + i) for i in range(12)]
     w = torch.nn.Parameter(p0.clone())
     opt = torch.optim.AdamW([w], lr=1e-2, weight_decay=wd)
-    sched = without_bias_correction(warmup_linear(opt, 3, 12))
-    want_lrs = [1e-2 * ((s + 1) / 3 if s < 3 else (12 - s) / 9) for s in range(12)]   # warm-up 3, linear to 0
+    tc = TrainConfig(lr=1e-2, warmup_steps=3, scheduler="linear")
+    sched = build_scheduler(opt, tc, 12, [adam_without_bias_correction()])
+    want_lrs = [1e-2 * (s / 3 if s < 3 else (12 - s) / 9) for s in range(12)]   # warm-up 3 (from 0), linear to 0
     for t, g in enumerate(grads, start=1):
         c = (1 - 0.9 ** t) / math.sqrt(1 - 0.999 ** t)
         assert opt.param_groups[0]["lr"] == pytest.approx(want_lrs[t - 1] * c)   # the base schedule, times c_t
@@ -47,7 +49,7 @@ def test_bias_correction_factor_values():
     """The issue's figures: BertAdam's steps are 6.5x AdamW's at step 10, 3.2x at 100, 1.7x at 456."""
     w = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([w], lr=1.0)
-    sched = without_bias_correction(torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0))
+    sched = build_scheduler(opt, TrainConfig(lr=1.0, scheduler="constant"), 500, [adam_without_bias_correction()])
     factors = {}
     for t in range(1, 457):
         factors[t] = opt.param_groups[0]["lr"]

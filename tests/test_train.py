@@ -127,7 +127,10 @@ def tiny_args(model: Path, *extra: str) -> list[str]:
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_model, tmp_path):
     data = write_thucnews(tmp_path / "d", n_train=80, n_dev=20)
-    common = tiny_args(tiny_model, "--set", "train.epochs=3", "--set", "train.eval_every=4")
+    # a schedule with warm-up and restarts: the resumed run must continue it exactly (scheduler state_dict)
+    common = tiny_args(tiny_model, "--set", "train.epochs=3", "--set", "train.eval_every=4",
+                       "--set", "train.scheduler=cosine_with_restarts", "--set", "train.scheduler_args={num_cycles: 2}",
+                       "--set", "train.warmup_steps=4")
     ref = _cli("train", "--data", str(data), "--out", str(tmp_path / "ref"), *common)
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
     # the same run, killed with SIGKILL once a checkpoint past the first epoch exists, then resumed
@@ -151,6 +154,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_model, tmp_path):
     assert max(run_log) == max(ref_log) == 30  # 80 examples / batch 8 x 3 epochs
     for step in range(killed_at + 1, 31):
         assert run_log[step]["loss"] == pytest.approx(ref_log[step]["loss"], rel=1e-4, abs=1e-6), step
+        assert run_log[step]["lr"] == ref_log[step]["lr"], step
     a = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     b = json.loads((run / "metrics.json").read_text())
     assert b["accuracy"] == pytest.approx(a["accuracy"]) and b["steps"] == 30

@@ -309,6 +309,7 @@ def test_skipped_optimizer_steps_do_not_count(tmp_path, monkeypatch):
     assert state["batch"] == 6                                        # 6 batches consumed for 4 steps
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     lrs = [(r["step"], r["lr"]) for r in log if "lr" in r]
-    # warm-up 2 of 4 steps, then linear decay: the schedule sees 4 steps, whatever was skipped
-    assert lrs == [(1, pytest.approx(1e-3)), (2, pytest.approx(1e-3)), (3, pytest.approx(5e-4)), (4, pytest.approx(0.0))]
+    # warm-up 2 of 4 steps (transformers' linear schedule: factor s / 2), then linear decay: the schedule sees 4
+    # steps, whatever was skipped
+    assert lrs == [(1, pytest.approx(5e-4)), (2, pytest.approx(1e-3)), (3, pytest.approx(5e-4)), (4, pytest.approx(0.0))]
     assert blobs["scheduler"]["last_epoch"] == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,15 +38,19 @@ def parse_spec(spec: str, flag: str) -> dict[str, Any]:
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
     from .config import load_config
 
-    overrides = {"model.name": getattr(args, "model", None), **(extra or {})}
+    overrides = {"model.name": getattr(args, "model", None), "tracking.report_to": getattr(args, "report_to", None),
+                 **(extra or {})}
     cfg = load_config(args.config, args.set, overrides)
+    cfg.plugins = list(dict.fromkeys(list(cfg.plugins) + list(getattr(args, "plugin", None) or [])))
     if getattr(args, "loss", None):
         cfg.loss = parse_spec(args.loss, "--loss")
     cfg.aux_losses = list(cfg.aux_losses) + [parse_spec(s, "--aux") for s in getattr(args, "aux", None) or []]
     cfg.tricks = list(cfg.tricks) + [parse_spec(s, "--trick") for s in getattr(args, "trick", None) or []]
     from .config import validate
+    from .registry import load_plugins
 
     validate(cfg)
+    load_plugins(cfg.plugins)     # before anything checks a loss, trick, head or pooling name
     return cfg
 
 
@@ -56,7 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = [f for f, v in (("--config", args.config), ("--set", args.set), ("--model", args.model),
                                ("--loss", args.loss), ("--aux", args.aux), ("--trick", args.trick),
                                ("--epochs", args.epochs), ("--max-train-samples", args.max_train_samples),
-                               ("--overwrite", args.overwrite)) if v]
+                               ("--overwrite", args.overwrite), ("--report-to", args.report_to),
+                               ("--plugin", args.plugin)) if v]
         if extra:
             raise ConfigError(f"--resume continues the run with its saved config.yaml; {', '.join(extra)} cannot change it "
                               f"(fix: drop them, or start a new run with another --out)")
@@ -69,7 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args, {"train.epochs": args.epochs, "data.max_train_samples": args.max_train_samples}) \
         if not args.resume else None
     train(cfg, args.data, args.dev, args.test, args.out, resume=args.resume, progress=not args.quiet,
-          force=args.force, overwrite=args.overwrite)
+          force=args.force, overwrite=args.overwrite,
+          command=shlex.join(["tricklab", *argv]) if (argv := getattr(args, "argv", None)) else None)
     return 0
 
 
@@ -135,6 +142,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from .inference.hub import push_run
+
+    push_run(args.run, args.repo, private=args.private, token=args.token)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .ablation.compare import compare
 
@@ -196,6 +210,12 @@ def config_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--loss", metavar="NAME[:k=v,...]", help="main loss, e.g. focal:gamma=2")
     sp.add_argument("--aux", action="append", metavar="NAME[:k=v,...]", help="auxiliary loss, e.g. supcon:weight=0.2")
     sp.add_argument("--trick", action="append", metavar="NAME[:k=v,...]", help="a trick, e.g. rdrop:alpha=4 (repeatable)")
+    sp.add_argument("--report-to", metavar="TRACKER",
+                    help="experiment tracking: none (default: log.jsonl only), tensorboard, wandb, mlflow "
+                         "(comma-separated for several)")
+    sp.add_argument("--plugin", action="append", metavar="MODULE",
+                    help="import a module that registers losses, tricks, heads or poolings (repeatable; installed "
+                         "packages' `tricklab.plugins` entry points load by themselves)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -319,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     decision_flags(sv)
     sv.set_defaults(func=cmd_serve)
 
+    ph = sub.add_parser("push", help="upload a run's model/ folder (with its model card) to the Hugging Face Hub")
+    ph.add_argument("--run", required=True, help="run folder from `tricklab train`")
+    ph.add_argument("--repo", required=True, help="repo id on the Hub, e.g. user/my-classifier")
+    ph.add_argument("--private", action="store_true", help="create the repo private")
+    ph.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN or the cached login)")
+    ph.set_defaults(func=cmd_push)
+
     add_compare_parsers(sub)
 
     try:
@@ -332,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         from transformers.utils import logging as hf_logging
 

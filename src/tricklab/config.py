@@ -18,6 +18,10 @@ from .errors import ConfigError
 
 TASKS = ("auto", "single_label", "multi_label", "regression")
 SAMPLERS = ("shuffle", "balanced")
+# transformers.get_scheduler names (training/optim.py)
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 
 
 @dataclass
@@ -68,7 +72,11 @@ class TrainConfig:
     lr: float = 5e-5
     head_lr: float = 0.0           # 0: same as lr
     weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
+    scheduler: str = "linear"      # linear | cosine | cosine_with_restarts | polynomial | constant |
+                                   # constant_with_warmup | inverse_sqrt (transformers.get_scheduler)
+    scheduler_args: dict = field(default_factory=dict)  # its extra arguments, e.g. {num_cycles: 2}, {power: 2}
+    warmup_ratio: float = 0.05     # share of the optimizer steps spent warming up
+    warmup_steps: int = 0          # > 0: this many warm-up steps instead of warmup_ratio
     max_grad_norm: float = 1.0     # 0: no clipping
     grad_accum: int = 1
     precision: str = "auto"        # auto (bf16 where fast) | bf16 | fp16 | fp32
@@ -96,12 +104,23 @@ class CalibrationConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking through Accelerate's trackers (training/tracking.py); log.jsonl is always written."""
+    report_to: str = "none"        # none | tensorboard | wandb | mlflow (comma-separated for several)
+    project: str = "tricklab"      # wandb project / mlflow experiment
+    group: str = ""                # runs that belong together (compare: the grid); wandb group, mlflow tag
+    run_name: str = ""             # default: the run folder's name (compare: <variant>/seed<k>)
+
+
+@dataclass
 class Config:
     task: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    plugins: list = field(default_factory=list)      # modules that register losses/tricks/heads/poolings
     loss: Any = None               # name or {name: ..., params}; None: the task's default
     aux_losses: list = field(default_factory=list)   # [{name: supcon, weight: 0.2, ...}]
     tricks: list = field(default_factory=list)       # [{name: rdrop, alpha: 4}, ...]
@@ -211,6 +230,18 @@ def validate(cfg: Config) -> None:
     choice("data.chunk_agg", cfg.data.chunk_agg, ("mean", "max"))
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
+    choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
+    for tracker in tracker_names(cfg.tracking.report_to):
+        choice("tracking.report_to", tracker, TRACKERS)
+        if tracker == "none":
+            raise ConfigError(f"config tracking.report_to: 'none' cannot be combined with trackers, got "
+                              f"{cfg.tracking.report_to!r}")
+    if cfg.train.warmup_steps < 0:
+        raise ConfigError(f"config train.warmup_steps: must be at least 0 (0: use train.warmup_ratio), got "
+                          f"{cfg.train.warmup_steps}")
+    if not all(isinstance(p, str) and p.strip() for p in cfg.plugins):
+        raise ConfigError(f"config plugins: expected a list of module names (e.g. [my_pkg.my_tricks]), got "
+                          f"{cfg.plugins!r}")
     if cfg.task == "regression" and cfg.model.prior_bias_init == "true":
         raise ConfigError("config model.prior_bias_init: true is for classification tasks, not regression; "
                           "fix: --set model.prior_bias_init=auto")
@@ -247,6 +278,12 @@ def validate(cfg: Config) -> None:
         for i, item in enumerate(getattr(cfg, key)):
             if not isinstance(item, dict) or "name" not in item:
                 raise ConfigError(f"config {key}[{i}]: expected a mapping with a 'name', got {item!r}")
+
+
+def tracker_names(report_to: str) -> list[str]:
+    """'tensorboard,wandb' -> ['tensorboard', 'wandb']; 'none' or '' -> []."""
+    names = [t.strip() for t in str(report_to).split(",") if t.strip()]
+    return [] if names in ([], ["none"]) else names
 
 
 def parse_set(item: str) -> tuple[list[str], Any]:

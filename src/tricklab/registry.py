@@ -67,3 +67,46 @@ POOLINGS = Registry("pooling")
 HEADS = Registry("head")
 LOSSES = Registry("loss")
 TRICKS = Registry("trick")
+
+
+# ---------------------------------------------------------------- plugins
+
+PLUGIN_GROUP = "tricklab.plugins"
+_loaded: set[str] = set()
+
+
+def load_plugins(modules: list[str] | tuple[str, ...] | None = None, entry_points: bool = True) -> list[str]:
+    """Import user modules that register losses, tricks, heads or poolings (`--plugin my_pkg.my_tricks`: a module
+    on sys.path or in the current folder), and every installed package's entry point in the group
+    `tricklab.plugins` (importlib.metadata; `[project.entry-points."tricklab.plugins"] name = "my_pkg.my_tricks"`).
+    Each module is imported once per process. Returns the modules imported by this call. A module that cannot
+    be found or that fails while importing is a ConfigError naming it."""
+    import importlib
+    import importlib.metadata
+    import os
+    import sys
+
+    todo = [(f"--plugin {m}", str(m)) for m in modules or []]
+    if todo and os.getcwd() not in sys.path:  # a plugin file in the current folder, as `python -m` would find it
+        sys.path.append(os.getcwd())
+    if entry_points:
+        todo += [(f"entry point {ep.name!r} ({PLUGIN_GROUP})", ep.value.split(":")[0].strip())
+                 for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)]
+    done = []
+    for what, module in todo:
+        if module in _loaded:
+            continue
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and (module == e.name or module.startswith(e.name + ".")):  # the plugin itself, not a package it needs
+                raise ConfigError(f"{what}: no module named {module!r}; fix: give an importable module (a package "
+                                  f"installed in this environment, or a .py file's folder on PYTHONPATH)") from None
+            raise ConfigError(f"{what}: importing {module!r} failed: {e}") from None
+        except ConfigError:
+            raise
+        except Exception as e:  # the plugin's own bug: say where, not a bare traceback
+            raise ConfigError(f"{what}: importing {module!r} failed: {type(e).__name__}: {e}") from None
+        _loaded.add(module)
+        done.append(module)
+    return done

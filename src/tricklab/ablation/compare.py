@@ -223,11 +223,15 @@ def parse_variants(spec: str | list[str] | None, defined: dict[str, dict[str, An
     return out
 
 
-def variant_config(base: dict[str, Any], variant: Variant, seed: int) -> Config:
-    """The full Config of one run: base + variant partial, train.seed = seed, validated."""
+def variant_config(base: dict[str, Any], variant: Variant, seed: int, grid: str = "") -> Config:
+    """The full Config of one run: base + variant partial, train.seed = seed, validated. Its tracker run
+    (tracking.report_to) is named <variant>/seed<k> in the group `grid` unless the config names them."""
     try:
         d = merge(base, variant.partial)
         d.setdefault("train", {})["seed"] = seed
+        tracking = d.setdefault("tracking", {})
+        tracking["group"] = tracking.get("group") or grid
+        tracking["run_name"] = tracking.get("run_name") or f"{variant.name}/seed{seed}"
         return from_dict(Config, d)
     except ConfigError as e:
         raise ConfigError(f"variant {variant.name!r}: {e}") from None
@@ -259,7 +263,8 @@ def plan_grid(base: Config, variants: list[Variant], seeds: list[int], out: Path
     for v in variants:
         for seed in seeds:
             try:
-                runs.append(RunSpec(v.name, seed, out / v.name / f"seed{seed}", variant_config(base_d, v, seed)))
+                runs.append(RunSpec(v.name, seed, out / v.name / f"seed{seed}",
+                                    variant_config(base_d, v, seed, out.resolve().name)))
             except ConfigError as e:
                 problems.append(str(e))
                 break
@@ -274,8 +279,10 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     trains, each line starting with describe(run) (default: variant 'name'). Returns the task."""
     from ..data import load_data
     from ..data.balance import check_sampler
-    from ..registry import TRICKS
+    from ..registry import TRICKS, load_plugins
     from ..training import build_losses
+    from ..training.optim import lr_factor
+    from ..training.tracking import check_trackers
 
     problems = list(problems or [])
     tasks: dict[str, str] = {}
@@ -290,6 +297,9 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
         done.add(r.variant)
         try:
             check_sampler(r.config.data.sampler, tasks[key])
+            load_plugins(r.config.plugins)
+            check_trackers(r.config.tracking)
+            lr_factor(r.config.train, 100)
             build_losses(r.config, tasks[key])
             for t in r.config.tricks:
                 TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"})
@@ -331,9 +341,15 @@ def check_reuse(runs: list[RunSpec], states: dict[Path, str]) -> None:
         saved = r.folder / "variant.yaml"
         if states[r.folder] in ("new", "restart") or not saved.is_file():
             continue
-        old = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+        raw = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        try:  # keys added to Config since that run was asked for take their defaults
+            raw = yaml.safe_load(yaml.safe_dump(from_dict(Config, raw).to_dict()))
+        except ConfigError:
+            pass
+        old = _flat(raw)
         new = _flat(yaml.safe_load(yaml.safe_dump(r.config.to_dict())))
-        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k) and not k.startswith("tracking.")]   # where it reports, not what it trains
         if diff:
             problems.append(f"{r.folder}: kept from an earlier run with another config ({'; '.join(diff[:4])}"
                             + (f"; {len(diff) - 4} more" if len(diff) > 4 else "") + ")")

@@ -384,11 +384,14 @@ def write_csv(lb: Leaderboard, path: Path) -> None:
             w.writerow(rec)
 
 
-def plot_ablation(lb: Leaderboard, path: Path) -> None:
+def plot_ablation(lb: Leaderboard, path: Path) -> bool:
     """Per variant: the mean per-seed delta vs the baseline with its 95% CI, and each seed as a dot. Variant names
-    are drawn with a font that has them, else numbered with a legend table (evaluation/plots.py)."""
-    from ..evaluation.plots import axis_labels, layout, pyplot, save_png
+    are drawn with a font that has them, else numbered with a legend table (evaluation/plots.py). False (nothing
+    written) without matplotlib."""
+    from ..evaluation.plots import available, axis_labels, layout, pyplot, save_png
 
+    if not available():
+        return False
     rows = [r for r in lb.rows if r.variant != lb.baseline and r.paired]
     names = [r.variant for r in reversed(rows)]
     with pyplot([*names, lb.baseline]) as (plt, fonts):
@@ -413,6 +416,7 @@ def plot_ablation(lb: Leaderboard, path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
         layout(fig, names, ticks, fonts)
         save_png(fig, path, names)
+    return True
 
 
 def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", metric: str | None = None,
@@ -424,9 +428,10 @@ def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", m
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.md").write_text(markdown(lb), encoding="utf-8")
     write_csv(lb, out / "leaderboard.csv")
-    plot_ablation(lb, out / "ablation.png")
+    plotted = plot_ablation(lb, out / "ablation.png")
     if printer is not None:
         moves = class_moves(lb)
         printer("".join(w + "\n" for w in lb.warnings) + markdown_table(lb) + ("\n" + "\n".join(moves) if moves else "")
-                + f"\nleaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'ablation.png'}")
+                + f"\nleaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}"
+                + (f", {out / 'ablation.png'}" if plotted else ""))
     return lb

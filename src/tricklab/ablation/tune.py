@@ -225,6 +225,8 @@ def objective_fn(base: Config, space: list[Param], data: Any, dev: Any, test: An
         folder = out / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", str(folder))
         cfg.train.metric = metric
+        cfg.tracking.group = cfg.tracking.group or out.name           # with --report-to: one tracker run per trial
+        cfg.tracking.run_name = folder.name
 
         def report(step: int, m: dict[str, Any]) -> None:
             trial.report(float(m[metric]), step)

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)
 
@@ -74,13 +75,16 @@ def calibration_metrics(logits: np.ndarray, gold: Sequence[int] | np.ndarray, te
 
 
 def plot_reliability(logits: np.ndarray, gold: Sequence[int] | np.ndarray, temperature: float, path: Path,
-                     title: str = "", bins: int = ECE_BINS) -> None:
+                     title: str = "", bins: int = ECE_BINS) -> bool:
     """Reliability diagrams before (T = 1) and after temperature scaling, side by side, ECE in the titles (the
-    title drawn with a font that has its characters: plots.py)."""
-    from .plots import pyplot
+    title drawn with a font that has its characters: plots.py). False (nothing written) without matplotlib."""
+    from .plots import available, pyplot
 
+    if not available():
+        return False
     with pyplot([title]) as (plt, fonts):
         _reliability_axes(plt, logits, gold, temperature, path, fonts.safe(title), bins)
+    return True
 
 
 def _reliability_axes(plt: Any, logits: np.ndarray, gold: Sequence[int] | np.ndarray, temperature: float, path: Path,

@@ -57,13 +57,12 @@ def write_plots_and_bad_cases(out: Path, bundle: DataBundle, evaluated_on: str, 
     logits = preds[evaluated_on][0]
     write_bad_cases(out / "bad_cases.tsv", evaluated_on, bundle.task, split.rows, split.labels, logits, names, meta)
     written = ["bad_cases.tsv"]
-    if "confusion_matrix" in final:
-        plot_confusion(final["confusion_matrix"], names, out / "confusion_matrix.png",
-                       f"{evaluated_on} confusion matrix (acc {final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f})")
+    if "confusion_matrix" in final and plot_confusion(
+            final["confusion_matrix"], names, out / "confusion_matrix.png",
+            f"{evaluated_on} confusion matrix (acc {final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f})"):
         written.append("confusion_matrix.png")
-    if "temperature" in meta:
-        plot_reliability(logits, split.labels, meta["temperature"], out / "reliability.png",
-                         f"{evaluated_on} reliability (temperature fitted on dev)")
+    if "temperature" in meta and plot_reliability(logits, split.labels, meta["temperature"], out / "reliability.png",
+                                                  f"{evaluated_on} reliability (temperature fitted on dev)"):
         written.append("reliability.png")
     return written
 

@@ -8,8 +8,10 @@ first that has the characters of the figure's texts, from:
   1. TRICKLAB_FONT: a font file (.ttf / .otf / .ttc) named by that environment variable;
   2. a CJK font installed on the machine and known to matplotlib (Noto Sans CJK, Source Han Sans, WenQuanYi,
      Microsoft YaHei, PingFang, SimHei, ...; e.g. `apt-get install fonts-noto-cjk`);
-  3. Noto Sans SC from the PyPI package `pylopdf-fonts-zh-cn` (SIL Open Font License 1.1; a tricklab
-     dependency: 17 MB download, 20 MB installed), simplified and traditional Chinese.
+  3. Noto Sans SC from the PyPI package `pylopdf-fonts-zh-cn` (SIL Open Font License 1.1; installed with the
+     `plots` extra, as matplotlib: 17 MB download, 20 MB installed), simplified and traditional Chinese.
+matplotlib is optional (`pip install 'tricklab[plots]'`; `make demo` and `make test` install it): without it,
+training, evaluation and reports run as usual and skip their PNG files (`available()`), with one note.
 A label with a character no font has is never drawn as empty boxes: the axis shows numbers and a legend table
 beside the plot maps each number to its label (characters no font has written as \\uXXXX), and a note says how
 to get a font. Every PNG also carries its labels as text (PNG iTXt chunk `Labels`: JSON list), readable with
@@ -33,7 +35,7 @@ KNOWN_CJK = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source H
              "Sarasa Gothic SC", "AR PL UKai CN", "AR PL UMing CN", "Droid Sans Fallback", "Noto Sans CJK TC",
              "Noto Sans TC", "Noto Sans CJK JP", "Noto Sans CJK KR", "Source Han Sans TC")
 PACKAGED = "pylopdf_fonts_zh_cn"           # PyPI pylopdf-fonts-zh-cn: NotoSansSC-Regular.otf, SIL OFL 1.1
-FONT_HINT = ("pip install pylopdf-fonts-zh-cn (Noto Sans SC, installed with tricklab), apt-get install "
+FONT_HINT = ("pip install pylopdf-fonts-zh-cn (Noto Sans SC, in tricklab's plots extra), apt-get install "
              "fonts-noto-cjk, or TRICKLAB_FONT=/path/to/font.ttf")
 _noted: set[str] = set()
 
@@ -50,6 +52,19 @@ class Fonts:
     def safe(self, text: str) -> str:
         """`text` with every character no font has written as \\uXXXX (drawn, never a box)."""
         return "".join(ch if ord(ch) in self.chars or ch.isspace() else f"\\u{ord(ch):04x}" for ch in text)
+
+
+def available() -> bool:
+    """Whether matplotlib is installed; without it, one note per process and the caller writes no PNG."""
+    try:
+        _matplotlib()
+    except ImportError:
+        if "matplotlib" not in _noted:
+            print("note: plots skipped (confusion_matrix.png, reliability.png, ablation.png): matplotlib is not "
+                  "installed; pip install 'tricklab[plots]' to get them", file=sys.stderr)
+            _noted.add("matplotlib")
+        return False
+    return True
 
 
 def _matplotlib() -> Any:

@@ -124,11 +124,14 @@ def write_bad_cases(path: Path, split: str, task: str, rows: Sequence[Any], gold
     return int(len(keep))
 
 
-def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str = "") -> None:
+def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str = "") -> bool:
     """Row-normalised confusion matrix (gold rows, predicted columns) with counts in the cells; labels drawn with
-    a font that has them, else numbered with a legend table (plots.py); the PNG carries the names."""
-    from .plots import axis_labels, layout, pyplot, save_png
+    a font that has them, else numbered with a legend table (plots.py); the PNG carries the names. False (nothing
+    written) without matplotlib."""
+    from .plots import available, axis_labels, layout, pyplot, save_png
 
+    if not available():
+        return False
     title = title or "confusion matrix (row-normalised; counts in cells)"
     with pyplot([*names, title]) as (plt, fonts):
         cm_a = np.asarray(cm, dtype=float)
@@ -152,3 +155,4 @@ def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         layout(fig, names, ticks, fonts)
         save_png(fig, path, names)
+    return True

@@ -47,6 +47,9 @@ class _Forward:
         self.past = None
         params = inspect.signature(model.forward).parameters
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers renamed the KV cache argument and output `past_key_values` -> `cache` (the old name warns
+        # and goes in 5.40); models whose forward takes `cache` get the new name, older ones the old
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def __call__(self, new_ids: torch.Tensor) -> torch.Tensor:
         """Feed new_ids (the prompt first, then one token per row); return last logits, float32."""
@@ -55,8 +58,8 @@ class _Forward:
             if self.mask is not None:
                 self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.mask), 1)], dim=-1)
         out = self.model(input_ids=new_ids, attention_mask=self.mask, position_ids=self.positions,
-                         past_key_values=self.past, use_cache=True, **self.extra)
-        self.past = out.past_key_values
+                         use_cache=True, **{self.cache_arg: self.past}, **self.extra)
+        self.past = getattr(out, self.cache_arg)
         return out.logits[:, -1, :].float()
 
     def reorder(self, rows: torch.Tensor) -> None:

@@ -15,70 +15,25 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..errors import ConfigError
-from ..registry import HEADS, POOLINGS
+from ..registry import load_plugins
 from ..types import Output
-from . import heads as _heads  # noqa: F401  (registration)
-from . import pooling as _pooling  # noqa: F401
+from .parts import SUMMARY_LAST, ClassifierParts  # noqa: F401  (SUMMARY_LAST: re-exported)
 from .resolve import resolve_model
 
 META_FILE = "tricklab.json"
 WEIGHTS_FILE = "model.safetensors"
 # model types whose *ForSequenceClassification is pooler -> dropout -> Linear named `classifier`
 HF_COMPATIBLE = {"bert", "ernie", "nezha"}
-# model types whose tokenizer puts the summary token last (XLNet: text <sep> <cls>); they have no pooler layer.
-# Our batches are padded on the right (XLNet's relative attention is indifferent to the side), so `cls`
-# pooling reads the last real token for them.
-SUMMARY_LAST = {"xlnet"}
 
 
-class Classifier(nn.Module):
+class Classifier(ClassifierParts, nn.Module):
     def __init__(self, encoder: nn.Module, num_labels: int, pooling: str = "pooler", head: str = "linear",
                  head_args: dict[str, Any] | None = None, dropout: float = 0.1):
         super().__init__()
-        self.encoder_name = getattr(encoder, "base_model_prefix", "") or "encoder"
-        self.add_module(self.encoder_name, encoder)
-        self.pooling_name, self.head_name = pooling, head
-        self.head_args = dict(head_args or {})
-        head_cls = HEADS.get_or_fail(head)
-        self.pool = None if head_cls.sequence else POOLINGS.build(pooling)
-        hidden = encoder.config.hidden_size
-        if self.pool is not None and self.pool.needs_pooler and getattr(encoder, "pooler", None) is None:
-            raise ConfigError(f"model.pooling=pooler: this {encoder.config.model_type} encoder has no pooler layer; "
-                              f"fix: --set model.pooling=mean (or max, cls)")
-        if self.pool is not None:
-            self.pool.summary_last = encoder.config.model_type in SUMMARY_LAST
-        if (self.pool is None or not self.pool.needs_pooler) and getattr(encoder, "pooler", None) is not None:
-            encoder.pooler = None  # unused weights would stall DDP and waste time
-        in_dim = hidden if self.pool is None else self.pool.out_dim(hidden, encoder.config.num_hidden_layers)
-        self.dropout = nn.Dropout(dropout)
-        try:
-            self.classifier = head_cls(in_dim, num_labels, dropout, **self.head_args)
-        except TypeError as e:
-            raise ConfigError(f"model.head_args for head {head!r}: {e}") from None
-
-    @property
-    def encoder(self) -> nn.Module:
-        return getattr(self, self.encoder_name)
-
-    @torch.no_grad()
-    def init_output_bias(self, bias: Tensor) -> None:
-        """Set the bias of the layer that produces the logits (B, C) to `bias` (C,), e.g. `prior_bias(...)`."""
-        layer = self.classifier.output_layer
-        if bias.shape != layer.bias.shape:
-            raise ValueError(f"init_output_bias: expected {tuple(layer.bias.shape)} values, got {tuple(bias.shape)}")
-        layer.bias.copy_(bias)
+        self.build(encoder, num_labels, pooling, head, head_args, dropout)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Output:
-        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        all_layers = self.pool is not None and self.pool.needs_all_layers
-        enc = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=all_layers,
-                           return_dict=True, **kw)
-        if self.pool is None:                                    # sequence heads read (B, T, H)
-            logits, feats = self.classifier(self.dropout(enc.last_hidden_state), attention_mask)
-        else:
-            pooled = self.pool(enc, attention_mask)              # (B, P)
-            logits, feats = self.classifier(self.dropout(pooled), attention_mask)
-        return Output(logits=logits, pooled=feats)
+        return self.classify(input_ids, attention_mask, token_type_ids)
 
 
 def prior_bias(task: str, class_counts: list[int], n: int, eps: float = 1e-4) -> Tensor:
@@ -114,23 +69,100 @@ def build_classifier(model_name: str, num_labels: int, pooling: str, head: str, 
     return Classifier(encoder, num_labels, pooling, head, head_args, dropout), load_tokenizer(path), path
 
 
-def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any]) -> None:
-    """Write model/ : config.json, model.safetensors, tokenizer files, tricklab.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    config = model.encoder.config
-    cfg = config.to_dict()
+PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
+                 "regression": "regression"}
+
+
+def hf_standard(pooling: str, head: str, model_type: str) -> bool:
+    """pooler + linear on a BERT-type encoder is exactly transformers' `*ForSequenceClassification`."""
+    return pooling == "pooler" and head == "linear" and model_type in HF_COMPATIBLE
+
+
+def write_hf_config(out: Path, encoder_config: Any, meta: dict[str, Any], encoder_class: str) -> None:
+    """config.json (+ modeling_tricklab.py) of a model/ folder, so that transformers loads it with the trained head:
+    a standard `*ForSequenceClassification` where one fits, else `TrickLabForSequenceClassification` (hf.py) via
+    `auto_map` with `trust_remote_code=True`."""
+    from .hf import REMOTE_CODE, REMOTE_CODE_FILE, hf_config
+
+    m = meta["model"]
     labels = meta["labels"]["names"]
-    cfg["id2label"] = {str(i): n for i, n in enumerate(labels)} if meta["task"] != "regression" else {"0": "score"}
-    cfg["label2id"] = {v: int(k) for k, v in cfg["id2label"].items()}
-    cfg["problem_type"] = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
-                           "regression": "regression"}[meta["task"]]
-    if model.pooling_name == "pooler" and model.head_name == "linear" and config.model_type in HF_COMPATIBLE:
-        cfg["architectures"] = [f"{type(model.encoder).__name__.replace('Model', '')}ForSequenceClassification"]
+    id2label = {str(i): n for i, n in enumerate(labels)} if meta["task"] != "regression" else {"0": "score"}
+    if hf_standard(m["pooling"], m["head"], encoder_config.model_type):
+        cfg = encoder_config.to_dict()
+        cfg["id2label"] = id2label
+        cfg["label2id"] = {v: int(k) for k, v in id2label.items()}
+        cfg["problem_type"] = PROBLEM_TYPES[meta["task"]]
+        cfg["architectures"] = [f"{encoder_class.replace('Model', '')}ForSequenceClassification"]
+    else:
+        cfg = hf_config(encoder_config, len(id2label), id2label, PROBLEM_TYPES[meta["task"]], m["pooling"], m["head"],
+                        m.get("head_args") or {}, float(m.get("dropout", 0.1)), list(meta.get("plugins", [])))
+        (out / REMOTE_CODE_FILE).write_text(REMOTE_CODE, encoding="utf-8")
     (out / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any]) -> None:
+    """Write model/ : config.json (write_hf_config), model.safetensors, tokenizer files (match_tokenizer),
+    tricklab.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_hf_config(out, model.encoder.config, meta, type(model.encoder).__name__)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(out))
+    match_tokenizer(out, meta)
     (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def upgrade_model_folder(d: Path) -> bool:
+    """A model/ folder saved before tricklab wrote TrickLabForSequenceClassification configs (its config.json
+    is the encoder's with id2label, which transformers would load with a random head): rewrite its config.json,
+    add modeling_tricklab.py and match its tokenizer. True when it changed anything; weights are untouched."""
+    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    m = meta["model"]
+    if cfg.get("model_type") == "tricklab" or hf_standard(m["pooling"], m["head"], cfg.get("model_type", "")):
+        return False
+    encoder = AutoConfig.from_pretrained(str(d))
+    write_hf_config(d, encoder, meta, (cfg.get("architectures") or ["Model"])[0])
+    match_tokenizer(d, meta)
+    return True
+
+
+def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
+    """Make the saved tokenizer do what tricklab does before tokenizing, so transformers' pipeline sees the same
+    tokens: lower-case the text first when the run does, and `model_max_length` = the run's data.max_length
+    (pipeline(..., truncation=True) then cuts where data.truncation=head does). Lower-casing goes where
+    transformers reads it: tokenizer classes with their own options (BERT-type: `do_lower_case`, with
+    `strip_accents` kept off, as tricklab's str.lower() keeps accents) rebuild their normalizer from
+    tokenizer_config.json; generic ones read tokenizer.json, which gets a `Lowercase` normalizer first."""
+    tok_json, tok_cfg = out / "tokenizer.json", out / "tokenizer_config.json"
+    c = json.loads(tok_cfg.read_text(encoding="utf-8")) if tok_cfg.is_file() else None
+    data = meta.get("data") or {}
+    if data.get("lowercase"):
+        if tok_json.is_file():
+            spec = json.loads(tok_json.read_text(encoding="utf-8"))
+            norm = spec.get("normalizer")
+            if not (isinstance(norm, dict) and norm.get("type") == "Sequence"
+                    and norm.get("normalizers", [{}])[0].get("type") == "Lowercase"):
+                spec["normalizer"] = {"type": "Sequence",
+                                      "normalizers": [{"type": "Lowercase"}] + ([norm] if norm else [])}
+                tok_json.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        if c is not None and "do_lower_case" in c:
+            c["do_lower_case"] = True
+            if "strip_accents" in c and c["strip_accents"] is None:
+                c["strip_accents"] = False
+    if c is not None:
+        if data.get("max_length"):
+            c["model_max_length"] = int(data["max_length"])
+        tok_cfg.write_text(json.dumps(c, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def encoder_config(d: Path) -> Any:
+    """The encoder's config from a model/ folder: nested in a TrickLabConfig, or the folder's own config.json."""
+    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    if cfg.get("model_type") == "tricklab":
+        enc = dict(cfg["encoder"])
+        return AutoConfig.for_model(enc.pop("model_type"), **enc)
+    return AutoConfig.from_pretrained(str(d))
 
 
 def load_model(model_dir: str | Path) -> tuple[Classifier, Any, dict[str, Any]]:
@@ -139,8 +171,8 @@ def load_model(model_dir: str | Path) -> tuple[Classifier, Any, dict[str, Any]]:
     if not (d / META_FILE).is_file():
         raise ConfigError(f"{d}: not a tricklab model folder (no {META_FILE}); give a run folder from `tricklab train`")
     meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-    config = AutoConfig.from_pretrained(str(d))
-    encoder = AutoModel.from_config(config)
+    load_plugins(meta.get("plugins", []))                     # plugin heads / poolings register themselves
+    encoder = AutoModel.from_config(encoder_config(d))
     m = meta["model"]
     model = Classifier(encoder, meta["num_labels"], m["pooling"], m["head"], m.get("head_args", {}), m.get("dropout", 0.1))
     state = load_file(str(d / WEIGHTS_FILE))

@@ -13,6 +13,51 @@ ALIASES = {
 }
 
 
+# alias -> its hub id and licence (from its model card), for the model cards of runs trained on it
+ALIAS_CARDS = {
+    "m3e-small": {"base_model": "moka-ai/m3e-small", "license": "other", "license_name": "m3e-research-only",
+                  "license_link": "https://huggingface.co/moka-ai/m3e-small",
+                  "license_note": "research / non-commercial use only: the M3E model card says it was trained on "
+                                  "non-commercial data"},
+    "minilm-en": {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0"},
+}
+
+
+def base_model_card(name: str, path: str | None = None) -> dict[str, str]:
+    """What a model card says of the encoder a run started from: {base_model (a hub id), license, license_name,
+    license_link, license_note (text for the card's body)} where known. Aliases from ALIAS_CARDS; otherwise
+    the encoder's own README.md metadata (a local folder, or the hub cache for a hub id, offline), whose
+    `license` it takes; a hub id is its own base_model."""
+    if name in ALIAS_CARDS:
+        return dict(ALIAS_CARDS[name])
+    out: dict[str, str] = {}
+    readme = None
+    local = Path(path or name).expanduser()
+    if (local / "README.md").is_file():
+        readme = local / "README.md"
+    elif not local.exists() and name.count("/") == 1:
+        out["base_model"] = name
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(name, "README.md")
+            readme = Path(hit) if isinstance(hit, str) else None
+        except Exception:  # no cache, no hub: the card says the licence is unknown
+            readme = None
+    if readme is not None:
+        try:
+            import yaml
+
+            text = readme.read_text(encoding="utf-8")
+            meta = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else {}
+        except Exception:
+            meta = {}
+        for k in ("license", "license_name", "license_link"):
+            if isinstance(meta, dict) and meta.get(k):
+                out[k] = str(meta[k])
+    return out
+
+
 def package_dir(module: str) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:

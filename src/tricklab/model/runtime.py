@@ -16,11 +16,15 @@ from ..errors import ConfigError
 def cpu_has_fast_bf16() -> bool:
     """AMX: bf16 matmuls run several times faster than fp32. AVX512-BF16 alone is not enough: measured
     on such a CPU, a 2048^3 bf16 matmul ran at 151 GFLOPS against 318 for fp32."""
+    if not torch.backends.mkldnn.is_available():   # oneDNN runs CPU bf16 matmuls
+        return False
+    caps = getattr(torch.cpu, "get_capabilities", None)   # public in torch.cpu.__all__ (2.13); older: /proc/cpuinfo
+    if caps is not None:
+        return bool(caps().get("amx_bf16", False))
     try:
-        flags = open("/proc/cpuinfo").read().split()
+        return "amx_bf16" in open("/proc/cpuinfo").read().split()
     except OSError:
         return False
-    return "amx_bf16" in flags and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -25,19 +25,22 @@ from ..config import Config
 from ..data import collate
 from ..evaluation.final import finish
 from ..evaluation.metrics import compute_metrics, is_better
+from ..evaluation.model_card import detect_language, write_model_card
 from ..model import save_model
 from ..model.runtime import all_logits
 from .checkpoint import replace_dir, save_checkpoint
 from .provenance import note_resume, write_run_json
 from .setup import Run, setup
 from .step import accumulate_gradients, optimizer_step
+from .tracking import log_scalars, start_tracking
 
 
 def train(cfg: Config | None, data: str | Path | None = None, dev: str | Path | None = None,
           test: str | Path | None = None, out: str | Path = "runs/run", resume: bool = False, progress: bool = True,
-          force: bool = False, overwrite: bool = False,
+          force: bool = False, overwrite: bool = False, command: str | None = None,
           on_evaluate: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train, keep the best dev checkpoint in out/model, evaluate it; returns the metrics dict.
+    """Train, keep the best dev checkpoint in out/model, evaluate it, write its model card (model/README.md;
+    `command`: the command line shown there); returns the metrics dict.
 
     resume: continue the run in `out` from its last checkpoint with its own config.yaml (`cfg` is ignored) and,
     when `data` is None, its recorded data files (run.json); other data or versions are refused unless `force`.
@@ -47,6 +50,7 @@ def train(cfg: Config | None, data: str | Path | None = None, dev: str | Path | 
     run = setup(cfg, data, dev, test, Path(out), resume, force=force, overwrite=overwrite)
     run.on_evaluate = on_evaluate
     announce(run)
+    start_tracking(run.accelerator, run.cfg, run.out)
     with open(run.out / "log.jsonl", "a", encoding="utf-8") if run.main else contextlib.nullcontext() as log:
         fit(run, log, progress)
     acc = run.accelerator
@@ -57,9 +61,20 @@ def train(cfg: Config | None, data: str | Path | None = None, dev: str | Path | 
                "steps": st.step}
     result = finish(run.out, run.bundle, run.enc.dev, run.enc.test, run.cfg.train.eval_batch_size, run.device,
                     run.precision, figures, run.main, run.cfg.calibration) if run.main else {}
+    if run.main:
+        with open(run.out / "log.jsonl", "a", encoding="utf-8") as log:
+            record(run, log, final_record(result, st.step))
+        write_model_card(run.out, command, detect_language([r.text for r in run.bundle.train.rows[:2000]]),
+                         [dataset_name(run.data_record["args"]["data"])])   # resolved: --resume may omit --data
     acc.wait_for_everyone()
     acc.end_training()
     return result
+
+
+def dataset_name(data: str | Path) -> str:
+    """The data's name for the model card: its folder's name (a folder, or a train.* file in one), else the file's."""
+    p = Path(data).resolve()
+    return p.name if p.is_dir() else p.parent.name if p.stem == "train" else p.stem
 
 
 def announce(run: Run) -> None:
@@ -103,6 +118,22 @@ def write_log(log: TextIO | None, rec: dict[str, Any]) -> None:
         log.flush()
 
 
+def record(run: Run, log: TextIO | None, rec: dict[str, Any]) -> None:
+    """One record of scalars at rec["step"]: to log.jsonl and to the trackers (training/tracking.py)."""
+    write_log(log, rec)
+    log_scalars(run.accelerator, rec)
+
+
+def final_record(metrics: dict[str, Any], step: int) -> dict[str, Any]:
+    """The finished run's numbers per split ({"test/accuracy": ..., "dev/ece": ...}) and its throughput."""
+    rec: dict[str, Any] = {"step": step}
+    for split in ("dev", "test"):
+        rec |= {f"final/{split}/{k}": v for k, v in metrics.get(split, {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    rec |= {f"final/{k}": metrics[k] for k in ("train_samples_per_s", "train_seconds", "temperature") if k in metrics}
+    return rec
+
+
 def fit(run: Run, log: TextIO | None, progress: bool) -> None:
     """Epochs of optimizer steps from wherever the state stands; dev evaluations every `train.eval_every` steps
     (or once per epoch), early stopping after `train.patience` evaluations without gain."""
@@ -110,7 +141,7 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
     bar = tqdm(total=run.total_steps, initial=st.step, disable=not (run.main and progress), desc="train",
                dynamic_ncols=True)
     running: dict[str, float] = {}
-    n_running = 0
+    n_running, n_samples, step_seconds = 0, 0, 0.0      # since the last log record: steps, samples, compute time
     done = st.step >= run.total_steps or bool(tc.patience and st.bad_evals >= tc.patience)
     n_epochs = math.ceil(run.total_steps / run.steps_per_epoch)
     while not done and st.epoch < n_epochs:
@@ -119,7 +150,10 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
         t0 = time.perf_counter()
         while st.batch < len(batches) and not done:
             group = batches[st.batch: st.batch + tc.grad_accum]
+            t_step, samples_before = time.perf_counter(), st.samples
             parts, stepped = train_step(run, group)
+            step_seconds += time.perf_counter() - t_step
+            n_samples += st.samples - samples_before
             if stepped:
                 for k, v in parts.items():
                     running[k] = running.get(k, 0.0) + v
@@ -130,10 +164,11 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
                 rec = {"step": st.step, "total_steps": run.total_steps, "epoch": st.epoch + 1,
                        "lr": run.scheduler.get_last_lr()[0],
                        "loss": sum(running.values()) / n_running,
-                       **{f"loss/{k}": v / n_running for k, v in running.items()}}
-                write_log(log, rec)
+                       **{f"loss/{k}": v / n_running for k, v in running.items()},
+                       "samples_per_s": n_samples / max(step_seconds, 1e-9)}
+                record(run, log, rec)
                 bar.set_description(f"train loss {rec['loss']:.4f}", refresh=False)
-                running, n_running = {}, 0
+                running, n_running, n_samples, step_seconds = {}, 0, 0, 0.0
             end_of_epoch = st.batch >= len(batches)
             if (stepped and tc.eval_every and st.step % tc.eval_every == 0) or done or (not tc.eval_every and end_of_epoch):
                 st.train_seconds += time.perf_counter() - t0
@@ -141,9 +176,8 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
                 if end_of_epoch:  # the checkpoint then points at the next epoch's start
                     st.epoch, st.batch = st.epoch + 1, 0
                 m = evaluate_and_keep_best(run)
-                write_log(log, {"step": st.step, "total_steps": run.total_steps, "epoch": epoch,
-                                **{f"dev/{k}": v for k, v in m.items()
-                                                                      if isinstance(v, float)}})
+                record(run, log, {"step": st.step, "total_steps": run.total_steps, "epoch": epoch,
+                                  **{f"dev/{k}": v for k, v in m.items() if isinstance(v, float)}})
                 also = f", macro-F1 {m['macro_f1']:.4f}" if run.metric != "macro_f1" and "macro_f1" in m else ""
                 bar.set_postfix_str(f"dev {run.metric} {m[run.metric]:.4f} (best {st.best:.4f}){also}", refresh=False)
                 if tc.checkpoint:

@@ -1,13 +1,24 @@
-"""Optimizer groups (no decay on biases and norms, optional head LR) and the warmup-linear schedule."""
+"""Optimizer groups (no decay on biases and norms, optional head LR) and the LR schedule.
+
+The schedule is transformers' (`get_scheduler`: linear, cosine, cosine_with_restarts, polynomial, constant,
+constant_with_warmup, inverse_sqrt), used as one LR multiplier per optimizer step, `lr_factor(tc, total)(step)`,
+so more per-step factors compose with it by multiplication (`build_scheduler(..., factors=[...])`). The
+scheduler is a LambdaLR over a plain function: its state_dict (step count, base LRs) is all --resume needs, and
+it loads with torch.load(weights_only=True).
+"""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..config import TrainConfig
+from ..config import SCHEDULERS, TrainConfig
+from ..errors import ConfigError
+
+Factor = Callable[[int], float]            # optimizer step (0-based) -> LR multiplier
 
 
 def no_decay(name: str) -> bool:
@@ -34,20 +45,54 @@ def param_groups(model: nn.Module, extra: list[nn.Module], tc: TrainConfig) -> l
     return out
 
 
-def warmup_linear(optimizer: Any, warmup_steps: int, total_steps: int) -> LambdaLR:
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+def warmup_steps(tc: TrainConfig, total_steps: int) -> int:
+    """train.warmup_steps when > 0, else train.warmup_ratio of the run's optimizer steps."""
+    return tc.warmup_steps if tc.warmup_steps > 0 else int(tc.warmup_ratio * total_steps)
 
-    return LambdaLR(optimizer, f)
+def lr_factor(tc: TrainConfig, total_steps: int, base_lr: float | None = None) -> Factor:
+    """The LR multiplier of `train.scheduler` at each optimizer step: the lr_lambda of the LambdaLR that
+    transformers.get_scheduler builds (on a one-parameter probe optimizer whose default LR is `base_lr`, the real
+    optimizer's: `polynomial` decays towards the absolute lr_end from it), with train.scheduler_args as its
+    scheduler_specific_kwargs. Bad arguments are a ConfigError."""
+    from transformers import get_scheduler
+
+    if tc.scheduler not in SCHEDULERS:
+        raise ConfigError(f"config train.scheduler: {tc.scheduler!r} is not valid (choose from: {', '.join(SCHEDULERS)})")
+    args = dict(tc.scheduler_args or {})
+    if args and tc.scheduler in ("constant", "constant_with_warmup"):
+        raise ConfigError(f"config train.scheduler_args: {tc.scheduler} takes no arguments, got {args}; fix: drop "
+                          f"train.scheduler_args")
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=tc.lr if base_lr is None else base_lr)
+    try:
+        sched = get_scheduler(tc.scheduler, probe, warmup_steps(tc, total_steps), max(1, total_steps),
+                              scheduler_specific_kwargs=args)
+    except TypeError as e:
+        raise ConfigError(f"config train.scheduler_args for {tc.scheduler}: {e}") from None
+    if not isinstance(sched, LambdaLR) or len(sched.lr_lambdas) != 1:  # every scheduler in SCHEDULERS is one
+        raise ConfigError(f"config train.scheduler: {tc.scheduler} is not a per-step schedule")
+    return sched.lr_lambdas[0]
 
 
-def without_bias_correction(scheduler: LambdaLR, betas: tuple[float, float] = (0.9, 0.999)) -> LambdaLR:
-    """Compose the schedule with c_t = (1 - b1^t) / sqrt(1 - b2^t), t the step about to be taken: AdamW then
-    steps by lr·m_t / (sqrt(v_t) + eps·sqrt(1 - b2^t)), i.e. Adam without bias correction, as BertAdam (the
-    original BERT optimizer, used by Bert-Chinese-Text-Classification-Pytorch) did. Early steps are larger
-    than AdamW's at the same lr: 6.5x at step 10, 3.2x at 100, 1.7x at 456. Differences from BertAdam: eps is
+def build_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig, total_steps: int,
+                    factors: Sequence[Factor] = ()) -> LambdaLR:
+    """LambdaLR whose multiplier at step s is lr_factor(tc, total_steps)(s) * f(s) for each f in `factors`."""
+    base = lr_factor(tc, total_steps, optimizer.defaults["lr"])
+    extra = list(factors)
+
+    def factor(step: int) -> float:
+        value = base(step)
+        for f in extra:
+            value *= f(step)
+        return value
+
+    return LambdaLR(optimizer, factor)
+
+
+def adam_without_bias_correction(betas: tuple[float, float] = (0.9, 0.999)) -> Factor:
+    """A schedule factor c_t = (1 - b1^t) / sqrt(1 - b2^t), t the step about to be taken (train.adam_bias_correction:
+    false): AdamW then steps by lr·m_t / (sqrt(v_t) + eps·sqrt(1 - b2^t)), i.e. Adam without bias correction, as
+    BertAdam (the original BERT optimizer, used by Bert-Chinese-Text-Classification-Pytorch) did. Early steps are
+    larger than AdamW's at the same lr: 6.5x at step 10, 3.2x at 100, 1.7x at 456. Differences from BertAdam: eps is
     scaled by sqrt(1 - b2^t) (smaller), and the decoupled weight decay is scaled by c_t too."""
     b1, b2 = betas
 
@@ -55,8 +100,4 @@ def without_bias_correction(scheduler: LambdaLR, betas: tuple[float, float] = (0
         t = step + 1
         return (1 - b1 ** t) / math.sqrt(1 - b2 ** t)
 
-    scheduler.lr_lambdas = [lambda s, f=f: f(s) * factor(s) for f in scheduler.lr_lambdas]
-    for group, f in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):  # the first step's lr too
-        group["lr"] = group["initial_lr"] * f(scheduler.last_epoch)
-    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
-    return scheduler
+    return factor

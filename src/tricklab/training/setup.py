@@ -24,13 +24,14 @@ from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 from ..model import build_classifier, prior_bias
 from ..model.runtime import resolve_precision
-from ..registry import TRICKS
+from ..registry import TRICKS, load_plugins
 from ..tricks import Trick
 from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .optim import param_groups, warmup_linear, without_bias_correction
+from .optim import adam_without_bias_correction, build_scheduler, lr_factor, param_groups, warmup_steps
 from .provenance import data_record, resume_data
 from .step import Losses, build_losses, check_specs
+from .tracking import accelerator_trackers, check_trackers
 
 
 @dataclass
@@ -122,7 +123,7 @@ def process_batches(lengths: np.ndarray, tc: TrainConfig, epoch: int, rank: int,
 
 def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) -> dict[str, Any]:
     return {"task": bundle.task, "num_labels": bundle.label_map.num_labels, "labels": bundle.label_map.to_dict(),
-            "precision": cfg.train.precision,
+            "precision": cfg.train.precision, "plugins": list(cfg.plugins),   # imported again by load_model
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
             "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
@@ -164,11 +165,16 @@ def clear_run_folder(out: Path) -> None:
         shutil.rmtree(out)
 
 
-def make_accelerator(tc: TrainConfig) -> tuple[Accelerator, str]:
+def make_accelerator(cfg: Config, out: Path) -> tuple[Accelerator, str]:
+    """The Accelerator with the run's precision and trackers (tracking.report_to)."""
+    tc = cfg.train
     precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu")
-    AcceleratorState._reset_state()  # one process may train several runs (tests, grids) with other precisions
+    # one process may train several runs (tests, grids) with other precisions; accelerate has no public reset
+    # (pyproject caps accelerate below 2; tests/test_dependencies.py checks that this method exists)
+    AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+                              mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
+                              **accelerator_trackers(cfg.tracking, out))
     if tc.threads:
         torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
@@ -237,7 +243,10 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     """Build the run, in order; every data and config problem is raised before any step. On --resume, `data` may
     be None (the run's recorded files) and differing data or versions are refused unless `force` (provenance.py)."""
     cfg = run_config(cfg, out, resume, overwrite)
+    load_plugins(cfg.plugins)                                      # plugin losses, tricks, heads, poolings
     check_specs(cfg)                                               # loss/trick names and parameters: did-you-mean
+    lr_factor(cfg.train, 100)                                      # train.scheduler_args problems, before the data
+    check_trackers(cfg.tracking)
     forced = None
     if resume:
         data, dev, test, record, forced = resume_data(out, data, dev, test, force)
@@ -247,7 +256,7 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     else:
         record = data_record(data, dev, test)
     tc = cfg.train
-    accelerator, precision = make_accelerator(tc)
+    accelerator, precision = make_accelerator(cfg, out)
     if overwrite and not resume:
         if accelerator.is_main_process:
             clear_run_folder(out)
@@ -267,6 +276,9 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
                                     weights))
     steps_per_epoch = math.ceil(n_batches / tc.grad_accum)
     total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
+    if tc.scheduler == "constant" and warmup_steps(tc, total_steps) > 0:
+        notes.append("scheduler: constant has no warm-up, so train.warmup_ratio / warmup_steps are ignored; "
+                     "--set train.scheduler=constant_with_warmup to warm up")
     losses, tricks = setup_losses_and_tricks(cfg, bundle, model, tok, accelerator.device, out, total_steps)
     optimizer, scheduler = build_optimizer(cfg, model, losses, tricks, accelerator.device, total_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
@@ -297,7 +309,7 @@ def setup_losses_and_tricks(cfg: Config, bundle: DataBundle, model: torch.nn.Mod
 
 def build_optimizer(cfg: Config, model: torch.nn.Module, losses: Losses, tricks: list[Trick], device: torch.device,
                     total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the parameter groups (the tricks may rewrite them: LLRD) and the warm-up/linear schedule."""
+    """AdamW over the parameter groups (the tricks may rewrite them: LLRD) and the schedule (train.scheduler)."""
     tc = cfg.train
     model.to(device)
     groups = param_groups(model, [m for _, m in losses.values()], tc)
@@ -305,8 +317,8 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, losses: Losses, tricks:
         groups = t.param_groups(model, groups)
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "param_names"} for g in groups], lr=tc.lr,
                                   fused=device.type in ("cpu", "cuda"))  # one kernel per step, not one per tensor
-    scheduler = warmup_linear(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
-    return optimizer, scheduler if tc.adam_bias_correction else without_bias_correction(scheduler)
+    factors = [] if tc.adam_bias_correction else [adam_without_bias_correction()]
+    return optimizer, build_scheduler(optimizer, tc, total_steps, factors)
 
 
 def restore(run: Run) -> None:

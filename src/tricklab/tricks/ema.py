@@ -5,6 +5,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..errors import ConfigError
 from ..registry import TRICKS
@@ -57,8 +58,8 @@ class EMA(Trick):
         params = self._params(model)
         if self.shadow and self.shadow[0].device != params[0].device:  # the model moved after setup
             self.shadow = [s.to(params[0].device) for s in self.shadow]
-        d = self.current_decay()
-        torch._foreach_lerp_(self.shadow, [p.float() for p in params], 1.0 - d)
+        # torch's public EMA update (swa_utils; one foreach lerp: shadow += (1 - d)(w - shadow)), for this step's d
+        get_ema_multi_avg_fn(self.current_decay())(self.shadow, [p.float() for p in params], None)
         self.num_updates += 1
 
     @contextlib.contextmanager
