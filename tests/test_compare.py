@@ -307,7 +307,9 @@ def test_grid_end_to_end_resume_and_report(tiny_model, tmp_path, capsys):
     assert "baseline seed1: accuracy" in printed and "(done before, skipped)" in printed
     assert "rdrop seed2: accuracy" in printed and "(resumed in" in printed and "(restarted in" in printed
     # the restarted run's progress, read from its log.jsonl while its subprocess trained (ablation/progress.py)
-    dev = [json.loads(x) for x in (out / "baseline" / "seed2" / "log.jsonl").read_text().splitlines()][-1]
+    recs = [json.loads(x) for x in (out / "baseline" / "seed2" / "log.jsonl").read_text().splitlines()]
+    dev = [r for r in recs if "dev/accuracy" in r][-1]     # the last dev evaluation (the final record follows it)
+    assert "final/test/accuracy" in recs[-1]
     assert "  baseline seed2: step 3/3 (100%)" in printed and f"dev accuracy {dev['dev/accuracy']:.4f}" in printed
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert json.loads((out / "rdrop" / "seed2" / "metrics.json").read_text())["accuracy"] == acc
