@@ -22,6 +22,7 @@ SAMPLERS = ("shuffle", "balanced")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
+STRATEGIES = ("finetune", "setfit")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class DataConfig:
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
     dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file
     max_train_samples: int = 0     # 0: all
+    max_train_per_class: int = 0   # > 0: a stratified sample of this many train rows per class (single-label; seeded
+                                   # by train.seed; classes with fewer keep all), for few-shot experiments
     sampler: str = "shuffle"       # shuffle: every train row once per epoch | balanced: rows drawn with replacement,
                                    # every class equally likely (single-label; see data/balance.py)
     # texts longer than max_length (see data/truncation.py):
@@ -92,6 +95,11 @@ class TrainConfig:
                                    # about 3x the model's size each, e.g. 288 MB for a 24M-parameter model)
     keep_checkpoints: int = 1      # how many of the latest checkpoints stay on disk
     adam_bias_correction: bool = True  # false: BertAdam-like steps, (1-b1^t)/sqrt(1-b2^t) x AdamW's (6.5x at step 10)
+    strategy: str = "finetune"     # finetune: the loss on the head's logits | setfit: contrastive pairs tune the
+                                   # encoder, then a logistic-regression head on its frozen embeddings (training/setfit.py)
+    setfit_iterations: int = 20    # setfit: pairs per train row and epoch: this many positive + this many negative
+    setfit_head_c: float = 1.0     # setfit: inverse L2 strength of the logistic-regression head (scikit-learn's C)
+    setfit_head_steps: int = 300   # setfit: L-BFGS iterations at most for the head
 
 
 @dataclass
@@ -231,6 +239,15 @@ def validate(cfg: Config) -> None:
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
     choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
+    choice("train.strategy", cfg.train.strategy, STRATEGIES)
+    if cfg.train.strategy == "setfit":
+        validate_setfit(cfg)
+    if cfg.data.max_train_per_class < 0:
+        raise ConfigError(f"config data.max_train_per_class: must be at least 0 (0: every train row), got "
+                          f"{cfg.data.max_train_per_class}")
+    if cfg.data.max_train_per_class and cfg.task in ("multi_label", "regression"):
+        raise ConfigError(f"config data.max_train_per_class: a per-class sample is for single_label tasks, not "
+                          f"{cfg.task}; fix: --set data.max_train_samples=N instead")
     for tracker in tracker_names(cfg.tracking.report_to):
         choice("tracking.report_to", tracker, TRACKERS)
         if tracker == "none":
@@ -278,6 +295,32 @@ def validate(cfg: Config) -> None:
         for i, item in enumerate(getattr(cfg, key)):
             if not isinstance(item, dict) or "name" not in item:
                 raise ConfigError(f"config {key}[{i}]: expected a mapping with a 'name', got {item!r}")
+
+
+def validate_setfit(cfg: Config) -> None:
+    """train.strategy=setfit: single-label, a linear head (the logistic regression), no other loss or trick."""
+    tc = cfg.train
+    if cfg.task in ("multi_label", "regression"):
+        raise ConfigError(f"config train.strategy=setfit: for single_label classification only, not {cfg.task}; "
+                          f"fix: --set train.strategy=finetune")
+    if cfg.model.head != "linear":
+        raise ConfigError(f"config train.strategy=setfit fits a logistic-regression head: model.head must be linear, "
+                          f"got {cfg.model.head!r}; fix: --set model.head=linear")
+    if cfg.data.sampler != "shuffle" or cfg.model.prior_bias_init == "true":
+        key, value = (("data.sampler", cfg.data.sampler) if cfg.data.sampler != "shuffle"
+                      else ("model.prior_bias_init", "true"))
+        raise ConfigError(f"config train.strategy=setfit draws its own balanced pairs and fits the head afterwards, so "
+                          f"{key}={value} would not be used; fix: drop it or --set train.strategy=finetune")
+    used = [k for k, v in (("loss", cfg.loss), ("aux_losses", cfg.aux_losses), ("tricks", cfg.tricks)) if v]
+    if used:
+        raise ConfigError(f"config train.strategy=setfit trains with its own contrastive loss, so {', '.join(used)} "
+                          f"would not be used; fix: remove {', '.join(used)} or --set train.strategy=finetune")
+    for path, v, lo in (("train.setfit_iterations", tc.setfit_iterations, 1),
+                        ("train.setfit_head_steps", tc.setfit_head_steps, 1)):
+        if v < lo:
+            raise ConfigError(f"config {path}: must be at least {lo}, got {v}")
+    if tc.setfit_head_c <= 0:
+        raise ConfigError(f"config train.setfit_head_c: must be positive (inverse L2 strength), got {tc.setfit_head_c}")
 
 
 def tracker_names(report_to: str) -> list[str]:

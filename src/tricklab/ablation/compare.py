@@ -63,6 +63,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced_sampler": {"data": {"sampler": "balanced"}},                        # class-balanced batches (resampled)
     "mse": {"loss": {"name": "mse"}},                                             # regression: plain MSE
     "mse_corr": {"loss": {"name": "mse_corr", "corr_weight": 1.0}},               # regression: MSE + (1 - Pearson)
+    "finetune": {"train": {"strategy": "finetune"}},                              # fine-tune encoder + head on the loss
+    "setfit": {"train": {"strategy": "setfit"}},                                  # few-shot: contrastive pairs, then a
+                                                                                  # logistic-regression head (SetFit)
 }
 
 NAMED_LISTS = ("tricks", "aux_losses")

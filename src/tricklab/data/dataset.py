@@ -138,6 +138,9 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
                             f"fix: give --dev FILE")
         notes.append(f"dev: no dev file, held out {len(dev_s)} of {len(train) + len(dev_s)} train examples "
                      f"({d.dev_ratio:.0%}, stratified, seed {cfg.train.seed})")
+    if d.max_train_per_class:
+        train, note = per_class_subset(train, task, lm.names, d.max_train_per_class, cfg.train.seed)
+        notes.append(note)
     if d.max_train_samples and len(train) > d.max_train_samples:
         rng = random.Random(cfg.train.seed)
         keep = sorted(rng.sample(range(len(train)), d.max_train_samples))
@@ -150,6 +153,39 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
         raise ConfigError(f"config data.truncation={d.truncation}: single texts only, and {train_p.name} holds "
                           f"sentence pairs (cut from the end of the longer text); fix: --set data.truncation=head")
     return bundle
+
+
+def per_class_subset(split: Split, task: str, names: list[str], k: int, seed: int) -> tuple[Split, str]:
+    """A stratified sample of `k` rows per class (single-label), drawn with random.Random(seed) class by class in
+    label-id order; classes with fewer than `k` rows keep them all. Rows keep their file order. (split, note)."""
+    if task != "single_label":
+        raise ConfigError(f"config data.max_train_per_class: a per-class sample is for single_label tasks, not "
+                          f"{task}; fix: --set data.max_train_samples=N instead")
+    rng = random.Random(seed)
+    groups: dict[int, list[int]] = {}
+    for i, y in enumerate(split.labels):
+        groups.setdefault(y, []).append(i)
+    keep: list[int] = []
+    short = []
+    for y in sorted(groups):
+        idx = groups[y]
+        if len(idx) <= k:
+            keep += idx
+            if len(idx) < k:
+                short.append(f"{names[y]} ({len(idx)})")
+        else:
+            keep += rng.sample(idx, k)
+    keep.sort()
+    sub = Split(split.name, [split.rows[i] for i in keep], [split.labels[i] for i in keep], split.source,
+                None if split.soft is None else split.soft[keep])
+    note = (f"train: {len(sub)} of {len(split)} examples, at most {k} per class (data.max_train_per_class, "
+            f"seed {seed})")
+    if short:
+        note += f"; fewer than {k} in train, all kept: {', '.join(short)}"
+    missing = [names[c] for c in range(len(names)) if c not in groups]
+    if missing:
+        note += f"; no train example at all: {', '.join(missing)}"
+    return sub, note
 
 
 def _hold_out(split: Split, ratio: float, task: str, seed: int) -> tuple[Split, Split]:

@@ -30,6 +30,7 @@ from ..model import save_model
 from ..model.runtime import all_logits
 from .checkpoint import replace_dir, save_checkpoint
 from .provenance import note_resume, write_run_json
+from .setfit import fit_setfit, setfit_note
 from .setup import Run, setup
 from .step import accumulate_gradients, optimizer_step
 from .tracking import log_scalars, start_tracking
@@ -52,7 +53,7 @@ def train(cfg: Config | None, data: str | Path | None = None, dev: str | Path | 
     announce(run)
     start_tracking(run.accelerator, run.cfg, run.out)
     with open(run.out / "log.jsonl", "a", encoding="utf-8") if run.main else contextlib.nullcontext() as log:
-        fit(run, log, progress)
+        (fit_few_shot if run.cfg.train.strategy == "setfit" else fit)(run, log, progress)
     acc = run.accelerator
     acc.wait_for_everyone()
     st = run.state
@@ -89,7 +90,9 @@ def announce(run: Run) -> None:
         note_resume(run.out, run.data_record, run.forced)
         if run.forced:
             run.notes.append("--force: resuming despite: " + "; ".join(run.forced))
-    if run.cfg.train.checkpoint:
+    if run.cfg.train.strategy == "setfit":
+        run.notes.append(setfit_note(run, len(run.enc.train)))
+    elif run.cfg.train.checkpoint:
         run.notes.append(checkpoint_note(run))
     for n in run.notes:
         tqdm.write(f"note: {n}")
@@ -175,9 +178,7 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
                 epoch = st.epoch + 1
                 if end_of_epoch:  # the checkpoint then points at the next epoch's start
                     st.epoch, st.batch = st.epoch + 1, 0
-                m = evaluate_and_keep_best(run)
-                record(run, log, {"step": st.step, "total_steps": run.total_steps, "epoch": epoch,
-                                  **{f"dev/{k}": v for k, v in m.items() if isinstance(v, float)}})
+                m = evaluate_and_record(run, log, epoch)
                 also = f", macro-F1 {m['macro_f1']:.4f}" if run.metric != "macro_f1" and "macro_f1" in m else ""
                 bar.set_postfix_str(f"dev {run.metric} {m[run.metric]:.4f} (best {st.best:.4f}){also}", refresh=False)
                 if tc.checkpoint:
@@ -194,6 +195,15 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
             st.train_seconds += time.perf_counter() - t0
             st.epoch, st.batch = st.epoch + 1, 0
     bar.close()
+
+
+def fit_few_shot(run: Run, log: TextIO | None, progress: bool) -> None:
+    """train.strategy=setfit (training/setfit.py): the body on sentence pairs, the logistic-regression head, then
+    one dev evaluation, which saves the model."""
+    fit_setfit(run, lambda rec: record(run, log, rec), progress)
+    m = evaluate_and_record(run, log, run.state.epoch)
+    if run.on_evaluate is not None:
+        run.on_evaluate(run.state.step, m)
 
 
 def train_step(run: Run, group: list) -> tuple[dict[str, float], bool]:
@@ -213,6 +223,14 @@ def train_step(run: Run, group: list) -> tuple[dict[str, float], bool]:
         for t in run.tricks:
             t.after_step(run.model, st.step)
     return parts, stepped
+
+
+def evaluate_and_record(run: Run, log: TextIO | None, epoch: int) -> dict[str, Any]:
+    """evaluate_and_keep_best, and its dev metrics as a log record; returns them."""
+    m = evaluate_and_keep_best(run)
+    record(run, log, {"step": run.state.step, "total_steps": run.total_steps, "epoch": epoch,
+                      **{f"dev/{k}": v for k, v in m.items() if isinstance(v, float)}})
+    return m
 
 
 def evaluate_and_keep_best(run: Run) -> dict[str, Any]:

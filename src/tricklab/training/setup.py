@@ -16,9 +16,10 @@ from accelerate.utils import set_seed
 
 from .. import losses as _losses  # noqa: F401  (registration)
 from .. import tricks as _tricks  # noqa: F401
-from ..config import Config, TrainConfig, load_config
+from ..config import Config, TrainConfig, load_config, validate_setfit
 from ..data import DataBundle, Encoded, encode, load_data, needs_lowercase, train_batches
 from ..data.balance import balanced_weights, check_sampler, imbalance_note
+from ..data.pairs import epoch_pair_batches
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
@@ -263,6 +264,8 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
         accelerator.wait_for_everyone()
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
     cfg.task = bundle.task
+    if tc.strategy == "setfit":
+        validate_setfit(cfg)                                       # the detected task may not be single_label
     metric = dev_metric(cfg, bundle)
     check_sampler(cfg.data.sampler, bundle.task)
     if tc.batch_size < accelerator.num_processes:
@@ -272,8 +275,12 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     model, tok, lower, backbone = build_model(cfg, bundle, notes)
     enc = encode_splits(cfg, bundle, tok, lower, notes)
     weights = balanced_weights(enc.train.labels, bundle.label_map.num_labels) if cfg.data.sampler == "balanced" else None
-    n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index, accelerator.num_processes,
-                                    weights))
+    if tc.strategy == "setfit":   # batches of sentence pairs (training/setfit.py)
+        n_batches = len(epoch_pair_batches(enc.train.labels, tc, 0, accelerator.process_index,
+                                           accelerator.num_processes))
+    else:
+        n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index,
+                                        accelerator.num_processes, weights))
     steps_per_epoch = math.ceil(n_batches / tc.grad_accum)
     total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
     if tc.scheduler == "constant" and warmup_steps(tc, total_steps) > 0:
