@@ -40,7 +40,7 @@ def test_pairs_balanced_and_labelled_right():
     assert np.all(b[(t == 1) & alone] == a[(t == 1) & alone])         # ... unless the row is alone in its class
     for row in range(n):                                               # every row anchors it + it pairs
         assert Counter(t[a == row].tolist()) == {1: it, 0: it}
-    assert not np.array_equal(pairs[:, 2], np.sort(pairs[:, 2]))       # shuffled, not all positives first
+    assert (np.diff(a) < 0).sum() > len(a) / 4                         # shuffled: anchors in no particular order
 
 
 def test_pairs_seeded_and_partners_uniform():
