@@ -208,3 +208,25 @@ def test_compare_finetune_vs_setfit(tiny_model, tmp_path, capsys):
         assert cfg["train"]["strategy"] == v and cfg["data"]["max_train_per_class"] == 6
         assert (out / v / "seed1" / "predictions.npz").is_file()
     assert "| setfit | 1 |" in (out / "leaderboard.md").read_text(encoding="utf-8")
+
+
+def test_max_train_per_class_flag_reaches_every_command(monkeypatch, tmp_path, capsys):
+    import tricklab.ablation.compare as compare_mod
+    import tricklab.ablation.tune as tune_mod
+    import tricklab.training.loop as loop_mod
+
+    seen = {}
+
+    class Done:
+        failed: list = []
+
+    monkeypatch.setattr(loop_mod, "train", lambda cfg, *a, **k: seen.setdefault("train", cfg))
+    monkeypatch.setattr(compare_mod, "compare", lambda base, *a, **k: seen.setdefault("compare", base) and Done())
+    monkeypatch.setattr(tune_mod, "tune", lambda base, *a, **k: seen.setdefault("tune", base))
+    d = str(tmp_path)
+    assert cli_main(["train", "--data", d, "--max-train-per-class", "4", "--out", str(tmp_path / "r")]) == 0
+    assert cli_main(["compare", "--data", d, "--max-train-per-class", "5", "--variants", "finetune,setfit"]) == 0
+    assert cli_main(["tune", "--data", d, "--space", "s.yaml", "--max-train-per-class", "6"]) == 0
+    assert [seen[c].data.max_train_per_class for c in ("train", "compare", "tune")] == [4, 5, 6]
+    assert cli_main(["train", "--out", str(tmp_path / "r"), "--resume", "--max-train-per-class", "4"]) == 2
+    assert "--max-train-per-class cannot change it" in capsys.readouterr().err
