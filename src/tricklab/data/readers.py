@@ -2,7 +2,8 @@
 
 Formats: THUCNews-style `text<TAB>label`, TSV/CSV with or without a header (columns by name or
 0-based index), JSONL, sentence pairs (text_a, text_b), other delimiters (e.g. `labels<SPACE>text`).
-UTF-8 with or without BOM, LF or CRLF. GBK/GB18030 files are detected and named as such.
+UTF-8 with or without BOM, LF or CRLF. A file in another encoding is refused with its line and the encoding
+detected by charset_normalizer (GB18030, Big5, Shift_JIS, EUC-KR, cp1252, ...), named in the iconv fix.
 """
 from __future__ import annotations
 
@@ -43,22 +44,54 @@ def read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else "")
                         + ": check the path given to --data/--dev/--test")
-    raw = path.read_bytes()
+    return decode_text(path.read_bytes(), path)
+
+
+# legacy encodings worth naming (charset_normalizer picks among them; a free choice over-fits short texts)
+CANDIDATES = ("gb18030", "big5", "shift_jis", "euc_jp", "euc_kr", "cp1252", "cp1251", "koi8_r", "cp1250",
+              "iso8859_7", "cp1256", "cp1255", "cp874", "cp1258", "utf_16")
+NAMES = {"gb18030": "GBK/GB18030 (Chinese)", "big5": "Big5 (Traditional Chinese)", "shift_jis": "Shift_JIS (Japanese)",
+         "cp932": "Shift_JIS (Japanese)", "euc_jp": "EUC-JP (Japanese)", "euc_kr": "EUC-KR (Korean)",
+         "cp949": "EUC-KR (Korean)", "cp1252": "Windows-1252 (Western European)", "cp1251": "Windows-1251 (Cyrillic)"}
+ICONV = {"gb18030": "GB18030", "big5": "BIG5", "shift_jis": "SHIFT_JIS", "cp932": "CP932", "euc_jp": "EUC-JP",
+         "euc_kr": "EUC-KR", "cp949": "CP949", "koi8_r": "KOI8-R", "utf_16": "UTF-16"}
+
+
+def detect_encoding(raw: bytes) -> str | None:
+    """The most likely legacy encoding of bytes that are not UTF-8, or None: charset_normalizer's matches of least
+    chaos; a tie (short texts decode cleanly in several CJK encodings) goes to the earlier of CANDIDATES."""
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:
+        return None
+    matches = list(from_bytes(raw[:200_000], cp_isolation=list(CANDIDATES)))
+    if not matches:
+        return None
+    low = min(m.chaos for m in matches)
+    tied = {name for m in matches if m.chaos <= low + 0.01 for name in m.could_be_from_charset}
+    return next((c for c in CANDIDATES if c in tied), matches[0].encoding)
+
+
+def decode_text(raw: bytes, path: Path | str) -> str:
+    """UTF-8 text (BOM stripped), or one line: the first undecodable line, the encoding detected and the iconv fix."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        try:
-            raw.decode("gb18030")
-            enc = "GBK/GB18030 (Chinese legacy encoding)"
-        except UnicodeDecodeError:
-            enc = "not UTF-8 (unknown encoding)"
-        raise DataError(
-            f"{path} line {line}: undecodable bytes {raw[e.start:e.start + 4]!r}: the file is {enc}; "
-            f"fix: convert it to UTF-8, e.g. `iconv -f GB18030 -t UTF-8 {path} > {path.stem}.utf8{path.suffix}`"
-        ) from None
+        enc = detect_encoding(raw)
+        name = Path(str(path))
+        if enc is None:
+            what, fix = ("not UTF-8 (its encoding could not be told)",
+                         f"find its encoding (e.g. `file -i {name}`) and convert it: `iconv -f ENCODING -t UTF-8 {name} "
+                         f"> {name.stem}.utf8{name.suffix}`")
+        else:
+            what = f"not UTF-8 but most likely {NAMES.get(enc, enc.upper().replace('_', '-'))}"
+            fix = (f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 "
+                   f"{name} > {name.stem}.utf8{name.suffix}`")
+        raise DataError(f"{path} line {line}: undecodable bytes {raw[e.start:e.start + 4]!r}: the file is {what}; "
+                        f"fix: {fix}") from None
 
 
 def detect_format(path: Path, cfg: DataConfig) -> str:

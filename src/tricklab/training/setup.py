@@ -18,13 +18,14 @@ from .. import losses as _losses  # noqa: F401  (registration)
 from .. import tricks as _tricks  # noqa: F401
 from ..config import Config, TrainConfig, load_config
 from ..data import DataBundle, Encoded, encode, load_data, needs_lowercase, train_batches
-from ..data.balance import balanced_weights, check_sampler, imbalance_note
+from ..data.balance import balanced_weights, check_sampler, coverage_warnings, imbalance_note
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 from ..model import build_classifier, prior_bias
 from ..model.runtime import resolve_precision
 from ..registry import TRICKS, load_plugins
+from ..runfiles import LOCK_FILE
 from ..tricks import Trick
 from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
@@ -76,6 +77,7 @@ class Run:
     metric: str                          # the dev metric that picks the best checkpoint
     state: State = field(default_factory=State)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # printed as `warning:` before training
     data_record: dict[str, Any] = field(default_factory=dict)   # run.json's data files (provenance.py)
     sample_weights: np.ndarray | None = None   # (N,) data.sampler=balanced: draw probabilities of the train rows
     forced: list[str] | None = None      # --resume: the differences forced past (None: a fresh run)
@@ -151,18 +153,25 @@ def run_config(cfg: Config | None, out: Path, resume: bool, overwrite: bool = Fa
     if is_run_folder(out) and not overwrite:
         raise TrickLabError(f"{out} already holds a run; fix: --resume to continue it, --overwrite to replace it, or "
                             f"choose another --out")
-    if overwrite and out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
+    if overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not is_run_folder(out):
         raise TrickLabError(f"--overwrite: {out} is not a run folder (no {', '.join(RUN_MARKERS)}); it is left as it "
                             f"is; fix: choose another --out")
     return cfg
 
 
 def clear_run_folder(out: Path) -> None:
-    """--overwrite: remove the previous run (run_config checked that `out` is a run folder)."""
+    """--overwrite: remove the previous run (run_config checked that `out` is a run folder); the lock file stays, as
+    this process holds it."""
     import shutil
 
     if out.is_dir():
-        shutil.rmtree(out)
+        for p in out.iterdir():
+            if p.name == LOCK_FILE:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 
 def make_accelerator(cfg: Config, out: Path) -> tuple[Accelerator, str]:
@@ -284,7 +293,10 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     prepared, optimizer = accelerator.prepare(model, optimizer)
     run = Run(cfg, out, accelerator, precision, bundle, tok, run_meta(cfg, bundle, lower, backbone), enc, prepared,
               accelerator.unwrap_model(prepared), losses, tricks, optimizer, scheduler, total_steps, steps_per_epoch,
-              metric, notes=notes, data_record=record, forced=forced, sample_weights=weights)
+              metric, notes=notes, data_record=record, forced=forced, sample_weights=weights,
+              warnings=coverage_warnings(bundle.class_counts(), bundle.label_map.names, len(bundle.train),
+                                         bundle.train.source) if bundle.task != "regression" else
+              coverage_warnings([], [], len(bundle.train), bundle.train.source))
     if resume:
         restore(run)
     return run
@@ -325,6 +337,8 @@ def restore(run: Run) -> None:
     """--resume: weights, optimizer, schedule, loss and trick states and the loop position from the last checkpoint."""
     ck = latest_checkpoint(run.out / "checkpoints")
     if ck is None:
+        run.notes.append(f"resume: no checkpoint in {run.out / 'checkpoints'} (the run stopped before its first dev "
+                         f"evaluation, or train.checkpoint=false): starting again from step 0")
         return
     model_state, blobs, saved = load_checkpoint(ck)
     run.raw_model.load_state_dict(model_state)

@@ -1,0 +1,225 @@
+"""Run folders and bundles against hostile and broken files (runfiles.py): paths confined to the run folder,
+manifests checked at load, files in other encodings, atomic writes, one writer per run folder, `compare --jobs`
+children that die with their parent, and the resume / evaluate / data-coverage messages."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_cfg, write_thucnews
+from tricklab.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory) -> Path:
+    """A finished tiny run (with its checkpoints folder) and its data in `data/` beside it."""
+    from tricklab.training import train
+
+    d = tmp_path_factory.mktemp("runfiles")
+    data = write_thucnews(d / "data", n_train=36, n_dev=12)
+    train(tiny_cfg(tiny_model, "train.epochs=1", "train.eval_every=2"), data, out=d / "run", progress=False)
+    return d / "run"
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    """A private copy of the finished run (tests damage it)."""
+    shutil.copytree(trained, tmp_path / "run", symlinks=True)
+    return tmp_path / "run"
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+# ---------------------------------------------------------------- 9: paths confined to the run folder
+
+
+def test_resume_refuses_a_checkpoint_outside_the_run(run, tmp_path, capsys):
+    ck = run / "checkpoints"
+    step = (ck / "latest").read_text().strip()
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(ck / step, outside / "step-00000099")
+    (ck / "step-00000099").symlink_to(outside / "step-00000099", target_is_directory=True)
+    (ck / "latest").write_text("step-00000099")
+    (run / "metrics.json").unlink()
+    assert cli_main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
+    err = one_line_error(capsys)
+    assert "the checkpoint points outside" in err and str(outside) in err and "fix:" in err
+    (ck / "latest").write_text("../../elsewhere/step-00000099")           # a pointer that climbs out
+    assert cli_main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
+    assert "not a checkpoint of this run" in one_line_error(capsys)
+
+
+def test_evaluate_never_writes_through_a_link_out_of_the_run(run, tmp_path, capsys):
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious")
+    (run / "eval_dev.json").symlink_to(victim)
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(run_data(run))]) == 2
+    err = one_line_error(capsys)
+    assert "symbolic link" in err and "eval_dev.json" in err and "fix: remove the link" in err
+    assert victim.read_text() == "precious"
+    (run / "eval_dev.json").unlink()
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(run_data(run))]) == 0
+    assert json.loads((run / "eval_dev.json").read_text())["n"] == 12
+
+
+def run_data(run: Path) -> Path:
+    return Path(json.loads((run / "run.json").read_text())["data"]["files"]["dev"]["path"])
+
+
+# ---------------------------------------------------------------- 10: manifests and broken files
+
+
+def test_model_folder_has_a_manifest_of_sizes_and_hashes(run):
+    from tricklab.runfiles import file_digest
+
+    man = json.loads((run / "model" / "manifest.json").read_text())
+    files = man["files"]
+    assert {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "tricklab.json", "config.json"} <= set(files)
+    for name, rec in files.items():
+        assert rec == file_digest(run / "model" / name), name     # still true after finish rewrote tricklab.json
+
+
+def truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 2)])
+
+
+@pytest.mark.parametrize("damage,manifest,expect", [
+    ("rm tokenizer.json", True, "tokenizer.json: missing"),
+    ("rm tokenizer.json", False, "tokenizer.json: missing"),
+    ("truncate tricklab.json", True, "tricklab.json: "),
+    ("truncate tricklab.json", False, "tricklab.json: unreadable"),
+    ("truncate model.safetensors", True, "model.safetensors: "),
+    ("truncate model.safetensors", False, "model.safetensors: unreadable"),
+    ("edit config.json", True, "config.json: content differs"),
+])
+def test_damaged_model_folder_is_one_line_and_exit_2(run, tmp_path, capsys, damage, manifest, expect):
+    m = run / "model"
+    if not manifest:   # a run saved before manifests
+        (m / "manifest.json").unlink()
+    verb, name = damage.split()
+    if verb == "rm":
+        (m / name).unlink()
+    elif verb == "truncate":
+        truncate(m / name)
+    else:
+        (m / name).write_text((m / name).read_text().replace('"gelu"', '"relu"'))
+    (tmp_path / "in.txt").write_text("球赛冠军\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "in.txt")]) == 2
+    err = one_line_error(capsys)
+    assert expect in err and "fix:" in err
+
+
+@pytest.fixture(scope="module")
+def bundle(trained, tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from tricklab.inference.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    export_bundle(trained, out, log=None)
+    return out
+
+
+@pytest.mark.parametrize("damage,manifest,expect", [
+    ("rm tokenizer.json", True, "tokenizer.json: missing"),
+    ("rm tokenizer.json", False, "tokenizer.json: missing"),
+    ("truncate bundle.json", True, "bundle.json: "),
+    ("truncate bundle.json", False, "bundle.json: unreadable"),
+    ("truncate model.onnx", True, "model.onnx: "),
+    ("truncate model.onnx", False, "model.onnx: unreadable"),
+])
+def test_damaged_bundle_is_one_line_and_exit_2(bundle, tmp_path, capsys, damage, manifest, expect):
+    b = tmp_path / "b"
+    shutil.copytree(bundle, b)
+    assert (b / "manifest.json").is_file()
+    if not manifest:
+        (b / "manifest.json").unlink()
+    verb, name = damage.split()
+    (b / name).unlink() if verb == "rm" else truncate(b / name)
+    (tmp_path / "in.txt").write_text("球赛冠军\n", encoding="utf-8")
+    assert cli_main(["predict", "--bundle", str(b), str(tmp_path / "in.txt")]) == 2
+    err = one_line_error(capsys)
+    assert expect in err and "fix:" in err and "tricklab export" in err
+
+
+@pytest.mark.parametrize("encoding,named,iconv", [("gbk", "GBK/GB18030", "GB18030"), ("big5", "Big5", "BIG5"),
+                                                  ("cp1251", "Windows-1251", "CP1251")])
+def test_predict_on_another_encoding_names_it(run, tmp_path, capsys, encoding, named, iconv):
+    text = {"gbk": "球赛冠军\n股市银行利率\n", "big5": "體育新聞：球隊贏得冠軍，隊員們非常高興。\n",
+            "cp1251": "Привет, как дела? Хорошо.\n"}[encoding]
+    f = tmp_path / "in.txt"
+    f.write_bytes(("ok\n" + text).encode(encoding))
+    assert cli_main(["predict", "--run", str(run), str(f)]) == 2
+    err = one_line_error(capsys)
+    assert f"{f} line 2: undecodable bytes" in err and named in err and f"iconv -f {iconv} -t UTF-8 {f}" in err
+
+
+def test_unknown_encoding_hint_is_not_always_gb18030(tmp_path):
+    from tricklab.data.readers import decode_text
+    from tricklab.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        decode_text("Café déjà vu, naïve résumé\n".encode("cp1252"), tmp_path / "x.txt")
+    assert "Windows-1252" in str(e.value) and "GB18030" not in str(e.value)
+
+
+# ---------------------------------------------------------------- 11: atomic writes
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    from tricklab.runfiles import atomic_open, write_json
+
+    p = tmp_path / "metrics.json"
+    write_json(p, {"accuracy": 0.5})
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(p) as f:
+            f.write('{"accuracy": 0.')
+            raise KeyboardInterrupt            # a kill in the middle of the write
+    assert json.loads(p.read_text()) == {"accuracy": 0.5}
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["metrics.json"]   # no temporary file left
+
+
+def test_run_file_writers_use_the_atomic_helper(monkeypatch, tmp_path):
+    """metrics.json, tricklab.json, run.json, config.yaml, predictions, bad cases: all through runfiles.atomic_open."""
+    import ast
+
+    src = ROOT / "src" / "tricklab"
+    direct = []
+    for f in sorted(src.rglob("*.py")):
+        if f.name == "runfiles.py" or "generation" in f.parts:
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("write_text", "write_bytes"):
+                direct.append(f"{f.relative_to(src)}:{node.lineno}")
+    assert not direct, f"run files written in place (use runfiles.atomic_write): {direct}"
+
+
+def test_compare_rerun_treats_a_torn_metrics_json_as_unfinished(tiny_model, tmp_path, capsys):
+    data = write_thucnews(tmp_path / "d", n_train=36, n_dev=12)
+    out = tmp_path / "grid"
+    args = ["compare", "--data", str(data), "--model", str(tiny_model), "--variants", "baseline", "--seeds", "1",
+            "--out", str(out), "--set", "train.batch_size=16", "--set", "train.precision=fp32", "--set",
+            "data.max_length=24", "--set", "train.eval_every=2", "--epochs", "1"]
+    assert cli_main(args) == 0
+    m = out / "baseline" / "seed1" / "metrics.json"
+    whole = json.loads(m.read_text())
+    truncate(m)                                            # killed while writing it (before atomic writes)
+    capsys.readouterr()
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "0 done, 1 to resume, 0 to train" in printed and "(resumed in" in printed
+    assert json.loads(m.read_text())["accuracy"] == pytest.approx(whole["accuracy"])
