@@ -109,7 +109,7 @@ def truncate(p: Path) -> None:
 def test_damaged_model_folder_is_one_line_and_exit_2(run, tmp_path, capsys, damage, manifest, expect):
     m = run / "model"
     if not manifest:   # a run saved before manifests
-        (m / "manifest.json").unlink()
+        (m / "manifest.json").unlink(missing_ok=True)
     verb, name = damage.split()
     if verb == "rm":
         (m / name).unlink()
@@ -145,9 +145,9 @@ def bundle(trained, tmp_path_factory) -> Path:
 def test_damaged_bundle_is_one_line_and_exit_2(bundle, tmp_path, capsys, damage, manifest, expect):
     b = tmp_path / "b"
     shutil.copytree(bundle, b)
-    assert (b / "manifest.json").is_file()
-    if not manifest:
-        (b / "manifest.json").unlink()
+    assert (b / "manifest.json").is_file() or not manifest
+    if not manifest:   # a bundle exported before manifests
+        (b / "manifest.json").unlink(missing_ok=True)
     verb, name = damage.split()
     (b / name).unlink() if verb == "rm" else truncate(b / name)
     (tmp_path / "in.txt").write_text("球赛冠军\n", encoding="utf-8")
@@ -197,7 +197,9 @@ def test_run_file_writers_use_the_atomic_helper(monkeypatch, tmp_path):
     """metrics.json, tricklab.json, run.json, config.yaml, predictions, bad cases: all through runfiles.atomic_open."""
     import ast
 
-    src = ROOT / "src" / "tricklab"
+    import tricklab
+
+    src = Path(tricklab.__file__).resolve().parent
     direct = []
     for f in sorted(src.rglob("*.py")):
         if f.name == "runfiles.py" or "generation" in f.parts:
@@ -223,3 +225,172 @@ def test_compare_rerun_treats_a_torn_metrics_json_as_unfinished(tiny_model, tmp_
     printed = capsys.readouterr().out
     assert "0 done, 1 to resume, 0 to train" in printed and "(resumed in" in printed
     assert json.loads(m.read_text())["accuracy"] == pytest.approx(whole["accuracy"])
+
+
+# ---------------------------------------------------------------- 12: one writer per run folder, no orphans
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process holding the run folder's lock (as a training run does), until killed."""
+    code = ("import sys, time; from tricklab.runfiles import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); time.sleep(120)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tiny_model, run, tmp_path, capsys):
+    (run / "metrics.json").unlink()
+    other = hold_lock(run)
+    try:
+        assert cli_main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
+        err = one_line_error(capsys)
+        assert f"{run}: in use by another tricklab process (pid {other.pid})" in err
+        data = write_thucnews(tmp_path / "d", n_train=24, n_dev=6)
+        grid = tmp_path / "grid"
+        (grid / "baseline" / "seed1").mkdir(parents=True)
+        other2 = hold_lock(grid / "baseline" / "seed1")
+        try:
+            assert cli_main(["compare", "--data", str(data), "--model", str(tiny_model), "--variants", "baseline",
+                             "--seeds", "1", "--out", str(grid), "--epochs", "1"]) == 2
+            err = one_line_error(capsys)
+            assert f"seed1: in use by another tricklab process (pid {other2.pid})" in err
+        finally:
+            other2.kill()
+            other2.wait()
+    finally:
+        other.kill()
+        other.wait()
+    # the holder is gone (killed: the kernel dropped its lock): the run resumes
+    assert cli_main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_compare_jobs_children_die_with_a_killed_parent(tiny_model, tmp_path):
+    data = write_thucnews(tmp_path / "d", n_train=36, n_dev=12)
+    out = tmp_path / "grid"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "tricklab.cli", "compare", "--data", str(data), "--model", str(tiny_model),
+           "--variants", "baseline", "--seeds", "2", "--out", str(out), "--jobs", "2", "--set",
+           "train.max_steps=100000", "--set", "train.eval_every=100000", "--set", "train.batch_size=4"]
+    parent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (len(kids) == 2 and all(
+                (out / "baseline" / f"seed{s}" / "log.jsonl").is_file() for s in (1, 2))):
+            time.sleep(0.5)
+            kids = children_of(parent.pid)
+        assert len(kids) == 2, "the two training subprocesses did not start"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 20
+        while time.time() < deadline and any(alive(k) for k in kids):
+            time.sleep(0.2)
+        assert not any(alive(k) for k in kids), "training subprocesses outlived their killed parent"
+    finally:
+        for k in kids:
+            if alive(k):
+                os.kill(k, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+    from tricklab.runfiles import holder
+
+    assert holder(out / "baseline" / "seed1") is None      # their locks died with them: a rerun may continue
+
+
+# ---------------------------------------------------------------- 13: resume, evaluate, data coverage
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_model, tmp_path, capsys):
+    from tricklab.training import train
+
+    data = write_thucnews(tmp_path / "d", n_train=24, n_dev=6)
+    train(tiny_cfg(tiny_model, "train.epochs=1", "train.checkpoint=false"), data, out=tmp_path / "run", progress=False)
+    (tmp_path / "run" / "metrics.json").unlink()
+    capsys.readouterr()
+    assert cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"resume: no checkpoint in {tmp_path / 'run' / 'checkpoints'}" in out and "from step 0" in out
+
+
+def test_resume_leaves_no_duplicate_log_records(tiny_model, tmp_path, monkeypatch, capsys):
+    from tricklab.training import loop
+
+    class Stop(Exception):
+        pass
+
+    real = loop.record
+
+    def record_then_stop(run, log, rec):   # killed after logging step 6, two steps past the checkpoint at 4
+        real(run, log, rec)
+        if rec["step"] >= 6:
+            raise Stop
+
+    data = write_thucnews(tmp_path / "d", n_train=48, n_dev=12)
+    monkeypatch.setattr(loop, "record", record_then_stop)
+    with pytest.raises(Stop):
+        loop.train(tiny_cfg(tiny_model, "train.epochs=3", "train.eval_every=4"), data, out=tmp_path / "run",
+                   progress=False)
+    monkeypatch.setattr(loop, "record", real)
+    with open(tmp_path / "run" / "log.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')                                 # a line torn by the kill
+    assert cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 0
+    assert "log.jsonl: 2 record(s) past step 4 dropped" in capsys.readouterr().out
+    recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    kinds = [(r["step"], "loss" in r, any(k.startswith("dev/") for k in r), any(k.startswith("final/") for k in r))
+             for r in recs]
+    assert len(kinds) == len(set(kinds)), f"duplicate records: {kinds}"
+    assert [r["step"] for r in recs if "loss" in r] == [2, 4, 6, 8, 9]
+
+
+def test_evaluate_accepts_the_set_it_suggests(run, tmp_path, capsys):
+    rows = run_data(run).read_text(encoding="utf-8").splitlines()
+    swapped = tmp_path / "swapped.tsv"
+    swapped.write_text("".join(f"{y}\t{x}\n" for x, y in (r.split("\t") for r in rows)), encoding="utf-8")
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--out", str(tmp_path / "e"), "--set",
+                     "data.text_column=1", "--set", "data.label_column=0"]) == 0
+    ref = tmp_path / "ref"
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(run_data(run)), "--out", str(ref)]) == 0
+    a = json.loads((tmp_path / "e" / "eval_swapped.json").read_text())
+    b = json.loads((ref / "eval_dev.json").read_text())
+    assert a["accuracy"] == b["accuracy"] and a["n"] == 12
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "train.lr=1"]) == 2
+    assert "evaluate takes data.* keys only" in one_line_error(capsys)
+
+
+def test_classes_without_train_examples_and_a_tiny_train_set_warn(tiny_model, tmp_path, capsys):
+    data = write_thucnews(tmp_path / "d", n_train=24, n_dev=6)
+    (data / "class.txt").write_text("sports\nfinance\ngame\nweather", encoding="utf-8")
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "a"), "--model", str(tiny_model),
+                     "--epochs", "1", "--quiet", "--set", "data.max_length=24"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: " in out and "1 of 4 classes have no train example ('weather')" in out
+    assert out.index("warning: ") < out.index("| dev ")                 # before training
+    (data / "train.txt").write_text("球赛冠军队员\t0\n", encoding="utf-8")
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "b"), "--model", str(tiny_model),
+                     "--epochs", "1", "--quiet", "--set", "data.max_length=24"]) == 0
+    out = capsys.readouterr().out
+    assert "only 1 train example:" in out and "3 of 4 classes have no train example" in out

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import json
 import math
 import re
 from dataclasses import dataclass, field

@@ -9,6 +9,9 @@ A bundle folder holds:
                    temperature (single-label) / thresholds (multi-label) fitted on dev, applied by Predictor
   bundle.json      what was exported, how (opset, quantization) and with which versions; the
                    verification result (torch vs ONNX agreement)
+  manifest.json    size and SHA-256 of every file above (runfiles.write_manifest), checked at load: a
+                   missing, truncated or edited file is one line naming it (bundles without one: the tokenizer's
+                   files are checked)
 
 Loading a bundle needs onnxruntime and a tokenizer, never the torch model classes.
 """
