@@ -169,11 +169,12 @@ def test_predict_on_another_encoding_names_it(run, tmp_path, capsys, encoding, n
 
 
 def test_unknown_encoding_hint_is_not_always_gb18030(tmp_path):
-    from tricklab.data.readers import decode_text
+    from tricklab.data.readers import read_text
     from tricklab.errors import DataError
 
+    (tmp_path / "x.txt").write_bytes("Café déjà vu, naïve résumé\n".encode("cp1252"))
     with pytest.raises(DataError) as e:
-        decode_text("Café déjà vu, naïve résumé\n".encode("cp1252"), tmp_path / "x.txt")
+        read_text(tmp_path / "x.txt")
     assert "Windows-1252" in str(e.value) and "GB18030" not in str(e.value)
 
 
@@ -232,10 +233,10 @@ def test_compare_rerun_treats_a_torn_metrics_json_as_unfinished(tiny_model, tmp_
 
 def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding the run folder's lock (as a training run does), until killed."""
-    code = ("import sys, time; from tricklab.runfiles import RunLock; RunLock(sys.argv[1]).acquire(); "
+    code = ("import fcntl, os, sys, time; fd = os.open(os.path.join(sys.argv[1], '.tricklab.lock'), "
+            "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); "
             "print('locked', flush=True); time.sleep(120)")
-    p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "locked"
     return p
 
