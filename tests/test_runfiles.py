@@ -76,6 +76,18 @@ def test_evaluate_never_writes_through_a_link_out_of_the_run(run, tmp_path, caps
     assert json.loads((run / "eval_dev.json").read_text())["n"] == 12
 
 
+def test_train_never_writes_through_a_link_out_of_the_run(run, tmp_path, capsys):
+    victim = tmp_path / "victim.tsv"
+    victim.write_text("precious")
+    (run / "bad_cases.tsv").unlink()
+    (run / "bad_cases.tsv").symlink_to(victim)
+    (run / "metrics.json").unlink()
+    assert cli_main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
+    err = one_line_error(capsys)
+    assert "bad_cases.tsv: a symbolic link" in err and victim.read_text() == "precious"
+    assert not (run / "metrics.json").exists()             # refused before training, not half-way through finish
+
+
 def run_data(run: Path) -> Path:
     return Path(json.loads((run / "run.json").read_text())["data"]["files"]["dev"]["path"])
 
@@ -91,6 +103,13 @@ def test_model_folder_has_a_manifest_of_sizes_and_hashes(run):
     assert {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "tricklab.json", "config.json"} <= set(files)
     for name, rec in files.items():
         assert rec == file_digest(run / "model" / name), name     # still true after finish rewrote tricklab.json
+
+
+def test_a_run_from_before_manifests_still_loads(run, tmp_path, capsys):
+    (run / "model" / "manifest.json").unlink()
+    (tmp_path / "in.txt").write_text("球赛冠军\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "in.txt")]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] in ("sports", "finance", "game")
 
 
 def truncate(p: Path) -> None:

@@ -92,11 +92,18 @@ def dataset_name(data: str | Path) -> str:
     return p.name if p.is_dir() else p.parent.name if p.stem == "train" else p.stem
 
 
+# what a run writes in its folder (finish: evaluation/final.py; model/ and checkpoints/ are folders)
+RUN_OUTPUTS = ("config.yaml", "run.json", "log.jsonl", "metrics.json", "predictions.npz", "bad_cases.tsv",
+               "confusion_matrix.png", "reliability.png", "model", "model.tmp", "checkpoints")
+
+
 def announce(run: Run) -> None:
     """Write the resolved config; print the notes and one line of what is about to happen."""
     if not run.main:
         return
     run.out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_OUTPUTS:       # refused before training, not after it: no write through a link out of the run
+        writable(run.out / name, run.out)
     run.cfg.save(run.out / "config.yaml")
     if run.forced is None:
         write_run_json(run.out, run.data_record)

@@ -295,8 +295,7 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
               accelerator.unwrap_model(prepared), losses, tricks, optimizer, scheduler, total_steps, steps_per_epoch,
               metric, notes=notes, data_record=record, forced=forced, sample_weights=weights,
               warnings=coverage_warnings(bundle.class_counts(), bundle.label_map.names, len(bundle.train),
-                                         bundle.train.source) if bundle.task != "regression" else
-              coverage_warnings([], [], len(bundle.train), bundle.train.source))
+                                         bundle.train.source))   # regression: no classes, the train size only
     if resume:
         restore(run)
     return run
