@@ -79,7 +79,7 @@ class TrainConfig:
     warmup_steps: int = 0          # > 0: this many warm-up steps instead of warmup_ratio
     max_grad_norm: float = 1.0     # 0: no clipping
     grad_accum: int = 1
-    precision: str = "auto"        # auto (bf16 where fast) | bf16 | fp16 | fp32
+    precision: str = "auto"        # auto (bf16 where measured fast) | bf16 | fp16 | fp32
     seed: int = 42
     eval_every: int = 0            # optimizer steps between dev evaluations; 0: once per epoch
     metric: str = "auto"           # dev metric that picks the best checkpoint (auto: by task)
