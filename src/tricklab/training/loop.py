@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data import collate
+from ..data.invalid import SKIPPED_FILE, skipped_note, write_skipped
 from ..evaluation.final import finish
 from ..evaluation.metrics import compute_metrics, is_better
 from ..evaluation.model_card import detect_language, write_model_card
@@ -89,6 +90,9 @@ def announce(run: Run) -> None:
         note_resume(run.out, run.data_record, run.forced)
         if run.forced:
             run.notes.append("--force: resuming despite: " + "; ".join(run.forced))
+    if run.bundle.skipped is not None:
+        write_skipped(run.out / SKIPPED_FILE, run.bundle.skipped)
+        run.notes.append(skipped_note(run.bundle.skipped, run.out / SKIPPED_FILE))
     if run.cfg.train.checkpoint:
         run.notes.append(checkpoint_note(run))
     for n in run.notes:

@@ -263,6 +263,7 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
             clear_run_folder(out)
         accelerator.wait_for_everyone()
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
+    record["columns"] = bundle.columns                             # how each file's columns were chosen (run.json)
     cfg.task = bundle.task
     metric = dev_metric(cfg, bundle)
     check_sampler(cfg.data.sampler, bundle.task)
