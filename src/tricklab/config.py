@@ -38,6 +38,11 @@ class DataConfig:
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
     dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file
+    test_ratio: float = 0.0        # held out from train (stratified) as test when there is no test file; 0: none
+                                   # (the final scores are then on dev, which also picked the checkpoint)
+    on_invalid: str = "error"      # error | skip: a row with a problem of its own (empty text, unknown label, wrong
+                                   # column count, NaN target, ...) stops the run, or is dropped and listed in
+                                   # OUT/skipped_rows.tsv; file-level problems always stop
     max_train_samples: int = 0     # 0: all
     sampler: str = "shuffle"       # shuffle: every train row once per epoch | balanced: rows drawn with replacement,
                                    # every class equally likely (single-label; see data/balance.py)
@@ -79,7 +84,7 @@ class TrainConfig:
     warmup_steps: int = 0          # > 0: this many warm-up steps instead of warmup_ratio
     max_grad_norm: float = 1.0     # 0: no clipping
     grad_accum: int = 1
-    precision: str = "auto"        # auto (bf16 where fast) | bf16 | fp16 | fp32
+    precision: str = "auto"        # auto (bf16 where measured fast) | bf16 | fp16 | fp32
     seed: int = 42
     eval_every: int = 0            # optimizer steps between dev evaluations; 0: once per epoch
     metric: str = "auto"           # dev metric that picks the best checkpoint (auto: by task)
@@ -231,6 +236,7 @@ def validate(cfg: Config) -> None:
     choice("data.truncation", cfg.data.truncation, ("head", "tail", "head_tail", "chunk"))
     choice("data.chunk_agg", cfg.data.chunk_agg, ("mean", "max"))
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
+    choice("data.on_invalid", cfg.data.on_invalid, ("error", "skip"))
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
     choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
     for tracker in tracker_names(cfg.tracking.report_to):
@@ -250,6 +256,9 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.data.head_ratio <= 1:
         raise ConfigError(f"config data.head_ratio: must be in [0, 1] (share of the tokens kept from the start; "
                           f"0.25 keeps 128 + 382 of 512), got {cfg.data.head_ratio}")
+    if not 0 <= cfg.data.test_ratio < 1:
+        raise ConfigError(f"config data.test_ratio: must be in [0, 1) (the share of train held out as test when there "
+                          f"is no test file; 0: none), got {cfg.data.test_ratio}")
     if cfg.data.max_chunks < 1:
         raise ConfigError(f"config data.max_chunks: must be at least 1 (windows per document), got {cfg.data.max_chunks}")
     if cfg.data.stride is not None and not 0 <= cfg.data.stride < cfg.data.max_length - 2:

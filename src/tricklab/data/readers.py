@@ -8,6 +8,7 @@ detected by charset_normalizer (GB18030, Big5, Shift_JIS, EUC-KR, cp1252, ...), 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..config import DataConfig
 from ..errors import DataError
+from .columns import Rows, column_choice, column_not_found
 
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "title")
 TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2")
@@ -152,8 +154,10 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
         return cfg.header == "true"
     named = [c for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)]
     cells = [c.strip().lower() for c in first]
-    if named:
-        return all(n.lower() in cells for n in named)
+    if named:  # a row of names that lacks a wanted one is still a header: the error then names the closest
+        names_like = all(c == "" or c.replace(" ", "_").replace("-", "_").isidentifier() for c in cells)
+        return all(n.lower() in cells for n in named) or names_like and (
+            any(c in KNOWN for c in cells) or any(difflib.get_close_matches(n.lower(), cells, 1) for n in named))
     return any(c in KNOWN for c in cells) and all(c == "" or c.isidentifier() or c in KNOWN for c in cells)
 
 
@@ -162,14 +166,14 @@ def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ..
         return want
     if header is None:
         if want is not None:
-            raise DataError(f"{path}: data.{role}_column={want!r} names a column, but the file has no header line; "
-                            f"fix: use a 0-based column index, e.g. --set data.{role}_column=0")
+            raise DataError(f"{path}: data.{role}_column={want!r} names a column, but the file has no header line "
+                            f"(line 1 holds data); fix: use a 0-based column index, e.g. --set data.{role}_column=0, "
+                            f"or add a header line")
         return None
     low = [h.strip().lower() for h in header]
     if want is not None:
         if want.lower() not in low:
-            raise DataError(f"{path} line 1: no column named {want!r} (header: {', '.join(header)}); "
-                            f"fix: set data.{role}_column to one of those names")
+            raise column_not_found(path, role, want, header)
         return low.index(want.lower())
     for n in names:
         if n in low:
@@ -245,7 +249,9 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             problems.append(f"{path} line {line}: empty label for {_short(text)}; fix: add the label or delete the line")
             continue
         rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None))
-    return rows
+    out = Rows(rows)
+    out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si})
+    return out
 
 
 def _read_jsonl(path: Path, text: str, cfg: DataConfig, labelled: bool, problems: list[str]) -> list[Row]:

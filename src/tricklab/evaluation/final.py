@@ -84,7 +84,9 @@ def finish(out: Path, bundle: DataBundle, dev: Encoded, test: Encoded | None, ba
     evaluated_on = "test" if "test" in res else "dev"
     final = res[evaluated_on]
     metrics = {**{k: v for k, v in final.items() if k != "confusion_matrix"}, "evaluated_on": evaluated_on,
-               **training, **res}
+               "score_on": bundle.score_on, **training, **res}
+    if bundle.skipped is not None:   # data.on_invalid=skip: rows skipped per split file (OUT/skipped_rows.tsv)
+        metrics["skipped_rows"] = bundle.skipped_counts()
     if "thresholds" in meta:
         metrics["thresholds"] = meta["thresholds"]
     if bundle.task == "single_label":   # classes of the reported split never predicted right (zero_f1_note)
@@ -93,10 +95,14 @@ def finish(out: Path, bundle: DataBundle, dev: Encoded, test: Encoded | None, ba
     written = ["model/", "metrics.json", "log.jsonl"] + write_plots_and_bad_cases(out, bundle, evaluated_on, final,
                                                                                   preds, meta)
     if verbose:
+        print(f"scores on {bundle.score_on}")
         print(metrics_table(res))
         print(per_class_table(final))
         warn = zero_f1_note(final, evaluated_on)
         if warn:
             print(warn)
+        if bundle.skipped is not None:
+            print("skipped rows (data.on_invalid=skip): " + ", ".join(f"{k} {v}" for k, v in
+                                                                      bundle.skipped_counts().items()))
         print(f"run folder: {out}  ({', '.join(written)})")
     return metrics

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data import collate
+from ..data.invalid import SKIPPED_FILE, skipped_note, write_skipped
 from ..evaluation.final import finish
 from ..evaluation.metrics import compute_metrics, is_better
 from ..evaluation.model_card import detect_language, write_model_card
@@ -94,7 +95,7 @@ def dataset_name(data: str | Path) -> str:
 
 # what a run writes in its folder (finish: evaluation/final.py; model/ and checkpoints/ are folders)
 RUN_OUTPUTS = ("config.yaml", "run.json", "log.jsonl", "metrics.json", "predictions.npz", "bad_cases.tsv",
-               "confusion_matrix.png", "reliability.png", "model", "model.tmp", "checkpoints")
+               "confusion_matrix.png", "reliability.png", "skipped_rows.tsv", "model", "model.tmp", "checkpoints")
 
 
 def announce(run: Run) -> None:
@@ -115,6 +116,9 @@ def announce(run: Run) -> None:
         if dropped:
             run.notes.append(f"log.jsonl: {dropped} record(s) past step {run.state.step} dropped (they are logged "
                              f"again from the checkpoint)")
+    if run.bundle.skipped is not None:
+        write_skipped(run.out / SKIPPED_FILE, run.bundle.skipped)
+        run.notes.append(skipped_note(run.bundle.skipped, run.out / SKIPPED_FILE))
     if run.cfg.train.checkpoint:
         run.notes.append(checkpoint_note(run))
     for n in run.notes:

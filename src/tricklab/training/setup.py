@@ -174,18 +174,18 @@ def clear_run_folder(out: Path) -> None:
                 p.unlink()
 
 
-def make_accelerator(cfg: Config, out: Path) -> tuple[Accelerator, str]:
-    """The Accelerator with the run's precision and trackers (tracking.report_to)."""
+def make_accelerator(cfg: Config, out: Path, notes: list[str]) -> tuple[Accelerator, str]:
+    """The Accelerator with the run's precision (auto: measured, see model/runtime.py) and trackers."""
     tc = cfg.train
-    precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    if tc.threads:                                     # before measuring: the speeds depend on the thread count
+        torch.set_num_threads(tc.threads)
+    precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu", notes)
     # one process may train several runs (tests, grids) with other precisions; accelerate has no public reset
     # (pyproject caps accelerate below 2; tests/test_dependencies.py checks that this method exists)
     AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
                               **accelerator_trackers(cfg.tracking, out))
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
     return accelerator, precision
 
@@ -265,19 +265,21 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     else:
         record = data_record(data, dev, test)
     tc = cfg.train
-    accelerator, precision = make_accelerator(cfg, out)
+    precision_notes: list[str] = []
+    accelerator, precision = make_accelerator(cfg, out, precision_notes)
     if overwrite and not resume:
         if accelerator.is_main_process:
             clear_run_folder(out)
         accelerator.wait_for_everyone()
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
+    record["columns"] = bundle.columns                             # how each file's columns were chosen (run.json)
     cfg.task = bundle.task
     metric = dev_metric(cfg, bundle)
     check_sampler(cfg.data.sampler, bundle.task)
     if tc.batch_size < accelerator.num_processes:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch: it must be at least the number "
                           f"of processes ({accelerator.num_processes})")
-    notes = list(bundle.notes) + balance_notes(cfg, bundle)
+    notes = precision_notes + list(bundle.notes) + balance_notes(cfg, bundle)
     model, tok, lower, backbone = build_model(cfg, bundle, notes)
     enc = encode_splits(cfg, bundle, tok, lower, notes)
     weights = balanced_weights(enc.train.labels, bundle.label_map.num_labels) if cfg.data.sampler == "balanced" else None
