@@ -284,14 +284,14 @@ def watch_parent() -> None:
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:                  # the parent died before the signal was armed
-        os._exit(143)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def poll() -> None:
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)
-                os._exit(143)
+                time.sleep(5)                   # a handler that ignores SIGTERM does not keep it alive
+                os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=poll, name="tricklab-watch-parent", daemon=True).start()
