@@ -153,6 +153,26 @@ def bundle(trained, tmp_path_factory) -> Path:
     return out
 
 
+def test_bundle_manifest_covers_the_bundle_only(bundle, tmp_path, capsys):
+    b = tmp_path / "b"
+    shutil.copytree(bundle, b)
+    files = json.loads((b / "manifest.json").read_text())["files"]
+    assert {"model.onnx", "tokenizer.json", "tokenizer_config.json", "tricklab.json", "bundle.json"} <= set(files)
+    rows = run_data(bundle_run(b)).read_text(encoding="utf-8")
+    (tmp_path / "t.txt").write_text(rows, encoding="utf-8")
+    assert cli_main(["evaluate", "--bundle", str(b), "--data", str(tmp_path / "t.txt")]) == 0
+    from tricklab.inference.export import export_bundle
+
+    export_bundle(bundle_run(b), b, log=None)          # exported again into the folder that holds the reports
+    assert not {"eval_t.json", "bad_cases_t.tsv"} & set(json.loads((b / "manifest.json").read_text())["files"])
+    (b / "bad_cases_t.tsv").write_text("edited by hand\n")     # reports are not part of the bundle
+    assert cli_main(["evaluate", "--bundle", str(b), "--data", str(tmp_path / "t.txt")]) == 0
+
+
+def bundle_run(b: Path) -> Path:
+    return Path(json.loads((b / "bundle.json").read_text())["run"])
+
+
 @pytest.mark.parametrize("damage,manifest,expect", [
     ("rm tokenizer.json", True, "tokenizer.json: missing"),
     ("rm tokenizer.json", False, "tokenizer.json: missing"),

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from .errors import TrickLabError
 
@@ -132,11 +132,13 @@ def file_digest(path: str | Path) -> dict[str, Any]:
     return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
 
 
-def write_manifest(folder: str | Path) -> dict[str, Any]:
-    """manifest.json: size and SHA-256 of every file in `folder` (subfolders included; the model card and the
-    manifest itself excluded), for check_manifest at load."""
+def write_manifest(folder: str | Path, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """manifest.json: size and SHA-256 of the files `names` of `folder` (default: every file, subfolders included,
+    but the model card and the manifest itself), for check_manifest at load. Files added later (e.g. evaluate's
+    reports in a bundle folder) are not part of it."""
     d = Path(folder)
-    files = {p.relative_to(d).as_posix(): file_digest(p) for p in sorted(d.rglob("*"))
+    paths = sorted(d.rglob("*")) if names is None else [d / n for n in sorted(set(names))]
+    files = {p.relative_to(d).as_posix(): file_digest(p) for p in paths
              if p.is_file() and not p.is_symlink() and p.name not in UNHASHED and not p.name.endswith(".tmp")}
     man = {"manifest_version": 1, "files": files}
     write_json(d / MANIFEST_FILE, man)

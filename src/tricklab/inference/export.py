@@ -168,7 +168,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
                 logging.disable(logging.NOTSET)
         else:
             shutil.move(str(fp32), str(out / ONNX_FILE))
-    tok.save_pretrained(str(out))
+    tok_files = [Path(p).name for p in tok.save_pretrained(str(out))]
     write_json(out / META_FILE, meta)
 
     # verify: the same texts through both backends
@@ -191,7 +191,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
             "backbone": meta.get("model", {}).get("backbone"),
             "run": str(run.resolve()), "versions": _versions(), "verify": check}
     write_json(out / BUNDLE_FILE, info)
-    write_manifest(out)                       # every file's size and SHA-256, checked by load_bundle
+    write_manifest(out, [ONNX_FILE, META_FILE, BUNDLE_FILE, *tok_files])   # sizes and SHA-256, checked at load
     if log:
         log(f"exported {out / ONNX_FILE} ({fmt}{', ' + quantize if quantize else ''}, opset {opset})")
         log(f"verify on {check['n']} {source}: torch vs onnx agreement {check['agreement']:.4f}, "
