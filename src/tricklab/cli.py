@@ -96,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference.evaluate import evaluate_run
 
-    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out)
+    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out, sets=args.set)
     return 0
 
 
@@ -107,10 +107,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size, **_decision(args))
     else:
         pred = Predictor.from_run(args.run, batch_size=args.batch_size, threads=args.threads, **_decision(args))
+    from .data.readers import decode_text
+
     pair = bool(pred.meta["data"].get("pair"))
-    src = sys.stdin if args.input in (None, "-") else open(_existing(args.input), encoding="utf-8-sig")
+    if args.input in (None, "-"):   # bytes, decoded here: another encoding is one line, not a traceback
+        buf = getattr(sys.stdin, "buffer", None)
+        lines = (decode_text(buf.read(), "<stdin>") if buf is not None else sys.stdin.read()).splitlines()
+    else:
+        lines = decode_text(Path(_existing(args.input)).read_bytes(), args.input).splitlines()
     texts, dropped_cols = [], False
-    for line in src:
+    for line in lines:
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -315,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
                                  "(default: the run or bundle folder)")
     e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="read --data another way than the run read its files, e.g. data.text_column=1 (data.* only)")
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict texts (one per line; text_a<TAB>text_b for pair models); JSONL out")
@@ -369,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .runfiles import watch_parent
+
+    watch_parent()             # a training subprocess of `compare --jobs` ends with its parent
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

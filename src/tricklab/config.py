@@ -39,6 +39,11 @@ class DataConfig:
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
     dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file
+    test_ratio: float = 0.0        # held out from train (stratified) as test when there is no test file; 0: none
+                                   # (the final scores are then on dev, which also picked the checkpoint)
+    on_invalid: str = "error"      # error | skip: a row with a problem of its own (empty text, unknown label, wrong
+                                   # column count, NaN target, ...) stops the run, or is dropped and listed in
+                                   # OUT/skipped_rows.tsv; file-level problems always stop
     max_train_samples: int = 0     # 0: all
     max_train_per_class: int = 0   # > 0: a stratified sample of this many train rows per class (single-label; seeded
                                    # by train.seed; classes with fewer keep all), for few-shot experiments
@@ -82,7 +87,7 @@ class TrainConfig:
     warmup_steps: int = 0          # > 0: this many warm-up steps instead of warmup_ratio
     max_grad_norm: float = 1.0     # 0: no clipping
     grad_accum: int = 1
-    precision: str = "auto"        # auto (bf16 where fast) | bf16 | fp16 | fp32
+    precision: str = "auto"        # auto (bf16 where measured fast) | bf16 | fp16 | fp32
     seed: int = 42
     eval_every: int = 0            # optimizer steps between dev evaluations; 0: once per epoch
     metric: str = "auto"           # dev metric that picks the best checkpoint (auto: by task)
@@ -137,7 +142,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        from .runfiles import atomic_write
+
+        atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -237,6 +244,7 @@ def validate(cfg: Config) -> None:
     choice("data.truncation", cfg.data.truncation, ("head", "tail", "head_tail", "chunk"))
     choice("data.chunk_agg", cfg.data.chunk_agg, ("mean", "max"))
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
+    choice("data.on_invalid", cfg.data.on_invalid, ("error", "skip"))
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
     choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
     choice("train.strategy", cfg.train.strategy, STRATEGIES)
@@ -265,6 +273,9 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.data.head_ratio <= 1:
         raise ConfigError(f"config data.head_ratio: must be in [0, 1] (share of the tokens kept from the start; "
                           f"0.25 keeps 128 + 382 of 512), got {cfg.data.head_ratio}")
+    if not 0 <= cfg.data.test_ratio < 1:
+        raise ConfigError(f"config data.test_ratio: must be in [0, 1) (the share of train held out as test when there "
+                          f"is no test file; 0: none), got {cfg.data.test_ratio}")
     if cfg.data.max_chunks < 1:
         raise ConfigError(f"config data.max_chunks: must be at least 1 (windows per document), got {cfg.data.max_chunks}")
     if cfg.data.stride is not None and not 0 <= cfg.data.stride < cfg.data.max_length - 2:
