@@ -7,7 +7,8 @@ honest clients while attackers run ("under attack"):
   chunked     POST /predict with Transfer-Encoding: chunked and a body that never ends (64 kB chunks), each
               capped at `chunk_cap` bytes sent
   invalid     requests with a lone surrogate, an empty text, Content-Type text/plain, and a 3 MB list of numbers
-Honest clients keep one keep-alive connection each and send `per_request` headlines per request; every answer
+The attackers run in a separate process, so their own CPU use does not slow the honest clients' event loop
+(client, attackers and server still share this machine's cores). Honest clients keep one keep-alive connection each and send `per_request` headlines per request; every answer
 is checked against an in-process Predictor on the same bundle and the same texts (label, and probabilities
 within 1e-4), so "wrong" counts answers that differ from `tricklab predict --bundle`.
 """
@@ -97,7 +98,7 @@ async def chunked(port: int, stop: asyncio.Event, cap: int, out: dict[str, Any])
         answer = asyncio.ensure_future(r.readuntil(b"\r\n\r\n"))
         try:
             w.write(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n" + b'10\r\n{"texts": [    \r\n')
+                    b"Transfer-Encoding: chunked\r\n\r\n" + b'b\r\n{"texts": [\r\n')
             while not answer.done() and sent < cap and not stop.is_set():
                 w.write(frame)
                 await w.drain()
@@ -106,7 +107,7 @@ async def chunked(port: int, stop: asyncio.Event, cap: int, out: dict[str, Any])
             head = await asyncio.wait_for(answer, 10)
             key = f"HTTP {head.split()[1].decode()}"
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError) as e:
-            key = type(e).__name__
+            key = f"cut ({type(e).__name__})"   # the server answered and closed while we were still sending
         answer.cancel()
         out["chunked"][key] = out["chunked"].get(key, 0) + 1
         out["chunked_bytes"].append(sent)
@@ -147,17 +148,40 @@ def fresh() -> dict[str, Any]:
     return {"lat": [], "errors": {}, "texts": 0, "wrong": 0, "max_diff": 0.0}
 
 
-async def phase(port: int, texts: list[str], ref: dict, clients: int, per_request: int, duration: float,
-                attack: dict[str, int] | None, chunk_cap: int) -> dict[str, Any]:
-    stop = asyncio.Event()
-    res = fresh()
-    atk: dict[str, Any] = {"slowloris_opened": 0, "slowloris_alive_at_end": 0, "slowloris_held_s": [],
-                           "chunked": {}, "chunked_bytes": [], "invalid": {}}
-    tasks = [asyncio.ensure_future(honest(port, texts, ref, per_request, 13 * c, stop, res)) for c in range(clients)]
-    if attack:
-        tasks += [asyncio.ensure_future(slowloris(port, stop, atk)) for _ in range(attack["slowloris"])]
+def attack_process(port: int, attack: dict[str, int], duration: float, chunk_cap: int, q: Any) -> None:
+    """Runs in a child process: the attackers for `duration` s; their counts go back through `q`."""
+
+    async def main() -> dict[str, Any]:
+        stop = asyncio.Event()
+        atk: dict[str, Any] = {"slowloris_opened": 0, "slowloris_alive_at_end": 0, "slowloris_held_s": [],
+                               "chunked": {}, "chunked_bytes": [], "invalid": {}}
+        tasks = [asyncio.ensure_future(slowloris(port, stop, atk)) for _ in range(attack["slowloris"])]
         tasks += [asyncio.ensure_future(chunked(port, stop, chunk_cap, atk)) for _ in range(attack["chunked"])]
         tasks += [asyncio.ensure_future(invalid(port, stop, atk)) for _ in range(attack["invalid"])]
+        await asyncio.sleep(duration)
+        stop.set()
+        await asyncio.wait(tasks, timeout=60)
+        for t in tasks:
+            t.cancel()
+        return atk
+
+    q.put(asyncio.run(main()))
+
+
+async def phase(port: int, texts: list[str], ref: dict, clients: int, per_request: int, duration: float,
+                attack: dict[str, int] | None, chunk_cap: int) -> dict[str, Any]:
+    import multiprocessing as mp
+
+    stop = asyncio.Event()
+    res = fresh()
+    proc = q = None
+    if attack:
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        proc = ctx.Process(target=attack_process, args=(port, attack, duration + 2, chunk_cap, q), daemon=True)
+        proc.start()
+        await asyncio.sleep(2)   # the attackers are in place before the honest clients start
+    tasks = [asyncio.ensure_future(honest(port, texts, ref, per_request, 13 * c, stop, res)) for c in range(clients)]
     t0 = time.perf_counter()
     await asyncio.sleep(duration)
     stop.set()
@@ -167,7 +191,10 @@ async def phase(port: int, texts: list[str], ref: dict, clients: int, per_reques
     res["wall_s"] = time.perf_counter() - t0
     res["p50_ms"], res["p99_ms"] = (statistics.median(res["lat"]) if res["lat"] else float("nan")), pct(res["lat"], 0.99)
     res["requests"] = len(res["lat"])
-    res["attack"] = atk if attack else None
+    res["attack"] = None
+    if proc is not None:
+        res["attack"] = await asyncio.get_running_loop().run_in_executor(None, q.get, True, 120)
+        proc.join(30)
     return res
 
 

@@ -404,17 +404,19 @@ def test_chunked_body_is_refused_while_it_streams():
     assert status == 413 and b"larger than" in raw and len(raw) < 1000
 
 
-def test_huge_list_is_rejected_fast_without_stalling_other_requests():
-    """A 3 MB list of numbers (under the default body limit) is refused quickly, and /health answers meanwhile."""
+def test_huge_bodies_are_rejected_without_stalling_other_requests():
+    """3 MB of a million JSON values (under the default body limit) costs json.loads seconds of GIL time: it is
+    parsed outside the server's process, so /health keeps answering meanwhile, and the request gets its 413."""
     app = create_app(FakeSingle(), "fake")                # defaults: 256 texts of 2000 characters
-    body = b'{"texts": [' + b",".join([b"1"] * 1_500_000) + b"]}"
-    assert len(body) > 2_900_000
+    numbers = b'{"texts": [' + b",".join([b"1"] * 1_500_000) + b"]}"
+    lists = b'{"texts": [' + b",".join([b"[]"] * 1_000_000) + b"]}"
+    assert len(numbers) > 2_900_000 and len(lists) > 2_900_000
     with Live(app) as srv:
         health_ms: list[float] = []
         done = threading.Event()
 
         def poll() -> None:
-            with httpx.Client(timeout=30) as c:
+            with httpx.Client(timeout=60) as c:
                 while not done.is_set():
                     t0 = time.perf_counter()
                     assert c.get(srv.url + "/health").status_code == 200
@@ -424,17 +426,13 @@ def test_huge_list_is_rejected_fast_without_stalling_other_requests():
         t = threading.Thread(target=poll)
         t.start()
         try:
-            with httpx.Client(timeout=60) as c:
-                times = []
-                for _ in range(3):
-                    t0 = time.perf_counter()
+            with httpx.Client(timeout=120) as c:
+                for body in (numbers, lists, numbers):
                     r = c.post(srv.url + "/predict", content=body, headers={"Content-Type": "application/json"})
-                    times.append(time.perf_counter() - t0)
                     assert r.status_code == 413 and "at most 256" in r.json()["error"], r.text[:300]
         finally:
             done.set()
             t.join()
-    assert max(times) < 3.0, times
     assert len(health_ms) >= 5 and max(health_ms) < 1500, sorted(health_ms)[-5:]
 
 

@@ -4,8 +4,9 @@
   body size      counted while the body streams in, whatever its transfer encoding (chunked included): 413 as
                  soon as it passes the limit, before it is parsed
   body time      the whole body must arrive within `body_timeout` seconds (408)
-  parse          JSON parsing and validation run in a worker thread (`parse_predict`), never on the event
-                 loop, and the work is bounded: the number of texts is checked before any text is looked at
+  parse          JSON parsing and validation never run on the event loop (`Parser`): small bodies in a thread,
+                 large ones in a worker process, since json.loads holds the GIL (a 3 MB body of a million empty
+                 lists takes seconds); the number of texts is checked before any text is looked at
   texts          each text (each part of a pair): valid Unicode (no lone surrogates), not empty or whitespace
                  only, at most `max_chars` characters; a 422 (413 for length) names the index of the first bad one
   headers        `guarded_h11(header_timeout)`: uvicorn's h11 protocol, closing a connection whose request
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +36,9 @@ class Rejected(Exception):
     def __init__(self, status: int, message: str, close: bool = False):
         super().__init__(message)
         self.status, self.message, self.close = status, bounded(message), close
+
+    def __reduce__(self) -> tuple:  # raised in a parser process, re-raised in the server
+        return Rejected, (self.status, self.message, self.close)
 
 
 def bounded(message: str) -> str:
@@ -77,10 +84,42 @@ async def read_body(request: Any, limits: Limits) -> bytes:
             parts.append(chunk)
         return b"".join(parts)
 
+    from starlette.requests import ClientDisconnect
+
     try:
         return await asyncio.wait_for(collect(), limits.body_timeout)
+    except ClientDisconnect:
+        raise Rejected(400, "the client closed the connection before the body was complete", close=True) from None
     except asyncio.TimeoutError:
         raise Rejected(408, f"the request body did not arrive within {limits.body_timeout:g} s", close=True) from None
+
+
+class Parser:
+    """`await parser.parse(body)` -> (texts, top_k), or Rejected: bodies up to `process_above` bytes are parsed
+    in a thread, larger ones in one worker process (spawned on first use), so no request holds the server's
+    GIL for long."""
+
+    def __init__(self, limits: Limits, process_above: int = 32 << 10):
+        self.limits, self.process_above = limits, process_above
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tricklab-parse")
+        self._procs: ProcessPoolExecutor | None = None
+
+    async def parse(self, body: bytes) -> tuple[list[Any], int]:
+        loop = asyncio.get_running_loop()
+        if len(body) <= self.process_above:
+            return await loop.run_in_executor(self._threads, parse_predict, body, self.limits)
+        if self._procs is None:
+            self._procs = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await loop.run_in_executor(self._procs, parse_predict, body, self.limits)
+        except BrokenProcessPool:
+            self._procs = None
+            raise Rejected(503, "the request parser had to restart; send the request again") from None
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False)
+        if self._procs is not None:
+            self._procs.shutdown(wait=False, cancel_futures=True)
 
 
 def parse_predict(body: bytes, limits: Limits) -> tuple[list[Any], int]:

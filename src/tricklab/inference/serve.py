@@ -6,7 +6,7 @@
 
 With --token every path but /health needs `Authorization: Bearer TOKEN` (compared in constant time).
 Every /predict body passes inference/guard.py first (Content-Type, size while streaming, body deadline,
-JSON parsed and validated in a worker thread, per-text checks); uvicorn runs with a header deadline, a
+JSON parsed and validated off the event loop, per-text checks); uvicorn runs with a header deadline, a
 keep-alive timeout and a connection limit. Error bodies are short JSON and never echo the request.
 
 Concurrent requests are micro-batched: the model runs on the queued requests' texts (up to `max_batch`
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Union
 
 from ..errors import ConfigError, TrickLabError
-from .guard import Limits, Rejected, bounded, check_content_type, guarded_h11, parse_predict, read_body
+from .guard import Limits, Parser, Rejected, bounded, check_content_type, guarded_h11, read_body
 
 try:
     from fastapi import FastAPI, Request
@@ -237,13 +237,13 @@ def create_app(predictor: Any, name: str = "model", token: str | None = None, ma
     cap = token_cap(predictor.meta)
     batcher = Batcher(lambda texts, k: predictor.predict(texts, top_k=k), max_batch, max_wait_ms, max_batch_tokens,
                       cost=lambda t: min(cap, 3 + (len(t) if isinstance(t, str) else sum(map(len, t)))))
-    parse_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tricklab-parse")
+    parser = Parser(limits)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         await batcher.close()  # uvicorn has stopped taking requests; finish the queued ones
-        parse_pool.shutdown(wait=False)
+        parser.close()
         if log:
             log(f"stopped: served {batcher.requests} requests in {batcher.batches} model calls")
 
@@ -258,7 +258,7 @@ def create_app(predictor: Any, name: str = "model", token: str | None = None, ma
         try:
             check_content_type(request.headers)
             body = await read_body(request, limits)
-            texts, top_k = await asyncio.get_running_loop().run_in_executor(parse_pool, parse_predict, body, limits)
+            texts, top_k = await parser.parse(body)
         except Rejected as e:
             return _error(e.status, e.message, e.close)
         try:
@@ -298,16 +298,7 @@ def create_app(predictor: Any, name: str = "model", token: str | None = None, ma
 def _add_guards(app: Any, token: str | None) -> None:
     """Token on every path but /health; bounded JSON errors for what the routes do not handle themselves."""
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next: Callable) -> Any:
-        if token is not None and request.url.path != "/health":
-            given = request.headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            value = value.strip()
-            if scheme.lower() != "bearer" or not value or not hmac.compare_digest(value.encode(), token.encode()):
-                return _error(401, f"{'wrong' if given else 'missing'} bearer token: send the header "
-                                   f"`Authorization: Bearer TOKEN` (the server's --token)", close=True)
-        return await call_next(request)
+    app.add_middleware(TokenGuard, token=token)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -317,6 +308,26 @@ def _add_guards(app: Any, token: str | None) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         where = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:3])
         return _error(422, f"bad request: {where}")
+
+
+class TokenGuard:
+    """ASGI middleware: with a token, every HTTP path but /health needs `Authorization: Bearer TOKEN`
+    (compared with hmac.compare_digest), checked before anything of the request body is read."""
+
+    def __init__(self, app: Any, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if self.token is not None and scope["type"] == "http" and scope["path"] != "/health":
+            given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
+            scheme, _, value = given.partition(" ")
+            value = value.strip()
+            if scheme.lower() != "bearer" or not value or not hmac.compare_digest(value.encode(), self.token.encode()):
+                answer = _error(401, f"{'wrong' if given else 'missing'} bearer token: send the header "
+                                     f"`Authorization: Bearer TOKEN` (the server's --token)", close=True)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def load_predictor(run: str | None, bundle: str | None, threads: int | None = None, **options: Any) -> tuple[Any, str]:
@@ -358,7 +369,10 @@ def serve(run: str | None = None, bundle: str | None = None, host: str = "127.0.
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {name} ({predictor.backend}, {predictor.task}) on http://{shown}:{port}/  (API docs: /docs)",
           file=sys.stderr)
-    uvicorn.Server(uvicorn_config(app, host, port, max_connections, header_timeout)).run()
+    try:
+        uvicorn.Server(uvicorn_config(app, host, port, max_connections, header_timeout)).run()
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown (the queue is drained)
+        pass
 
 
 def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 8000, max_connections: int = 128,
