@@ -197,22 +197,32 @@ def calibration_texts(run: Path, pair: bool, calibration_data: str | Path | None
 
 
 def quantize_static_int8(fp32: Path, dest: Path, texts: list[Any], tok: Any, meta: dict[str, Any]) -> None:
-    """Static int8: weights per channel, activations with the ranges seen on `texts` (MinMax), QDQ format.
-    Only MatMul/Gemm are quantized: their inputs have bounded ranges (the attention mask's large negative
-    additive values never enter a quantized op). reduce_range keeps weights in 7 bits, which avoids
-    saturation in the u8 x s8 kernels of CPUs without VNNI."""
+    """Static int8: weights per channel (7 bits, reduce_range, which avoids saturation in the u8 x s8 kernels of
+    CPUs without VNNI), activations with the 99.999th percentile of the ranges seen on `texts`, QDQ format.
+    Only MatMul/Gemm with a weight operand are quantized (the attention products stay float), and the FFN
+    output projections (BERT-style names `.../output/dense/MatMul`) stay float: their inputs, after GELU, have
+    outliers that a per-tensor scale cannot hold (on m3e-small: agreement 0.95 with them, 0.98 without)."""
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from ..data.batching import encode, eval_batches
+    from ..data.batching import encode
 
-    names = {i.name for i in OnnxModel(fp32).session.get_inputs()}
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    names = {i.name for i in graph.input}
+    keep_float = [n.name for n in graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name
+                  and "/attention/" not in n.name]
     pair = bool(meta["data"].get("pair"))
     a = [t[0] if pair else t for t in texts]
     b = [t[1] for t in texts] if pair else None
-    enc = encode(tok, a, b, meta["data"]["max_length"], meta["data"]["lowercase"],
-                 truncation=Truncation.from_meta(meta["data"]))
-    feeds = [_pad(enc, idx, tok.pad_token_id or 0, "token_type_ids" in names) for idx in eval_batches(enc.lengths, 16)]
+    T = int(meta["data"]["max_length"])
+    enc = encode(tok, a, b, T, meta["data"]["lowercase"], truncation=Truncation.from_meta(meta["data"]))
+    feeds = []  # every batch 16 x max_length (the last one wraps around): the percentile histograms need one shape
+    for idx in np.resize(np.arange(len(enc)), -(-len(enc) // 16) * 16).reshape(-1, 16):
+        f = _pad(enc, idx, tok.pad_token_id or 0, "token_type_ids" in names)
+        pad = T - f["input_ids"].shape[1]
+        feeds.append({k: np.pad(v, ((0, 0), (0, pad)), constant_values=(tok.pad_token_id or 0) if k == "input_ids"
+                                else 0) for k, v in f.items()})
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -223,7 +233,8 @@ def quantize_static_int8(fp32: Path, dest: Path, texts: list[Any], tok: Any, met
 
     quantize_static(str(fp32), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Gemm"], calibrate_method=CalibrationMethod.MinMax)
+                    op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep_float,
+                    calibrate_method=CalibrationMethod.Percentile, extra_options={"MatMulConstBOnly": True})
 
 
 def _write_graph(model: Any, tok: Any, meta: dict[str, Any], run: Path, dest: Path, quantize: str | None,
@@ -246,7 +257,8 @@ def _write_graph(model: Any, tok: Any, meta: dict[str, Any], run: Path, dest: Pa
             return None
         texts, source = calibration_texts(run, pair, calibration_data)
         quantize_static_int8(fp32, dest / ONNX_FILE, texts, tok, meta)
-        return {"method": "static, MinMax, QDQ, per-channel weights", "n": len(texts), "source": source}
+        return {"method": "static QDQ: per-channel int8 weights, activations at the 99.999th percentile",
+                "n": len(texts), "source": source}
     finally:
         logging.disable(logging.NOTSET)
         fp32.unlink(missing_ok=True)
