@@ -9,6 +9,8 @@ real texts (the run's dev/test files) at least `min_agreement` of the time.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import random
 import shutil
@@ -231,10 +233,11 @@ def quantize_static_int8(fp32: Path, dest: Path, texts: list[Any], tok: Any, met
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
-    quantize_static(str(fp32), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep_float,
-                    calibrate_method=CalibrationMethod.Percentile, extra_options={"MatMulConstBOnly": True})
+    with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its settings
+        quantize_static(str(fp32), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep_float,
+                        calibrate_method=CalibrationMethod.Percentile, extra_options={"MatMulConstBOnly": True})
 
 
 def _write_graph(model: Any, tok: Any, meta: dict[str, Any], run: Path, dest: Path, quantize: str | None,
