@@ -11,7 +11,12 @@
 Reports requests/s, texts/s, client-side latency p50/p99, errors, the server's average micro-batch size
 (texts per model call, from /health counters), and the client's own CPU use (client and server share the cores).
 
+--hostile replaces step 3 with a hostile mix (bench_serve_hostile.py): honest clients alone, then honest clients
+beside slowloris connections, endless chunked bodies and invalid requests; it reports the honest clients' p50/p99
+in both phases and their answers that differ from an in-process Predictor on the same texts.
+
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_serve.py --bundle runs/bench_bundles/int8
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_serve.py --bundle B --hostile --duration 30 --clients 4
 """
 from __future__ import annotations
 
@@ -213,6 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="server inference threads")
     ap.add_argument("--agree-n", type=int, default=256, help="headlines for the served-vs-Predictor check")
     ap.add_argument("--json", default="")
+    h = ap.add_argument_group("hostile mix (--hostile)")
+    h.add_argument("--hostile", action="store_true", help="honest clients alone, then beside attackers (see above)")
+    h.add_argument("--slowloris", type=int, default=16, help="slowloris connections")
+    h.add_argument("--chunked", type=int, default=2, help="clients sending endless chunked bodies")
+    h.add_argument("--invalid", type=int, default=2, help="clients sending invalid requests")
+    h.add_argument("--per-request-hostile", type=int, default=4, help="texts per honest request")
+    h.add_argument("--chunk-cap", type=int, default=64 << 20, help="bytes one chunked body may send at most")
+    h.add_argument("--header-timeout", type=float, default=10.0, help="server --header-timeout")
+    h.add_argument("--body-timeout", type=float, default=30.0, help="server --body-timeout")
     args = ap.parse_args(argv)
 
     from bench_inference import cpu_model, ensure_bundle, read_data, versions
@@ -228,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"tricklab-serve-{port}.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "tricklab.cli", "serve", "--bundle", str(bundle), "--host", HOST,
-           "--port", str(port), "--threads", str(args.threads)]
+           "--port", str(port), "--threads", str(args.threads), "--header-timeout", str(args.header_timeout),
+           "--body-timeout", str(args.body_timeout)]
     load0 = os.getloadavg()[0]
     t_start = time.perf_counter()
     with open(log, "w") as logf:
@@ -240,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         agree = check_agreement(url, bundle, texts[: args.agree_n], args.threads)
         print(f"# agreement: {agree}", file=sys.stderr)
         kinds = ["raw", "httpx"] if args.client == "both" else [args.client]
-        for k in (int(x) for x in args.per_request.split(",")):
+        if args.hostile:
+            from bench_serve_hostile import run_hostile
+
+            hostile = run_hostile(url, bundle, texts, args)
+        for k in ([] if args.hostile else (int(x) for x in args.per_request.split(","))):
             for kind in kinds:
                 row = asyncio.run(load(url, texts, k, args.clients, args.duration, args.max_requests, kind))
                 rows.append(row)
@@ -271,6 +290,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{agree['batch_effect_max_prob_diff']:.1e}")
     print(f"shutdown: SIGINT -> exit code {code} in {stop_s:.1f} s; graceful (drained, 'stopped' logged): "
           f"{'yes' if graceful else 'NO'}; server log: {[ln for ln in server_log.splitlines() if ln.strip()][-1:]}\n")
+    if args.hostile:
+        from bench_serve_hostile import report
+
+        print(f"hostile mix: {args.clients} honest connections x {args.per_request_hostile} texts per request, "
+              f"{args.duration:.0f} s per phase; server --header-timeout {args.header_timeout:g} "
+              f"--body-timeout {args.body_timeout:g}\n")
+        print(report(hostile))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"environment": env_line, "agreement": agree, "exit_code": code,
+                                                   "graceful": graceful, "hostile": hostile}, indent=2), "utf-8")
+        return 0 if graceful and all(r["wrong"] == 0 for r in hostile) else 1
     print("| texts/request | client | connections | requests | wall s | requests/s | texts/s | p50 ms | p99 ms | "
           "errors | texts per model call | client CPU |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

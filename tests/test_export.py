@@ -59,7 +59,7 @@ def test_fp32_bundle_agrees_with_torch(run, bundle):
     assert info["task"] == "single_label" and info["labels"] == ["sports", "finance", "game"]
     assert info["max_length"] == 24 and info["pair"] is False and info["quantize"] is None
     assert {"torch", "onnx", "onnxruntime", "transformers"} <= set(info["versions"])
-    assert info["verify"]["n"] == 30 and info["verify"]["agreement"] == 1.0
+    assert info["verify"]["n"] == 30 and info["verify"]["agreement"] == 1.0 and info["calibration"] is None
     for f in ("model.onnx", "tokenizer.json", "tricklab.json"):
         assert (bundle / f).is_file(), f
     texts = mixed_texts(100)
@@ -84,14 +84,59 @@ def test_onnx_axes_are_dynamic(bundle):
     assert len(p.predict(mixed_texts(10))) == 10 and len(p.predict(["球"])) == 1
 
 
-def test_int8_bundle_runs_and_mostly_agrees(run, tmp_path):
-    info = export_bundle(run, tmp_path / "q", quantize="int8", log=None)
-    assert info["quantize"] == "int8" and info["verify"]["n"] == 64
+@pytest.fixture(scope="module")
+def int8_bundle(run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("int8") / "q"
+    export_bundle(run, out, quantize="int8", min_agreement=0.9, log=None)
+    return out
+
+
+def test_int8_bundle_is_static_calibrated_on_the_runs_data_and_verified_on_dev_test(run, int8_bundle):
+    info = json.loads((int8_bundle / "bundle.json").read_text())
+    assert info["quantize"] == "int8" and info["calibration"]["n"] == 150       # train 120 + dev 30
+    assert "train.txt" in info["calibration"]["source"] and "dev.txt" in info["calibration"]["source"]
+    assert info["verify"]["n"] == 60 and "test.txt" in info["verify"]["source"]  # dev 30 + test 30, real texts
+    assert info["verify"]["agreement"] >= 0.9 and info["verify"]["min_agreement"] == 0.9
     texts = mixed_texts(100)
     a = Predictor.from_run(run).predict(texts)
-    b = Predictor.from_bundle(tmp_path / "q").predict(texts)
+    b = Predictor.from_bundle(int8_bundle).predict(texts)
     agree = np.mean([x["label"] == y["label"] for x, y in zip(a, b)])
     assert agree >= 0.8, agree
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int8-dynamic"])
+def test_int8_text_scores_the_same_whatever_its_batch_neighbours(run, int8_bundle, tmp_path, quantize):
+    """Served requests are micro-batched across clients: a text's answer must not depend on its neighbours."""
+    bundle = int8_bundle if quantize == "int8" else tmp_path / "dyn"
+    if quantize != "int8":
+        export_bundle(run, bundle, quantize=quantize, min_agreement=0.0, log=None)
+    p = Predictor.from_bundle(bundle, threads=1)
+    rng = random.Random(5)
+    short = ["球", "的了", "银行"] * 5
+    long = ["".join(make_text(rng, n) for n in CLASSES for _ in range(3)) for _ in range(12)]
+    for text in mixed_texts(8, seed=11):
+        alone = p.predict([text], top_k=3)[0]
+        for company in ([*short, text, *short], [*long, text, *long], [text, *long, *short]):
+            got = p.predict(company, top_k=3)[company.index(text)]
+            assert got["label"] == alone["label"]
+            for (la, pa), (lb, pb) in zip(alone["top_k"], got["top_k"]):
+                assert la == lb and abs(pa - pb) <= 1e-5, (quantize, text, pa, pb)
+
+
+def test_export_fails_below_min_agreement(run, tmp_path, capsys):
+    """A badly calibrated int8 bundle (one calibration text) disagrees with torch on the run's dev/test texts:
+    export exits 2 with one line and writes no bundle, unless --min-agreement is lowered."""
+    (tmp_path / "one.txt").write_text("的\t0\n", encoding="utf-8")
+    args = ["export", "--run", str(run), "--out", str(tmp_path / "bad"), "--quantize", "int8",
+            "--calibration-data", str(tmp_path / "one.txt")]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "below --min-agreement 0.99" in err and "dev.txt" in err, err
+    assert not (tmp_path / "bad").exists()
+    assert cli_main(args + ["--min-agreement", "0.3"]) == 0
+    info = json.loads((tmp_path / "bad" / "bundle.json").read_text())
+    assert 0.3 <= info["verify"]["agreement"] < 0.99 and info["calibration"]["n"] == 1
+    assert cli_main(args[:-4] + ["--min-agreement", "1.5"]) == 2 and "[0, 1]" in capsys.readouterr().err
 
 
 def test_export_and_predict_bundle_via_cli(run, tmp_path, capsys):

@@ -24,7 +24,8 @@ httpx = pytest.importorskip("httpx", reason="the serving tests need httpx")
 
 from conftest import tiny_cfg, write_thucnews  # noqa: E402
 from tricklab.inference import Predictor  # noqa: E402
-from tricklab.inference.serve import Batcher, create_app  # noqa: E402
+from tricklab.errors import ConfigError  # noqa: E402
+from tricklab.inference.serve import Batcher, create_app, uvicorn_config  # noqa: E402
 from tricklab.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_predict_ok(client, predictor):
 @pytest.mark.parametrize("body, status, says", [
     (b"{not json", 400, "not valid JSON"),
     (b'{"texts": "one text"}', 422, "texts"),
-    (b'{"texts": [1, 2]}', 422, "texts.0"),
+    (b'{"texts": [1, 2]}', 422, "texts[0]"),
     (b'{"texts": ["a"], "top_k": "many"}', 422, "top_k"),
     (b'{"texts": ["a"], "top_k": 0}', 422, "top_k"),
     (b'{"top_k": 1}', 422, "Field required"),
@@ -326,3 +327,267 @@ def test_web_page_in_headless_chromium(live_server, tmp_path):
     finally:
         driver.quit()
     shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- hostile and broken input
+
+class FakeSingle:
+    """A predictor stand-in: single-text model, instant answers."""
+
+    backend, task, labels = "fake", "single_label", ["a", "b"]
+    meta = {"data": {"pair": False, "max_length": 16}}
+
+    def predict(self, texts: list, top_k: int = 1) -> list[dict]:
+        return [{"label": "a", "score": 0.9, "top_k": [["a", 0.9], ["b", 0.1]][:top_k]} for _ in texts]
+
+
+class Live:
+    """A real uvicorn server (tricklab serve's own configuration) on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any, **cfg: Any):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, **cfg))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Live":
+        self.thread.start()
+        wait_up(self.url, timeout=30)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        return s
+
+
+def read_response(sock: socket.socket, timeout: float) -> tuple[int, bytes]:
+    """(status, raw response) of what the server sends within `timeout` s; (0, b"") when the connection was
+    closed without an answer. Raises socket.timeout when nothing comes."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    n = int(next((ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")), b"0"))
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return int(head.split()[1]), head + b"\r\n\r\n" + rest
+
+
+def test_chunked_body_is_refused_while_it_streams():
+    """Transfer-Encoding: chunked has no Content-Length: the limit is enforced on the bytes as they arrive, so the
+    server answers 413 before the (never-ending) body is complete."""
+    app = create_app(FakeSingle(), "fake", max_texts=8, max_chars=50)   # max body ~6.6 kB
+    with Live(app) as srv, srv.connect() as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        s.sendall(b'7\r\n{"texts\r\n')
+        chunk = b"a" * 4096
+        for _ in range(8):                               # 32 kB, no terminating 0-chunk
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, raw = read_response(s, timeout=10)
+    assert status == 413 and b"larger than" in raw and len(raw) < 1000
+
+
+def test_huge_bodies_are_rejected_without_stalling_other_requests():
+    """3 MB of a million JSON values (under the default body limit) costs json.loads seconds of GIL time: it is
+    parsed outside the server's process, so /health keeps answering meanwhile, and the request gets its 413."""
+    app = create_app(FakeSingle(), "fake")                # defaults: 256 texts of 2000 characters
+    numbers = b'{"texts": [' + b",".join([b"1"] * 1_500_000) + b"]}"
+    lists = b'{"texts": [' + b",".join([b"[]"] * 1_000_000) + b"]}"
+    assert len(numbers) > 2_900_000 and len(lists) > 2_900_000
+    with Live(app) as srv:
+        health_ms: list[float] = []
+        done = threading.Event()
+
+        def poll() -> None:
+            with httpx.Client(timeout=60) as c:
+                while not done.is_set():
+                    t0 = time.perf_counter()
+                    assert c.get(srv.url + "/health").status_code == 200
+                    health_ms.append((time.perf_counter() - t0) * 1000)
+                    time.sleep(0.01)
+
+        t = threading.Thread(target=poll)
+        t.start()
+        try:
+            with httpx.Client(timeout=120) as c:
+                for body in (numbers, lists, numbers):
+                    r = c.post(srv.url + "/predict", content=body, headers={"Content-Type": "application/json"})
+                    assert r.status_code == 413 and "at most 256" in r.json()["error"], r.text[:300]
+        finally:
+            done.set()
+            t.join()
+    assert len(health_ms) >= 5 and max(health_ms) < 1500, sorted(health_ms)[-5:]
+
+
+def test_invalid_unicode_is_a_422_for_that_text_and_never_fails_its_batch(predictor):
+    app = create_app(predictor, "tiny", max_wait_ms=50)
+
+    async def go() -> tuple[Any, Any]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            bad = b'{"texts": ["\\u7403\\u8d5b", "\\ud800abc"]}'
+            res = await asyncio.gather(
+                c.post("/predict", content=bad, headers={"Content-Type": "application/json"}),
+                c.post("/predict", json={"texts": TEXTS[:2]}))
+        await app.state.batcher.close()
+        return res
+
+    bad, good = asyncio.run(go())
+    assert bad.status_code == 422 and "texts[1]" in bad.json()["error"] and "surrogate" in bad.json()["error"]
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 2
+    assert app.state.batcher.batches == 1   # the bad request never reached the model
+
+
+@pytest.mark.parametrize("texts, index", [(["ok", ""], 1), (["   \t\n"], 0), (["ok", "fine", "\u3000"], 2)])
+def test_empty_or_whitespace_texts_are_422_naming_the_index(client, texts, index):
+    r = client.post("/predict", json={"texts": texts})
+    assert r.status_code == 422 and f"texts[{index}]" in r.json()["error"] and "empty" in r.json()["error"]
+
+
+def test_pair_with_an_empty_side_is_422():
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(FakePair(), "pairs")) as c:
+        r = c.post("/predict", json={"texts": [["a", "b"], ["c", " "]]})
+        assert r.status_code == 422 and "texts[1]" in r.json()["error"]
+
+
+XSS = '<script>alert("x")</script>'
+
+
+def test_docs_escape_the_name_and_with_a_token_only_health_is_public():
+    from fastapi.testclient import TestClient
+
+    pred = FakeSingle()
+    pred.labels = ["<img src=x onerror=alert(1)>", "b"]
+    with TestClient(create_app(pred, XSS, token=TOKEN)) as c:
+        for path in ("/docs", "/redoc", "/openapi.json", "/labels", "/"):
+            r = c.get(path)
+            assert r.status_code == 401, path
+            assert "onerror" not in r.text and "alert" not in r.text
+        assert c.get("/health").status_code == 200
+        assert c.get("/docs", headers={"Authorization": "Bearer "}).status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for path in ("/docs", "/redoc", "/"):
+            r = c.get(path, headers=auth)
+            assert r.status_code == 200 and XSS not in r.text and "&lt;script&gt;" in r.text, path
+        spec = c.get("/openapi.json", headers=auth).json()
+        assert "<img" not in spec["info"]["description"] and "/predict" in spec["paths"]
+
+
+@pytest.mark.parametrize("bad", ["", " ", "two words"])
+def test_empty_or_blank_token_is_refused(bad, capsys):
+    with pytest.raises(ConfigError, match="empty or contains whitespace"):
+        create_app(FakeSingle(), "fake", token=bad)
+    from tricklab.cli import main as cli_main
+
+    assert cli_main(["serve", "--bundle", "/nonexistent", "--token", bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--token" in err
+
+
+def test_wrong_content_type_is_415_and_errors_never_echo_the_body(client):
+    marker = "ECHO-MARKER-" * 200
+    r = client.post("/predict", content=json.dumps({"texts": [marker]}), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    assert "ECHO-MARKER" not in r.text and len(r.content) < 600
+    for body in ({"texts": [1, marker]}, {"texts": marker}, {"texts": ["a"], "top_k": marker}, [marker],
+                 {"texts": [marker[:50], marker]}):
+        r = client.post("/predict", json=body)
+        assert 400 <= r.status_code < 500 and "ECHO-MARKER" not in r.text and len(r.content) < 600, r.text[:200]
+    r = client.post("/predict", content=b"\xff\xfe" + marker.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "ECHO-MARKER" not in r.text
+    r = client.post("/predict", json={"texts": ["a"]}, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+def test_slow_headers_and_slow_bodies_are_timed_out():
+    """slowloris: headers that never complete are cut after the header timeout; a body that stalls gets 408."""
+    app = create_app(FakeSingle(), "fake", body_timeout=1.0)
+    with Live(app, header_timeout=1.0) as srv:
+        with srv.connect() as s:
+            t0 = time.perf_counter()
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(3):        # a header line every 0.3 s keeps the connection busy, never complete
+                time.sleep(0.3)
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    break
+            status, _ = read_response(s, timeout=10)
+            assert status == 0 and time.perf_counter() - t0 < 5     # closed, without an answer
+        with srv.connect() as s:   # a connection that sends nothing at all
+            t0 = time.perf_counter()
+            assert read_response(s, timeout=10)[0] == 0 and time.perf_counter() - t0 < 5
+        with srv.connect() as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"texts\": ")
+            t0 = time.perf_counter()
+            status, raw = read_response(s, timeout=10)
+            assert status == 408 and time.perf_counter() - t0 < 5 and b"did not arrive" in raw
+        assert httpx.post(srv.url + "/predict", json={"texts": ["a"]}).status_code == 200  # honest clients still served
+
+
+def test_connection_limit_answers_503():
+    app = create_app(FakeSingle(), "fake")
+    with Live(app, max_connections=3) as srv:
+        idle = [srv.connect() for _ in range(3)]
+        time.sleep(0.2)
+        try:
+            assert httpx.get(srv.url + "/health").status_code == 503
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.2)
+        assert httpx.get(srv.url + "/health").status_code == 200
+
+
+def test_a_small_request_does_not_wait_for_a_whole_large_one():
+    """Each model call takes at most max_tokens (estimated) tokens, and texts from every waiting request in turn:
+    a small request that queues behind a large one is answered after about one call."""
+    calls: list[list[str]] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def predict(texts: list, top_k: int) -> list[dict]:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            entered.set()
+            release.wait(30)
+        return [{"label": t, "score": 1.0, "top_k": [[t, 1.0]]} for t in texts]
+
+    b = Batcher(predict, max_batch=64, max_tokens=400, cost=lambda t: 100)
+    big = [f"big{i}" for i in range(40)]
+
+    async def go() -> tuple[list, list, int]:
+        loop = asyncio.get_running_loop()
+        large = asyncio.ensure_future(b.submit(big, 1))
+        assert await loop.run_in_executor(None, entered.wait, 30)
+        small = asyncio.ensure_future(b.submit(["small"], 1))
+        await asyncio.sleep(0)
+        release.set()
+        s = await small
+        calls_when_small_done = len(calls)
+        out = await large, s, calls_when_small_done
+        await b.close()
+        return out
+
+    large, small, n = asyncio.run(go())
+    assert [r["label"] for r in large] == big and small[0]["label"] == "small"
+    assert max(len(c) for c in calls) == 4             # 4 x 100 tokens per call
+    assert "small" in calls[1] and n <= 3, calls[:3]   # it rode in the second call, not the eleventh

@@ -138,7 +138,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .inference.export import export_bundle
 
     export_bundle(args.run, args.out, fmt=args.format, quantize=args.quantize, opset=args.opset,
-                  verify_data=args.verify_data)
+                  verify_data=args.verify_data, calibration_data=args.calibration_data,
+                  min_agreement=args.min_agreement)
     return 0
 
 
@@ -146,7 +147,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .inference.serve import serve
 
     serve(run=args.run, bundle=args.bundle, host=args.host, port=args.port, token=args.token,
-          max_texts=args.max_texts, max_chars=args.max_chars, threads=args.threads, options=_decision(args))
+          max_texts=args.max_texts, max_chars=args.max_chars, threads=args.threads, options=_decision(args),
+          max_connections=args.max_connections, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+          max_batch_tokens=args.max_batch_tokens)
     return 0
 
 
@@ -289,6 +292,30 @@ def add_compare_parsers(sub: Any) -> None:
     rp.set_defaults(func=cmd_report)
 
 
+def serve_parser(sub: Any) -> None:
+    """`tricklab serve` and its limits (inference/serve.py, inference/guard.py)."""
+    sv = sub.add_parser("serve", help="HTTP API (POST /predict, GET /health, /labels, /docs) and a web page at /")
+    model_source(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", default=os.environ.get("TRICKLAB_TOKEN"),
+                    help="require `Authorization: Bearer TOKEN` on every path but /health (default: $TRICKLAB_TOKEN, "
+                         "else no token; an empty token is refused)")
+    sv.add_argument("--max-texts", type=int, default=256, help="texts per request (default 256)")
+    sv.add_argument("--max-chars", type=int, default=2000, help="characters per text (default 2000)")
+    sv.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    sv.add_argument("--max-connections", type=int, default=128,
+                    help="open connections at most; beyond it requests get 503 (default 128)")
+    sv.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                    help="close connections whose request headers take longer (default 10 s)")
+    sv.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                    help="answer 408 when a request body takes longer to arrive (default 30 s)")
+    sv.add_argument("--max-batch-tokens", type=int, default=8192,
+                    help="tokens per model call at most (estimated); large requests are split (default 8192)")
+    decision_flags(sv)
+    sv.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tricklab", description="Fine-tune BERT-family text classifiers with composable tricks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -339,23 +366,22 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--run", required=True)
     x.add_argument("--out", required=True, help="bundle folder to write")
     x.add_argument("--format", default="onnx", choices=["onnx"])
-    x.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization of the weights (onnxruntime)")
+    x.add_argument("--quantize", choices=["int8", "int8-dynamic"],
+                   help="int8: static int8 (weights per channel, activation ranges calibrated on the run's train/dev "
+                        "texts), answers independent of batch neighbours; int8-dynamic: onnxruntime's dynamic "
+                        "quantization, run one text per model call")
+    x.add_argument("--calibration-data", metavar="FILE",
+                   help="--quantize int8: texts (the run's data format) to calibrate the activation ranges on "
+                        "(default: the run's train + dev files)")
     x.add_argument("--opset", type=int, default=17)
-    x.add_argument("--verify-data", help="data file (the run's format, e.g. its dev file) to compare torch and ONNX "
-                                         "on (default: 64 texts sampled from the vocabulary)")
+    x.add_argument("--verify-data", help="data file (the run's format) to compare torch and ONNX on "
+                                         "(default: the run's dev + test files, up to 500 texts)")
+    x.add_argument("--min-agreement", type=float, default=0.99, metavar="F",
+                   help="fail (exit 2, nothing written) when torch and the bundle agree on fewer than this fraction "
+                        "of the verification texts (default 0.99)")
     x.set_defaults(func=cmd_export)
 
-    sv = sub.add_parser("serve", help="HTTP API (POST /predict, GET /health, /labels, /docs) and a web page at /")
-    model_source(sv)
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--token", default=os.environ.get("TRICKLAB_TOKEN"),
-                    help="require `Authorization: Bearer TOKEN` (default: $TRICKLAB_TOKEN, else no token)")
-    sv.add_argument("--max-texts", type=int, default=256, help="texts per request (default 256)")
-    sv.add_argument("--max-chars", type=int, default=2000, help="characters per text (default 2000)")
-    sv.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
-    decision_flags(sv)
-    sv.set_defaults(func=cmd_serve)
+    serve_parser(sub)
 
     ph = sub.add_parser("push", help="upload a run's model/ folder (with its model card) to the Hugging Face Hub")
     ph.add_argument("--run", required=True, help="run folder from `tricklab train`")

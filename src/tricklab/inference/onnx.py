@@ -13,6 +13,12 @@ A bundle folder holds:
                    missing, truncated or edited file is one line naming it (bundles without one: the tokenizer's
                    files are checked)
 
+Quantization: "int8" is static (activation scales calibrated at export, QDQ format), so a text's answer
+never depends on the other texts of its batch. "int8-dynamic" (and bundles exported before static
+quantization existed, "int8" without "calibration" in bundle.json) computes activation scales over each
+model call; such a bundle is run one text per model call, so answers do not depend on batch neighbours
+there either (slower).
+
 Loading a bundle needs onnxruntime and a tokenizer, never the torch model classes.
 """
 from __future__ import annotations
@@ -31,7 +37,7 @@ META_FILE = "tricklab.json"
 ONNX_FILE = "model.onnx"
 BUNDLE_VERSION = 1
 FORMATS = ("onnx",)
-QUANTIZE = ("int8",)
+QUANTIZE = ("int8", "int8-dynamic")
 
 
 def _require_onnxruntime() -> Any:
@@ -49,8 +55,9 @@ class OnnxModel:
 
     backend = "onnx"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, per_text: bool = False):
         ort = _require_onnxruntime()
+        self.per_text = per_text  # one text per call: a dynamically quantized graph scales over its whole batch
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -61,7 +68,7 @@ class OnnxModel:
 
     def all_logits(self, enc: Encoded, batch_size: int, pad_id: int) -> np.ndarray:
         parts: list[tuple[np.ndarray, np.ndarray]] = []
-        for idx in eval_batches(enc.lengths, batch_size):
+        for idx in eval_batches(enc.lengths, 1 if self.per_text else batch_size):
             parts.append((idx, self.run(_pad(enc, idx, pad_id, "token_type_ids" in self.input_names))))
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
@@ -117,13 +124,19 @@ def load_bundle(bundle_dir: str | Path, threads: int | None = None) -> tuple[Onn
         raise ConfigError(f"{d}: could not load the bundle's tokenizer: {str(e).splitlines()[0]}") from None
     check_tokenizer(tok, d, fix)
     try:
-        model = OnnxModel(d / ONNX_FILE, threads)
+        model = OnnxModel(d / ONNX_FILE, threads, per_text=dynamic_activations(info))
     except TrickLabError:
         raise
     except Exception as e:   # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
         raise TrickLabError(f"{d / ONNX_FILE}: unreadable ({str(e).splitlines()[0][:160]}: truncated or damaged); "
                             f"fix: {fix}") from None
     return model, tok, meta
+
+
+def dynamic_activations(info: dict[str, Any]) -> bool:
+    """Whether a bundle's graph quantizes activations with per-call scales (see the module docstring)."""
+    q = info.get("quantize")
+    return q == "int8-dynamic" or (q == "int8" and not info.get("calibration"))
 
 
 # ---------------------------------------------------------------- export
