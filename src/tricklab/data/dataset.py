@@ -1,4 +1,6 @@
-"""From `--data PATH` to validated, labelled splits. Nothing here touches a model."""
+"""From `--data` (a path, `hf:NAME`, or in-memory data: data/sources.py) to validated, labelled splits. Nothing here
+touches a model. Each split keeps where its rows come from (`origin`, `index` into bundle.raw[origin]), so that the
+token cache (data/cache.py) tokenises a whole source once and every run selects its rows from it."""
 from __future__ import annotations
 
 import json
@@ -12,9 +14,11 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError, DataError
 from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file
-from .readers import Row, read_rows
+from .readers import Row
+from .sources import Source, is_path, resolve
 
-EXTS = (".txt", ".tsv", ".csv", ".jsonl", ".json")
+EXTS = tuple(e + z for e in (".txt", ".tsv", ".csv", ".jsonl", ".json", ".parquet", ".arrow")
+             for z in ("", ".gz", ".bz2", ".zst"))
 CLASS_FILES = ("class.txt", "classes.txt", "labels.txt", "label.txt")
 
 
@@ -25,6 +29,8 @@ class Split:
     labels: list[Any]          # encoded: int | list[int] | float
     source: str
     soft: np.ndarray | None = None   # (N, C) soft labels from data.soft_label_column
+    origin: str = ""                 # the source split the rows come from (train: also the held-out dev)
+    index: np.ndarray | None = None  # (N,) positions of the rows in DataBundle.raw[origin]; None: all, in order
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -38,6 +44,8 @@ class DataBundle:
     dev: Split
     test: Split | None
     notes: list[str] = field(default_factory=list)
+    raw: dict[str, list[Row]] = field(default_factory=dict)        # every valid row of each source, in order
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)  # per source: SHA-256 of the file or rows
 
     @property
     def is_pair(self) -> bool:
@@ -68,7 +76,7 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     if p.is_dir():
         train = _find(p, "train")
         if train is None:
-            raise DataError(f"{p}: no train file: expected train.txt, train.tsv, train.csv or train.jsonl in the folder "
+            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .json, .parquet or .arrow (optionally .gz, .bz2, .zst) in the folder "
                             f"(found: {', '.join(sorted(x.name for x in p.iterdir())[:10]) or 'nothing'})")
         dev_p = Path(dev) if dev else _find(p, "dev") or _find(p, "valid") or _find(p, "validation")
         test_p = Path(test) if test else _find(p, "test")
@@ -84,31 +92,66 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     return train, dev_p, test_p, cls
 
 
-def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None) -> DataBundle:
-    """Read, validate and label every split; every problem is reported before any model loads."""
-    train_p, dev_p, test_p, cls_p = locate(data, dev, test)
+def _one(x: Any, role: str, label_column: Any) -> Source:
+    """A --dev/--test given on its own: a file, or any other data (its split of that name, else its train)."""
+    found = resolve(x, label_column)
+    if found is None:
+        p = Path(x)
+        if not p.is_file():
+            raise DataError(f"{p}: file not found: check the path given to --{role}")
+        return Source(str(p), path=p)
+    return found.get(role) or found["train"]
+
+
+def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any = None
+                 ) -> tuple[dict[str, Source], Path | None]:
+    """Sources by split (train, dev, test) and the class file, from any --data (sources.py) and --dev/--test."""
+    found = resolve(data, label_column)
+    if found is None:
+        train_p, dev_p, test_p, cls = locate(data, dev if is_path(dev) else None, test if is_path(test) else None)
+        found = {"train": Source(str(train_p), path=train_p)}
+        found |= {r: Source(str(p), path=p) for r, p in (("dev", dev_p), ("test", test_p)) if p is not None}
+        given = {r: x for r, x in (("dev", dev), ("test", test)) if x is not None and not is_path(x)}
+    else:
+        cls, given = None, {r: x for r, x in (("dev", dev), ("test", test)) if x is not None}
+    for role, x in given.items():
+        found[role] = _one(x, role, label_column)
+    return found, cls
+
+
+def _short_name(name: str) -> str:
+    return Path(name).name if Path(name).exists() else name
+
+
+def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> DataBundle:
+    """Read, validate and label every split; every problem is reported before any model loads. `data` (and dev,
+    test) may be a path, `hf:NAME[:CONFIG]`, or in-memory data (data/sources.py)."""
+    srcs, cls_p = data_sources(data, dev, test, cfg.data.label_column)
+    train_p = srcs["train"].name
     d = cfg.data
     notes: list[str] = []
     problems: list[str] = []
     raw: dict[str, list[Row]] = {}
-    raw["train"] = train_rows = read_rows(train_p, d, problems=problems)
+    raw["train"] = train_rows = srcs["train"].read(d, True, problems)
     if not train_rows:
         raise DataError(problems or [f"{train_p}: no examples"])
-    for name, p in (("dev", dev_p), ("test", test_p)):
-        if p is not None:
-            raw[name] = read_rows(p, d, problems=problems, pair=train_rows[0].text_b is not None)
+    for name in ("dev", "test"):
+        if name in srcs:
+            raw[name] = srcs[name].read(d, True, problems, pair=train_rows[0].text_b is not None)
     task = cfg.task
     if task == "auto":
         task = detect_task(train_rows, d.label_sep)
-        notes.append(f"task: {task} (detected from {train_p.name}; set `task:` to override)")
+        notes.append(f"task: {task} (detected from {_short_name(train_p)}; set `task:` to override)")
     class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
+    if class_names is None and task == "single_label":
+        class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names
     try:
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))
     except DataError as e:
         raise DataError(problems + e.problems) from None
-    for name, p in (("dev", dev_p), ("test", test_p)):
+    for name in ("dev", "test"):
         if name in raw and not raw[name] and not problems:
-            problems.append(f"{p}: no examples in the file; fix: give it labelled lines, or leave it out")
+            problems.append(f"{srcs[name].name}: no examples in the file; fix: give it labelled lines, or leave it out")
     labels: dict[str, list[Any]] = {}
     for name, rows in list(raw.items()):
         if not rows:
@@ -126,11 +169,12 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
     if len(set(pair_flags.values())) > 1:
         raise DataError(f"{train_p}: train and other splits disagree on sentence pairs ({pair_flags}); "
                         f"fix: give every split the same columns")
-    train = Split("train", train_rows, labels["train"], str(train_p))
+    digests = {name: srcs[name].digest(rows) for name, rows in raw.items()}
+    train = Split("train", train_rows, labels["train"], train_p, origin="train")
     if d.soft_label_column is not None:
         train.soft = parse_soft_labels(train_rows, lm.num_labels)
     if "dev" in raw:
-        dev_s = Split("dev", raw["dev"], labels["dev"], str(dev_p))
+        dev_s = Split("dev", raw["dev"], labels["dev"], srcs["dev"].name, origin="dev")
     else:
         train, dev_s = _hold_out(train, d.dev_ratio, task, cfg.train.seed)
         if len(dev_s) == 0:
@@ -142,12 +186,13 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
         rng = random.Random(cfg.train.seed)
         keep = sorted(rng.sample(range(len(train)), d.max_train_samples))
         train = Split("train", [train.rows[i] for i in keep], [train.labels[i] for i in keep], train.source,
-                      None if train.soft is None else train.soft[keep])
+                      None if train.soft is None else train.soft[keep], "train",
+                      np.asarray(keep) if train.index is None else train.index[keep])
         notes.append(f"train: using {len(train)} examples (data.max_train_samples)")
-    test_s = Split("test", raw["test"], labels["test"], str(test_p)) if "test" in raw else None
-    bundle = DataBundle(task, lm, train, dev_s, test_s, notes)
+    test_s = Split("test", raw["test"], labels["test"], srcs["test"].name, origin="test") if "test" in raw else None
+    bundle = DataBundle(task, lm, train, dev_s, test_s, notes, raw, digests)
     if bundle.is_pair and d.truncation != "head":  # before the model loads (encode() checks it again)
-        raise ConfigError(f"config data.truncation={d.truncation}: single texts only, and {train_p.name} holds "
+        raise ConfigError(f"config data.truncation={d.truncation}: single texts only, and {_short_name(train_p)} holds "
                           f"sentence pairs (cut from the end of the longer text); fix: --set data.truncation=head")
     return bundle
 
@@ -169,7 +214,8 @@ def _hold_out(split: Split, ratio: float, task: str, seed: int) -> tuple[Split, 
     dv = sorted(dev_idx)
     def pick(ids: list[int], name: str) -> Split:
         return Split(name, [split.rows[i] for i in ids], [split.labels[i] for i in ids], split.source,
-                     None if split.soft is None else split.soft[ids])
+                     None if split.soft is None else split.soft[ids], split.origin,
+                     np.asarray(ids, dtype=np.int64) if split.index is None else split.index[ids])
 
     return pick(tr, "train"), pick(dv, "dev")
 
@@ -186,7 +232,7 @@ def parse_soft_labels(rows: list[Row], C: int) -> np.ndarray:
         except (ValueError, TypeError):
             vals = []
         if len(vals) != C or not np.all(np.isfinite(vals)):
-            problems.append(f"{r.source} line {r.line}: soft labels {str(v)[:60]!r} must be {C} finite numbers "
+            problems.append(f"{r.where}: soft labels {str(v)[:60]!r} must be {C} finite numbers "
                             f"(one per class); fix: write e.g. [0.1, 0.9] or `0.1 0.9`")
             continue
         out[i] = vals
