@@ -165,7 +165,9 @@ for d in ("pq", "zs"):
     except DataError as e:
         print(e)
 """
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    import tricklab
+
+    env = dict(os.environ, PYTHONPATH=str(Path(tricklab.__file__).resolve().parents[1]))   # the tree under test
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()

@@ -167,7 +167,7 @@ def source_tokens(rows: list[Row], digest: str, data_cfg: Any, tok: Any, lower: 
     key = cache_key(digest, data_cfg, tok, lower, trunc, pair)
     final = root / "tokens" / key[:2] / key
     if (final / "meta.json").is_file():
-        return _load(final), f"tokens from the cache {final}"
+        return _load(final), f"tokens from the cache ({root})"
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
     try:
@@ -179,4 +179,4 @@ def source_tokens(rows: list[Row], digest: str, data_cfg: Any, tok: Any, lower: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _load(final), f"tokenised into the cache {final}"
+    return _load(final), f"tokenised into the cache ({root})"

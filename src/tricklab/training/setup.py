@@ -206,6 +206,7 @@ def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes:
     (data/cache.py: memory-mapped, shared by every run on the same data, tokenizer and settings)."""
     trunc = Truncation.from_config(cfg.data)
     sources: dict[tuple[str, Truncation], Tokens] = {}
+    hows: dict[str, list[str]] = {}     # "tokens from the cache DIR" -> the sources it was said of
 
     def enc(split: Any, t: Truncation = trunc) -> Encoded:
         whole = split.origin in bundle.raw       # else (a hand-made bundle): the split's own rows
@@ -214,7 +215,7 @@ def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes:
             rows = bundle.raw[split.origin] if whole else split.rows
             digest = bundle.digests.get(key[0], {}).get("sha256") or rows_digest(rows)
             sources[key], how = source_tokens(rows, digest, cfg.data, tok, lower, t, bundle.is_pair)
-            notes.append(f"data: {key[0]} ({len(rows)} rows): {how}")
+            hows.setdefault(how, []).append(f"{key[0]} ({len(rows)} rows)")
         return sources[key].select(split.index if whole else None, split.labels, t.agg)
 
     # chunk: every window is a training example with its document's label, unless data.chunk_train=false (head)
@@ -223,6 +224,7 @@ def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes:
     if bundle.train.soft is not None:
         train.extra["soft_labels"] = train.expand(bundle.train.soft)
     splits = Splits(train, enc(bundle.dev), enc(bundle.test) if bundle.test is not None else None)
+    notes.append("data: " + "; ".join(f"{', '.join(names)}: {how}" for how, names in hows.items()))
     if trunc.policy == "chunk":
         notes.append(f"truncation: chunk: train {len(bundle.train)} texts -> {len(train)} training examples, "
                      f"dev {len(bundle.dev)} -> {len(splits.dev)} windows (logits: {trunc.agg} per text)")
