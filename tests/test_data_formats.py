@@ -228,6 +228,10 @@ def test_hf_dataset_offline_from_the_local_cache(tmp_path, monkeypatch, tiny_mod
     assert info["data"]["args"]["data"] == "hf:tricklab-tiny"
     assert info["data"]["files"]["train"]["rows"] == 24 and len(info["data"]["files"]["train"]["sha256"]) == 64
     assert "tricklab-tiny" in (out / "model" / "README.md").read_text(encoding="utf-8")
+    # `tricklab evaluate` reads the new file formats too (a compressed Parquet file here)
+    test_file = write_format(tmp_path / "t", "test.parquet.gz", RECORDS[:6])
+    assert cli_main(["evaluate", "--run", str(out), "--data", str(test_file)]) == 0
+    assert json.loads((out / "eval_test.parquet.json").read_text())["n"] == 6
 
 
 @pytest.mark.parametrize("kind", ["list", "tuples", "DataFrame", "Dataset", "DatasetDict"])
@@ -278,6 +282,7 @@ def test_a_grid_tokenises_once_and_every_later_run_reads_the_cache(tiny_model, t
 
     monkeypatch.setattr(cache, "encode", counting)
     monkeypatch.setenv("TRICKLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
     data = write_thucnews(tmp_path / "d", n_train=24, n_dev=9)
     base = tiny_cfg(tiny_model, "train.max_steps=2")
     compare(base, data, variants=["baseline", "rdrop"], seeds=[1, 2], out=tmp_path / "g", progress=lambda s: None)
@@ -294,6 +299,7 @@ def test_a_grid_tokenises_once_and_every_later_run_reads_the_cache(tiny_model, t
     calls.clear()
     train(tiny_cfg(tiny_model, "train.max_steps=1", "data.cache=off"), data, out=tmp_path / "r3", progress=False)
     assert calls == [24, 9, 9] and len(list((tmp_path / "cache" / "tokens").glob("*/*/ids.bin"))) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "d", "g", "r2", "r3"]   # `off` is no folder
 
 
 def test_cached_tokens_equal_direct_tokenisation(tiny_model, tmp_path, monkeypatch):

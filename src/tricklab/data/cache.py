@@ -78,9 +78,9 @@ class Tokens:
         return Encoded(Ragged(self.ids, self.offsets, rows), tt, labels, doc_index=doc_index, agg=agg)  # type: ignore[arg-type]
 
 
-def cache_root(setting: str) -> Path | None:
+def cache_root(setting: Any) -> Path | None:
     """data.cache: auto -> $TRICKLAB_CACHE or ~/.cache/tricklab; off -> None; else the folder given."""
-    if setting == "off":
+    if str(setting).lower() in ("off", "false", "no", "none", ""):   # `--set data.cache=off` arrives as false
         return None
     if setting != "auto":
         return Path(setting).expanduser()
