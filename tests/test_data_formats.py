@@ -358,3 +358,13 @@ def test_resume_refuses_changed_in_memory_data_unless_forced(tiny_model, tmp_pat
     train(None, changed, out=tmp_path / "run", resume=True, force=True, progress=False)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "train differs" in " ".join(info["resumes"][-1]["forced"])
+
+
+def test_compare_in_subprocesses_needs_data_on_disk(tiny_model, tmp_path):
+    from tricklab.ablation.compare import compare
+    from tricklab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--jobs 2 trains in subprocesses.*save_to_disk"):
+        compare(tiny_cfg(tiny_model), pd.DataFrame(RECORDS), variants=["baseline"], seeds=[1], jobs=2,
+                out=tmp_path / "g", progress=lambda s: None)
+    assert not (tmp_path / "g").exists()
