@@ -368,3 +368,18 @@ def test_compare_in_subprocesses_needs_data_on_disk(tiny_model, tmp_path):
         compare(tiny_cfg(tiny_model), pd.DataFrame(RECORDS), variants=["baseline"], seeds=[1], jobs=2,
                 out=tmp_path / "g", progress=lambda s: None)
     assert not (tmp_path / "g").exists()
+
+
+def test_label_checks_name_the_row_of_tables_and_records(tmp_path):
+    d = tmp_path / "d"
+    write_format(d, "train.parquet", RECORDS)
+    write_format(d, "dev.jsonl.gz", RECORDS[:2] + [{"text": "球赛", "label": "weather"}])
+    write_format(d, "test.arrow", [{"text": "球赛", "label": None}] + RECORDS[:2])
+    with pytest.raises(DataError) as e:
+        load_data(Config(), d)
+    msg = str(e.value)
+    assert f"{d / 'dev.jsonl.gz'} line 3: label 'weather' does not occur in train" in msg
+    assert f"{d / 'test.arrow'} row 0: empty label in column 'label'" in msg
+    ids = [{"text": r["text"], "label": i % 3 + 1} for i, r in enumerate(RECORDS)]   # 1-based ids
+    with pytest.raises(DataError, match=r"DataFrame row \d+: label ids run 1..3 with no 0: they look 1-based"):
+        load_data(Config(), pd.DataFrame(ids))
