@@ -383,3 +383,20 @@ def test_label_checks_name_the_row_of_tables_and_records(tmp_path):
     ids = [{"text": r["text"], "label": i % 3 + 1} for i, r in enumerate(RECORDS)]   # 1-based ids
     with pytest.raises(DataError, match=r"DataFrame row \d+: label ids run 1..3 with no 0: they look 1-based"):
         load_data(Config(), pd.DataFrame(ids))
+
+
+def test_a_tune_study_tokenises_once(tiny_model, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from tricklab.ablation.tune import tune
+    from tricklab.data import cache
+
+    calls = []
+    real = cache.encode
+    monkeypatch.setattr(cache, "encode", lambda tok, texts, *a, **k: calls.append(len(texts)) or real(tok, texts, *a, **k))
+    monkeypatch.setenv("TRICKLAB_CACHE", str(tmp_path / "cache"))
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {log_uniform: [3.0e-4, 3.0e-3]}\n")
+    data = write_format(tmp_path / "d", "train.parquet", RECORDS)     # held-out dev: selections of one source
+    tune(tiny_cfg(tiny_model, "train.max_steps=2"), data, space=space, trials=3, out=tmp_path / "tune",
+         pruner="none", verify_seeds=0)
+    assert calls == [24], calls

@@ -35,8 +35,8 @@ LABEL_NAMES = ("label", "labels", "score", "target", "class", "category")
 KNOWN = set(TEXT_NAMES + TEXT_B_NAMES + LABEL_NAMES)
 DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "pipe": "|"}  # names usable on the command line
 COMPRESSED = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
-              ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+              ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}   # JSON arrays: by their `[`
 MAGIC = ((b"\x1f\x8b", "gzip"), (b"(\xb5/\xfd", "zstd"), (b"BZh", "bz2"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"),
          (b"\xff\xff\xff\xff", "arrow"),   # an Arrow IPC stream (datasets' data-*.arrow files)
          (b"PK\x03\x04", "zip"), (b"SQLite format 3\x00", "sqlite"), (b"%PDF", "pdf"), (b"\x93NUMPY", "npy"),
@@ -342,13 +342,13 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
 
 def _read_json(path: Path, lines: Iterator[tuple[int, str]], fmt: str, cfg: DataConfig, labelled: bool,
                problems: list[str]) -> list[Row]:
-    """JSONL (one object per line, streamed), or with fmt json a file that starts with `[`: an array of objects
-    (parsed whole; its rows are named by 0-based index). A .json file holding JSONL is read as JSONL."""
+    """JSONL (one object per line, streamed), or a file that starts with `[`: a JSON array of objects (parsed
+    whole; its rows are named by 0-based index). data.format json and jsonl read both."""
     first = next(((i, ln) for i, ln in lines if ln.strip()), None)
     if first is None:
         raise DataError(f"{path}: the file is empty: it needs one JSON object per line")
     lines = itertools.chain([first], lines)
-    if fmt == "json" and first[1].lstrip().startswith("["):
+    if first[1].lstrip().startswith("["):
         try:
             items = json.loads("".join(ln for _, ln in lines))
         except json.JSONDecodeError as e:
