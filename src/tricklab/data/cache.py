@@ -23,14 +23,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..runfiles import write_json
 from .batching import Encoded, encode
 from .readers import Row
 from .truncation import Truncation
 
 CHUNK = 4096
 VERSION = 1
-NOT_READING = ("sampler", "cache", "dev_ratio", "max_train_samples", "label_type", "label_sep", "chunk_train",
-               "chunk_agg")   # settings that change neither which rows a source has nor their tokens
+NOT_READING = ("sampler", "cache", "dev_ratio", "test_ratio", "max_train_samples", "on_invalid", "label_type",
+               "label_sep", "chunk_train", "chunk_agg")   # settings that change neither which rows a source has (as
+                                                          # read: on_invalid only selects among them) nor their tokens
 
 
 class Ragged(Sequence):
@@ -139,8 +141,8 @@ def _tokenise(rows: list[Row], pair: bool, tok: Any, max_length: int, lower: boo
         return Tokens(ids, offsets, types, doc_rows)
     np.save(folder / "offsets.npy", offsets)
     np.save(folder / "doc_rows.npy", doc_rows)
-    (folder / "meta.json").write_text(json.dumps({"rows": len(rows), "windows": len(offsets) - 1, "pair": pair,
-                                                  "tokens": int(offsets[-1])}), encoding="utf-8")
+    write_json(folder / "meta.json", {"rows": len(rows), "windows": len(offsets) - 1, "pair": pair,
+                                      "tokens": int(offsets[-1])})
     return _load(folder)
 
 
