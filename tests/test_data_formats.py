@@ -125,9 +125,9 @@ def test_binary_formats_are_named_by_their_bytes_not_sent_to_iconv(tmp_path):
     (tmp_path / "z" / "train.tsv").write_bytes("text\tlabel\n球赛\ta\n".encode("utf-16"))
     with pytest.raises(DataError, match="UTF-16 text; fix: convert it to UTF-8"):
         load_data(Config(), tmp_path / "z" / "train.tsv")
-    # GBK is still recognised as such
+    # GBK is still recognised as such (lines long enough to tell it from EUC-KR, as real files are)
     (tmp_path / "g").mkdir()
-    (tmp_path / "g" / "train.txt").write_bytes("球赛冠军\t0\n股市银行\t1\n".encode("gbk"))
+    (tmp_path / "g" / "train.txt").write_bytes("球赛冠军队员今晚夺得总决赛冠军\t0\n股市银行利率下调基金上涨\t1\n".encode("gbk"))
     with pytest.raises(DataError, match="GBK/GB18030.*iconv"):
         load_data(Config(), tmp_path / "g" / "train.txt")
 
