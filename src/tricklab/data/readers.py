@@ -152,7 +152,7 @@ def iter_lines(path: Path, comp: str | None = None) -> Iterator[tuple[int, str]]
                         sample += f.read(max(0, SAMPLE - len(sample)))
                     except (OSError, EOFError):   # a damaged compressed file: the line alone tells enough
                         pass
-                    raise encoding_error(path, i, raw[e.start:e.start + 4], sample) from None
+                    raise encoding_error(path, i, raw[e.start:e.start + 4], sample, comp) from None
         except (OSError, EOFError) as e:
             raise DataError(f"{path}: cannot decompress it ({comp}: {e}); fix: check the file is complete") from None
 
@@ -185,6 +185,7 @@ ENC_NAMES = {"gb18030": "GBK/GB18030 (Chinese)", "big5": "Big5 (Traditional Chin
 ICONV = {"gb18030": "GB18030", "big5": "BIG5", "shift_jis": "SHIFT_JIS", "cp932": "CP932", "euc_jp": "EUC-JP",
          "euc_kr": "EUC-KR", "cp949": "CP949", "koi8_r": "KOI8-R", "utf_16": "UTF-16"}
 SAMPLE = 200_000   # bytes of a non-UTF-8 file given to charset_normalizer
+CAT = {"gzip": "zcat", "bz2": "bzcat", "zstd": "zstdcat"}
 
 
 def detect_encoding(raw: bytes) -> str | None:
@@ -202,19 +203,20 @@ def detect_encoding(raw: bytes) -> str | None:
     return next((c for c in CANDIDATES if c in tied), matches[0].encoding)
 
 
-def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes) -> DataError:
+def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp: str | None = None) -> DataError:
     """One line for text that is not UTF-8: the first undecodable line and its bytes, the encoding detected in
-    `sample` (raw bytes from that line on, bounded) and the iconv fix."""
+    `sample` (raw bytes from that line on, bounded) and the iconv fix (a compressed file: decompressed first)."""
     enc = detect_encoding(sample)
     name = Path(str(path))
+    plain = name.with_suffix("") if name.suffix.lower() in COMPRESSED else name   # train.tsv.gz -> train.tsv
+    source = f"{CAT[comp]} {name} | iconv" if comp else "iconv"
+    target = f"{name} > {plain.stem}.utf8{plain.suffix}" if not comp else f"> {plain.stem}.utf8{plain.suffix}"
     if enc is None:
         what, fix = ("not UTF-8 (its encoding could not be told)",
-                     f"find its encoding (e.g. `file -i {name}`) and convert it: `iconv -f ENCODING -t UTF-8 {name} "
-                     f"> {name.stem}.utf8{name.suffix}`")
+                     f"find its encoding (e.g. `file -i {name}`) and convert it: `{source} -f ENCODING -t UTF-8 {target}`")
     else:
         what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
-        fix = (f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 "
-               f"{name} > {name.stem}.utf8{name.suffix}`")
+        fix = f"convert it to UTF-8, e.g. `{source} -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`"
     return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is {what}; fix: {fix}")
 
 
