@@ -11,7 +11,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ["TRICKLAB_CACHE"] = tempfile.mkdtemp(prefix="tricklab-test-cache-")  # per-host caches, not the user's
+os.environ["TRICKLAB_CACHE"] = tempfile.mkdtemp(prefix="tricklab-test-cache-")  # per-host and token caches, not the user's
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLASSES = {"sports": "球赛队员冠军胜负", "finance": "股市银行利率基金", "game": "玩家游戏版本电竞"}

@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--data {args.data} is a run folder, not data; did you mean --out {args.data} --resume? "
                               f"(a run knows its data: --data is only needed when the files moved)")
     elif not args.data:
-        raise ConfigError("--data is required: a folder with train/dev/test files, or a training file "
+        raise ConfigError("--data is required: a folder with train/dev/test files, a training file, or hf:NAME "
                           "(--out R --resume continues a run without it)")
     cfg = _config(args, {"train.epochs": args.epochs, "data.max_train_samples": args.max_train_samples,
                          "data.max_train_per_class": args.max_train_per_class}) \
@@ -233,10 +233,13 @@ def config_flags(sp: argparse.ArgumentParser) -> None:
 
 
 def data_flags(sp: argparse.ArgumentParser, required: bool = True) -> None:
-    sp.add_argument("--data", required=required, help="folder with train/dev/test files, or a training file"
+    sp.add_argument("--data", required=required, help="folder with train/dev/test files, or a training file (txt, tsv, "
+                    "csv, jsonl, json, parquet, arrow; also .gz/.bz2/.zst), a datasets save_to_disk folder, or "
+                    "hf:NAME[:CONFIG] (a Hugging Face dataset; offline from the local cache)"
                     + ("" if required else " (--resume: the run's own, recorded in run.json)"))
-    sp.add_argument("--dev", help="dev file (default: dev.* in the folder, else 10%% of train)")
-    sp.add_argument("--test", help="test file (default: test.* in the folder)")
+    sp.add_argument("--dev", help="dev file (default: dev.* in the folder or the dataset's validation split, else 10%% "
+                                  "of train)")
+    sp.add_argument("--test", help="test file (default: test.* in the folder or the dataset's test split)")
 
 
 def add_compare_parsers(sub: Any) -> None:

@@ -29,7 +29,8 @@ STRATEGIES = ("finetune", "setfit")
 class DataConfig:
     max_length: int = 128          # tokens per example (pairs: both texts together)
     lowercase: str = "auto"        # auto: lower-case only when the tokenizer's vocabulary lacks capitals
-    format: str = "auto"           # auto | thucnews | tsv | csv | jsonl (auto: from the file extension)
+    format: str = "auto"           # auto | thucnews | tsv | csv | jsonl | json | parquet | arrow (auto: from the
+                                   # extension, under .gz/.bz2/.zst; Parquet/Arrow also from the file's bytes)
     header: str = "auto"           # auto | true | false (auto: first row names known columns)
     delimiter: str | None = None   # tab | space | comma | a character; default: tab (.txt/.tsv), comma (.csv)
     text_column: Union[str, int, None] = None    # name (with a header) or 0-based index
@@ -58,6 +59,8 @@ class DataConfig:
     chunk_train: bool = True       # chunk: train on every window (with its document's label), as prediction sees
                                    # them; false: on the first window only (head), faster, no window label noise
     max_chunks: int = 8            # chunk: windows per document at most (later tokens are dropped)
+    cache: str = "auto"            # token cache (data/cache.py): auto ($TRICKLAB_CACHE, else ~/.cache/tricklab) |
+                                   # off (tokenise in memory every run) | a folder
 
 
 @dataclass
@@ -238,7 +241,7 @@ def validate(cfg: Config) -> None:
     choice("task", cfg.task, TASKS)
     choice("train.precision", cfg.train.precision, ("auto", "bf16", "fp16", "fp32"))
     choice("data.lowercase", cfg.data.lowercase, ("auto", "true", "false"))
-    choice("data.format", cfg.data.format, ("auto", "thucnews", "tsv", "csv", "jsonl", "txt"))
+    choice("data.format", cfg.data.format, ("auto", "thucnews", "tsv", "csv", "jsonl", "txt", "json", "parquet", "arrow"))
     choice("data.header", cfg.data.header, ("auto", "true", "false"))
     choice("data.label_type", cfg.data.label_type, ("auto", "id", "name"))
     choice("data.truncation", cfg.data.truncation, ("head", "tail", "head_tail", "chunk"))

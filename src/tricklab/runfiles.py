@@ -208,6 +208,7 @@ class RunLock:
         self.key = self.folder.resolve()
         self.fd: int | None = None
         self.depth = 0
+        self.created = False   # the folder did not exist before the lock
 
     def acquire(self) -> "RunLock":
         held = _HELD.get(self.key)
@@ -218,6 +219,7 @@ class RunLock:
             import fcntl
         except ImportError:
             return self
+        self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         path = writable(self.folder / LOCK_FILE, self.folder)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -243,6 +245,11 @@ class RunLock:
         if self.depth > 0:
             return
         _HELD.pop(self.key, None)
+        if self.created:   # a run that stopped before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                if [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+                    os.unlink(self.folder / LOCK_FILE)   # still locked: no other process holds it meanwhile
+                    os.rmdir(self.folder)
         os.close(self.fd)   # closing the descriptor drops the flock
         self.fd = None
 

@@ -507,6 +507,9 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
     defined = load_variants_file(variants_file) if variants_file else {}
     vs = parse_variants(variants, defined, baseline)
     seed_list = parse_seeds(seeds)
+    if jobs > 1 and not all(x is None or isinstance(x, (str, os.PathLike)) for x in (data, dev, test)):
+        raise ConfigError(f"--jobs {jobs} trains in subprocesses, which read data from disk, and the data is in memory "
+                          f"({type(data).__name__}); fix: jobs=1, or save it (e.g. Dataset.save_to_disk) and pass the folder")
     runs, problems = plan_grid(base, vs, seed_list, out)
     task = validate_grid(runs, data, dev, test, problems)
     from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
@@ -521,7 +524,8 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
 
     out.mkdir(parents=True, exist_ok=True)
     grid = {"baseline": baseline, "seeds": seed_list, "task": task, "variants": {v.name: v.partial for v in vs},
-            "data": {"data": str(data), "dev": str(dev) if dev else None, "test": str(test) if test else None},
+            "data": {k: None if v is None else str(v) if isinstance(v, (str, os.PathLike)) else f"<in-memory {type(v).__name__}>"
+                     for k, v in (("data", data), ("dev", dev), ("test", test))},
             "base": base.to_dict()}
     write_json(out / "compare.json", grid, default=str)
 

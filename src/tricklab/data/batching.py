@@ -16,8 +16,8 @@ from .truncation import Truncation, aggregate, cut_long
 class Encoded:
     """Token ids per row. A row is a document, or with `data.truncation=chunk` one window of a document:
     then doc_index (N,) names each row's document and models' logits are aggregated per document (`agg`)."""
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
+    input_ids: Sequence[Sequence[int]]              # lists, or cache.Ragged rows of a memory-mapped token cache
+    token_type_ids: Sequence[Sequence[int]] | None
     labels: list[Any] | None
     extra: dict[str, np.ndarray] = field(default_factory=dict)   # per-example arrays, e.g. soft_labels (N, C)
     doc_index: np.ndarray | None = None   # (N,) window -> document, non-decreasing; None: one row per document
@@ -40,6 +40,8 @@ class Encoded:
 
     @property
     def lengths(self) -> np.ndarray:
+        if hasattr(self.input_ids, "lengths"):
+            return self.input_ids.lengths  # type: ignore[union-attr]
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
 
@@ -102,18 +104,18 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def collate(enc: Encoded, idx: np.ndarray, pad_id: int, task: str | None, num_labels: int = 0) -> Batch:
     ids = [enc.input_ids[i] for i in idx]
     T = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    input_ids = np.full((len(ids), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), T), dtype=np.int64)
     for r, x in enumerate(ids):
-        input_ids[r, : len(x)] = torch.tensor(x)
+        input_ids[r, : len(x)] = x
         mask[r, : len(x)] = 1
-    inputs = {"input_ids": input_ids, "attention_mask": mask}
+    inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
     if enc.token_type_ids is not None:
-        tt = torch.zeros((len(ids), T), dtype=torch.long)
+        tt = np.zeros((len(ids), T), dtype=np.int64)
         for r, i in enumerate(idx):
             x = enc.token_type_ids[i]
-            tt[r, : len(x)] = torch.tensor(x)
-        inputs["token_type_ids"] = tt
+            tt[r, : len(x)] = x
+        inputs["token_type_ids"] = torch.from_numpy(tt)
     labels = None
     if enc.labels is not None and task is not None:
         ys = [enc.labels[i] for i in idx]

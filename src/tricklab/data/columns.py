@@ -1,4 +1,4 @@
-"""Which column of a delimited file each role (text, text_b, label, soft_label) reads, and why: a setting, a known
+"""Which column of a delimited file (or a Parquet/Arrow/in-memory table) each role (text, text_b, label, soft_label) reads, and why: a setting, a known
 name in the header, or the position. The run prints the choice as a note and keeps it in run.json; a setting that
 names no column of the header gets the header's columns and the closest name (difflib, standard library)."""
 from __future__ import annotations
@@ -12,14 +12,16 @@ from ..config import DataConfig
 from ..errors import DataError
 
 
-def column_not_found(path: Path, role: str, want: str, header: list[str]) -> DataError:
-    """data.<role>_column names no column of the header: the header's columns and the closest name (difflib)."""
+def column_not_found(path: Path | str, role: str, want: str, header: list[str], table: bool = False) -> DataError:
+    """data.<role>_column names no column of the header (or, `table`, of a Parquet/Arrow/in-memory table's columns):
+    the columns and the closest name (difflib)."""
     names = [h.strip() for h in header]
     close = difflib.get_close_matches(want.lower(), [n.lower() for n in names], 1, 0.5)
     best = names[[n.lower() for n in names].index(close[0])] if close else None
-    return DataError(f"{path} line 1: data.{role}_column={want!r}: column not found; the header's columns are: "
+    where, whose = (f"{path}", "its columns") if table else (f"{path} line 1", "the header's columns")
+    return DataError(f"{where}: data.{role}_column={want!r}: column not found; {whose} are: "
                      f"{', '.join(repr(n) for n in names)}" + (f"; did you mean {best!r}?" if best else "")
-                     + f"; fix: --set data.{role}_column={best or 'NAME'} (a name from the header, or a 0-based index)")
+                     + f"; fix: --set data.{role}_column={best or 'NAME'} (a column name, or a 0-based index)")
 
 
 def column_choice(path: Path, header: list[str] | None, first: list[str], cfg: DataConfig, ncols: int,
@@ -53,7 +55,8 @@ def column_choice(path: Path, header: list[str] | None, first: list[str], cfg: D
 
 
 class Rows(list):
-    """A file's valid rows, with `columns`: how its columns were chosen (column_choice; None for JSONL)."""
+    """A file's valid rows, with `columns`: how its columns were chosen (column_choice; None for JSON, whose
+    objects each carry their own keys)."""
     columns: dict[str, Any] | None = None
 
 

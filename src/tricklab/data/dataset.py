@@ -1,4 +1,6 @@
-"""From `--data PATH` to validated, labelled splits. Nothing here touches a model."""
+"""From `--data` (a path, `hf:NAME`, or in-memory data: data/sources.py) to validated, labelled splits. Nothing here
+touches a model. Each split keeps where its rows come from (`origin`, `index` into bundle.raw[origin]), so that the
+token cache (data/cache.py) tokenises a whole source once and every run selects its rows from it."""
 from __future__ import annotations
 
 import json
@@ -14,9 +16,11 @@ from ..errors import ConfigError, DataError
 from .columns import column_note
 from .invalid import InvalidRows, Skipped
 from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file
-from .readers import Row, read_rows
+from .readers import Row
+from .sources import Source, is_path, resolve
 
-EXTS = (".txt", ".tsv", ".csv", ".jsonl", ".json")
+EXTS = tuple(e + z for e in (".txt", ".tsv", ".csv", ".jsonl", ".json", ".parquet", ".arrow")
+             for z in ("", ".gz", ".bz2", ".zst"))
 CLASS_FILES = ("class.txt", "classes.txt", "labels.txt", "label.txt")
 
 
@@ -27,6 +31,8 @@ class Split:
     labels: list[Any]          # encoded: int | list[int] | float
     source: str
     soft: np.ndarray | None = None   # (N, C) soft labels from data.soft_label_column
+    origin: str = ""                 # the source split the rows come from (train: also the held-out dev)
+    index: np.ndarray | None = None  # (N,) positions of the rows in DataBundle.raw[origin]; None: all, in order
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,6 +46,8 @@ class DataBundle:
     dev: Split
     test: Split | None
     notes: list[str] = field(default_factory=list)
+    raw: dict[str, list[Row]] = field(default_factory=dict)        # every valid row of each source, in order
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)  # per source: SHA-256 of the file or rows
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)   # per split file: data/columns.column_choice
     skipped: dict[str, list[Skipped]] | None = None   # data.on_invalid=skip: the rows skipped, per split file
     test_held_out: bool = False                        # test came out of train (data.test_ratio)
@@ -48,10 +56,10 @@ class DataBundle:
     def score_on(self) -> str:
         """The split the run's final scores are on, and what that means for them."""
         if self.test is None:
-            return (f"dev ({'held out of train' if self.dev.source == self.train.source else Path(self.dev.source).name}"
+            return (f"dev ({'held out of train' if self.dev.source == self.train.source else _short_name(self.dev.source)}"
                     f"), the split that also picked the best checkpoint and fitted the calibration: optimistic")
         return "test (" + ("held out of train by data.test_ratio" if self.test_held_out
-                           else Path(self.test.source).name) + ")"
+                           else _short_name(self.test.source)) + ")"
 
     def skipped_counts(self) -> dict[str, int] | None:
         return None if self.skipped is None else {k: len(v) for k, v in self.skipped.items()}
@@ -85,7 +93,7 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     if p.is_dir():
         train = _find(p, "train")
         if train is None:
-            raise DataError(f"{p}: no train file: expected train.txt, train.tsv, train.csv or train.jsonl in the folder "
+            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .json, .parquet or .arrow (optionally .gz, .bz2, .zst) in the folder "
                             f"(found: {', '.join(sorted(x.name for x in p.iterdir())[:10]) or 'nothing'})")
         dev_p = Path(dev) if dev else _find(p, "dev") or _find(p, "valid") or _find(p, "validation")
         test_p = Path(test) if test else _find(p, "test")
@@ -101,49 +109,76 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     return train, dev_p, test_p, cls
 
 
-def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test: str | Path | None = None) -> DataBundle:
+def _one(x: Any, role: str, label_column: Any) -> Source:
+    """A --dev/--test given on its own: a file, or any other data (its split of that name, else its train)."""
+    found = resolve(x, label_column)
+    if found is None:
+        p = Path(x)
+        if not p.is_file():
+            raise DataError(f"{p}: file not found: check the path given to --{role}")
+        return Source(str(p), path=p)
+    return found.get(role) or found["train"]
+
+
+def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any = None
+                 ) -> tuple[dict[str, Source], Path | None]:
+    """Sources by split (train, dev, test) and the class file, from any --data (sources.py) and --dev/--test."""
+    found = resolve(data, label_column)
+    if found is None:
+        train_p, dev_p, test_p, cls = locate(data, dev if is_path(dev) else None, test if is_path(test) else None)
+        found = {"train": Source(str(train_p), path=train_p)}
+        found |= {r: Source(str(p), path=p) for r, p in (("dev", dev_p), ("test", test_p)) if p is not None}
+        given = {r: x for r, x in (("dev", dev), ("test", test)) if x is not None and not is_path(x)}
+    else:
+        cls, given = None, {r: x for r, x in (("dev", dev), ("test", test)) if x is not None}
+    for role, x in given.items():
+        found[role] = _one(x, role, label_column)
+    return found, cls
+
+
+def _short_name(name: str) -> str:
+    return Path(name).name if Path(name).exists() else name
+
+
+def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> DataBundle:
     """Read, validate and label every split; every problem is reported before any model loads (data.on_invalid=skip:
-    rows with problems of their own are dropped and recorded instead, see data/invalid.py)."""
-    train_p, dev_p, test_p, cls_p = locate(data, dev, test)
+    rows with problems of their own are dropped and recorded instead, see data/invalid.py). `data` (and dev, test)
+    may be a path, `hf:NAME[:CONFIG]`, or in-memory data (data/sources.py)."""
+    srcs, cls_p = data_sources(data, dev, test, cfg.data.label_column)
+    train_p = srcs["train"].name
     d = cfg.data
     notes: list[str] = []
     problems: list[str] = []
     inv = InvalidRows(d.on_invalid)
-    paths = {"train": train_p, "dev": dev_p, "test": test_p}
-    raw: dict[str, list[Row]] = {}
-    raw["train"] = train_rows = inv.read("train", str(train_p), lambda f: read_rows(train_p, d, problems=f), problems)
-    if not train_rows:
-        raise DataError(problems or [f"{train_p}: no examples"])
-    for name, p in (("dev", dev_p), ("test", test_p)):
-        if p is not None:
-            raw[name] = inv.read(name, str(p), lambda f, p=p: read_rows(p, d, problems=f, pair=train_rows[0].text_b
-                                                                       is not None), problems)
+    raw = _read_sources(srcs, d, inv, problems)             # every valid row of each source, as read
+    train_rows = raw["train"]
     columns = {name: rows.columns for name, rows in raw.items() if getattr(rows, "columns", None)}
     notes += [column_note(c, pin=name == "train") for name, c in columns.items()
-              if name == "train" or c["roles"] != columns["train"]["roles"]]
+              if name == "train" or "train" not in columns or c["roles"] != columns["train"]["roles"]]
     task = cfg.task
     if task == "auto":
         task = detect_task(train_rows, d.label_sep)
-        notes.append(f"task: {task} (detected from {train_p.name}; set `task:` to override)")
+        notes.append(f"task: {task} (detected from {_short_name(train_p)}; set `task:` to override)")
     class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
+    if class_names is None and task == "single_label":
+        class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names
     try:
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))
     except DataError as e:
         raise DataError(problems + e.problems) from None
-    for name, p in (("dev", dev_p), ("test", test_p)):
+    for name in ("dev", "test"):
         if name in raw and not raw[name] and not problems:
-            problems.append(f"{p}: no examples in the file; fix: give it labelled lines, or leave it out")
+            problems.append(f"{srcs[name].name}: no examples in the file; fix: give it labelled lines, or leave it out")
+    raw = {name: rows for name, rows in raw.items() if rows}
+    kept: dict[str, list[Row]] = {}
     labels: dict[str, tuple[list[Any], np.ndarray | None]] = {}
-    for name, rows in list(raw.items()):
-        if not rows:
-            raw.pop(name)
-            continue
+    for name, rows in raw.items():
         soft = name == "train" and d.soft_label_column is not None
 
         def labelled(rs: list[Row], soft: bool = soft) -> tuple[list[Any], np.ndarray | None]:
             return (encode_labels(rs, lm, d.label_sep, str(cls_p or "")),
                     parse_soft_labels(rs, lm.num_labels) if soft else None)
-        raw[name], labels[name] = inv.keep_valid(name, str(paths[name]), rows, labelled, problems)
+        kept[name], labels[name] = inv.keep_valid(name, srcs[name].name, rows, labelled, problems)
     if problems:
         hint = inv.hint()
         if hint:   # among the first 20 lines DataError shows
@@ -151,11 +186,13 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
         raise DataError(problems)
     if task != "regression" and lm.num_labels < 2:
         raise DataError(f"{train_p}: only one class ({lm.names[0]!r}) in train: a classifier needs at least two")
-    pair_flags = {name: rows[0].text_b is not None for name, rows in raw.items()}
+    pair_flags = {name: rows[0].text_b is not None for name, rows in kept.items()}
     if len(set(pair_flags.values())) > 1:
         raise DataError(f"{train_p}: train and other splits disagree on sentence pairs ({pair_flags}); "
                         f"fix: give every split the same columns")
-    splits = {name: Split(name, rows, labels[name][0], str(paths[name]), labels[name][1]) for name, rows in raw.items()}
+    digests = {name: srcs[name].digest(rows) for name, rows in raw.items()}
+    splits = {name: Split(name, rows, labels[name][0], srcs[name].name, labels[name][1], name,
+                          _positions(raw[name], rows)) for name, rows in kept.items()}
     train, dev_s, test_s = held_out_splits(cfg, task, splits, notes)
     if d.max_train_per_class:
         train, note = per_class_subset(train, task, lm.names, d.max_train_per_class, cfg.train.seed)
@@ -164,15 +201,16 @@ def load_data(cfg: Config, data: str | Path, dev: str | Path | None = None, test
         rng = random.Random(cfg.train.seed)
         keep = sorted(rng.sample(range(len(train)), d.max_train_samples))
         train = Split("train", [train.rows[i] for i in keep], [train.labels[i] for i in keep], train.source,
-                      None if train.soft is None else train.soft[keep])
+                      None if train.soft is None else train.soft[keep], "train",
+                      np.asarray(keep) if train.index is None else train.index[keep])
         notes.append(f"train: using {len(train)} examples (data.max_train_samples)")
-    bundle = DataBundle(task, lm, train, dev_s, test_s, notes, columns=columns, skipped=inv.rows if inv.skip else None,
-                        test_held_out=test_s is not None and "test" not in raw)
+    bundle = DataBundle(task, lm, train, dev_s, test_s, notes, raw, digests, columns=columns,
+                        skipped=inv.rows if inv.skip else None, test_held_out=test_s is not None and "test" not in raw)
     if test_s is None:
         notes.append(f"no test data: the final scores are on {bundle.score_on}; fix: give --test FILE (or a test "
                      f"file in the data folder), or hold one out with --set data.test_ratio=0.1")
     if bundle.is_pair and d.truncation != "head":  # before the model loads (encode() checks it again)
-        raise ConfigError(f"config data.truncation={d.truncation}: single texts only, and {train_p.name} holds "
+        raise ConfigError(f"config data.truncation={d.truncation}: single texts only, and {_short_name(train_p)} holds "
                           f"sentence pairs (cut from the end of the longer text); fix: --set data.truncation=head")
     return bundle
 
@@ -199,7 +237,8 @@ def per_class_subset(split: Split, task: str, names: list[str], k: int, seed: in
             keep += rng.sample(idx, k)
     keep.sort()
     sub = Split(split.name, [split.rows[i] for i in keep], [split.labels[i] for i in keep], split.source,
-                None if split.soft is None else split.soft[keep])
+                None if split.soft is None else split.soft[keep], split.origin,
+                np.asarray(keep, dtype=np.int64) if split.index is None else split.index[keep])
     note = (f"train: {len(sub)} of {len(split)} examples, at most {k} per class (data.max_train_per_class, "
             f"seed {seed})")
     if short:
@@ -208,6 +247,31 @@ def per_class_subset(split: Split, task: str, names: list[str], k: int, seed: in
     if missing:
         note += f"; no train example at all: {', '.join(missing)}"
     return sub, note
+
+
+def _read_sources(srcs: dict[str, Source], d: Any, inv: InvalidRows, problems: list[str]) -> dict[str, list[Row]]:
+    """The valid rows of each source as read (row problems: reported, or with data.on_invalid=skip recorded);
+    a train source without any stops here."""
+    raw: dict[str, list[Row]] = {}
+    train = srcs["train"]
+    raw["train"] = inv.read("train", train.name, lambda f: train.read(d, True, f), problems)
+    if not raw["train"]:
+        raise DataError(problems or [f"{train.name}: no examples"])
+    pair = raw["train"][0].text_b is not None
+    for name in ("dev", "test"):
+        if name in srcs:
+            src = srcs[name]
+            raw[name] = inv.read(name, src.name, lambda f, src=src: src.read(d, True, f, pair=pair), problems)
+    return raw
+
+
+def _positions(source_rows: list[Row], rows: list[Row]) -> np.ndarray | None:
+    """Where `rows` (in order, some of source_rows: data.on_invalid=skip dropped others) are in source_rows; None:
+    all of them."""
+    if len(rows) == len(source_rows):
+        return None
+    ids = {id(r) for r in rows}
+    return np.fromiter((i for i, r in enumerate(source_rows) if id(r) in ids), dtype=np.int64, count=len(rows))
 
 
 def held_out_splits(cfg: Config, task: str, splits: dict[str, Split], notes: list[str]
@@ -228,7 +292,7 @@ def held_out_splits(cfg: Config, task: str, splits: dict[str, Split], notes: lis
         notes.append(f"test: no test file, held out {len(test_s)} of {n_file} train examples ({d.test_ratio:.0%}, "
                      f"stratified, seed {seed}, data.test_ratio)")
     elif test_s is not None and d.test_ratio > 0:
-        notes.append(f"data.test_ratio={d.test_ratio} is not used: the test file {Path(test_s.source).name} is the test")
+        notes.append(f"data.test_ratio={d.test_ratio} is not used: the test file {_short_name(test_s.source)} is the test")
     if dev_s is None:
         ratio = d.dev_ratio / (len(train) / n_file) if 0 < d.dev_ratio < 1 else d.dev_ratio  # a share of the file
         train, dev_s = _hold_out(train, min(ratio, 0.99), task, seed)
@@ -257,7 +321,8 @@ def _hold_out(split: Split, ratio: float, task: str, seed: int, name: str = "dev
     dv = sorted(dev_idx)
     def pick(ids: list[int], name: str) -> Split:
         return Split(name, [split.rows[i] for i in ids], [split.labels[i] for i in ids], split.source,
-                     None if split.soft is None else split.soft[ids])
+                     None if split.soft is None else split.soft[ids], split.origin,
+                     np.asarray(ids, dtype=np.int64) if split.index is None else split.index[ids])
 
     return pick(tr, "train"), pick(dv, name)
 
@@ -274,7 +339,7 @@ def parse_soft_labels(rows: list[Row], C: int) -> np.ndarray:
         except (ValueError, TypeError):
             vals = []
         if len(vals) != C or not np.all(np.isfinite(vals)):
-            problems.append(f"{r.source} line {r.line}: soft labels {str(v)[:60]!r} must be {C} finite numbers "
+            problems.append(f"{r.where}: soft labels {str(v)[:60]!r} must be {C} finite numbers "
                             f"(one per class); fix: write e.g. [0.1, 0.9] or `0.1 0.9`")
             continue
         out[i] = vals

@@ -96,13 +96,13 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
         lo, hi = min(ids), max(ids)
         if lo >= 1 and 0 not in ids:
             r = next(r for r in rows if _is_int(r.label) and int(r.label) == hi)
-            raise DataError(f"{r.source} line {r.line}: label ids run {lo}..{hi} with no 0: they look 1-based; "
+            raise DataError(f"{r.where}: label ids run {lo}..{hi} with no 0: they look 1-based; "
                             f"fix: subtract 1 from every id, or read them as names with --set data.label_type=name")
         return LabelMap(task, [str(i) for i in range(hi + 1)], from_ids=True)
     C = len(class_names)
     if ids and max(ids) == C and min(ids) >= 1 and 0 not in ids:
         r = next(r for r in rows if _is_int(r.label) and int(r.label) == C)
-        raise DataError(f"{r.source} line {r.line}: label id {C} is out of range: {class_file} names {C} classes "
+        raise DataError(f"{r.where}: label id {C} is out of range: {class_file} names {C} classes "
                         f"(0..{C - 1}); the ids look 1-based: fix: subtract 1 from every id")
     return LabelMap(task, list(class_names), from_ids=True)
 
@@ -114,7 +114,7 @@ def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "")
     index = {n: i for i, n in enumerate(lm.names)}
     C = len(lm.names)
     for r in rows:
-        where = f"{r.source} line {r.line}"
+        where = r.where
         if lm.task == "regression":
             if not _is_float(r.label):
                 problems.append(f"{where}: regression target {_short(str(r.label))} is not a number; fix: write a number like 3.5")

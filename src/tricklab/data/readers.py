@@ -1,22 +1,38 @@
-"""Read labelled text files into raw rows, reporting every problem with file, line, value and fix.
+"""Read labelled data into raw rows, reporting every problem with where it is (file and line, or row index and
+column), the value and the fix.
 
-Formats: THUCNews-style `text<TAB>label`, TSV/CSV with or without a header (columns by name or
-0-based index), JSONL, sentence pairs (text_a, text_b), other delimiters (e.g. `labels<SPACE>text`).
-UTF-8 with or without BOM, LF or CRLF. A file in another encoding is refused with its line and the encoding
-detected by charset_normalizer (GB18030, Big5, Shift_JIS, EUC-KR, cp1252, ...), named in the iconv fix.
+Formats: THUCNews-style `text<TAB>label`, TSV/CSV with or without a header (columns by name or 0-based index),
+JSONL, JSON arrays of objects, Parquet, Arrow IPC (file or stream, e.g. a `datasets` .arrow file), sentence pairs
+(text_a, text_b), other delimiters (e.g. `labels<SPACE>text`), and in-memory records (read_records: dicts or tuples,
+from data/sources.py: a `datasets` Dataset, a pandas DataFrame, a list). Any file may be compressed: gzip, bz2, zstd,
+told by the extension (train.csv.gz) or else by the magic bytes. Text is streamed line by line and Parquet/Arrow
+by record batch, so the raw file is never in memory at once. UTF-8 with or without BOM, LF or CRLF. A file in
+another encoding is refused with its first undecodable line and the encoding detected by charset_normalizer (on a
+bounded window of the raw bytes from that line: GB18030, Big5, Shift_JIS, EUC-KR, cp1252, ...), named in the iconv
+fix; UTF-16 and binary formats tricklab does not read (ZIP/Excel, SQLite, pickle, ...) are named by their bytes.
+Which column each role reads, and why, is recorded for delimited files and Parquet/Arrow tables (data/columns.py).
+
+Libraries: csv, json, gzip, bz2 from the standard library; charset_normalizer (encodings); pyarrow (Parquet,
+Arrow) and zstandard (.zst), both in `pip install 'tricklab[data]'` and imported only when a file needs them.
 """
 from __future__ import annotations
 
+import bz2
 import csv
 import difflib
+import gzip
+import importlib
 import io
+import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from ..config import DataConfig
 from ..errors import DataError
+from .columns import Rows, column_choice, column_not_found
 from .columns import Rows, column_choice, column_not_found
 
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "title")
@@ -24,16 +40,35 @@ TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2")
 LABEL_NAMES = ("label", "labels", "score", "target", "class", "category")
 KNOWN = set(TEXT_NAMES + TEXT_B_NAMES + LABEL_NAMES)
 DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "pipe": "|"}  # names usable on the command line
+COMPRESSED = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+              ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}   # JSON arrays: by their `[`
+MAGIC = ((b"\x1f\x8b", "gzip"), (b"(\xb5/\xfd", "zstd"), (b"BZh", "bz2"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"),
+         (b"\xff\xff\xff\xff", "arrow"),   # an Arrow IPC stream (datasets' data-*.arrow files)
+         (b"PK\x03\x04", "zip"), (b"SQLite format 3\x00", "sqlite"), (b"%PDF", "pdf"), (b"\x93NUMPY", "npy"),
+         (b"\x89HDF", "hdf5"), (b"\x80\x04", "pickle"), (b"\x80\x05", "pickle"), (b"\xd0\xcf\x11\xe0", "xls"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+NAMES = {"gzip": "gzip-compressed", "zstd": "zstd-compressed", "bz2": "bzip2-compressed", "parquet": "a Parquet file",
+         "arrow": "an Arrow IPC file", "zip": "a ZIP archive (an Excel .xlsx is one)", "sqlite": "an SQLite database",
+         "pdf": "a PDF document", "npy": "a NumPy .npy array", "hdf5": "an HDF5 file", "pickle": "a Python pickle",
+         "xls": "an Excel 97-2003 / OLE file", "utf-16": "UTF-16 text", "binary": "binary data (no known format)"}
+BATCH = 8192
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     text: str
     text_b: str | None
-    label: Any          # raw: a string from text files, any JSON value from JSONL, None when unlabelled
-    line: int           # 1-based line (or record) number in `source`
+    label: Any          # raw: a string from text files, any JSON/Arrow value from records, None when unlabelled
+    line: int           # 1-based line in a text file, else the 0-based row index in `source`
     source: str
     soft: Any = None    # raw soft labels (data.soft_label_column), for distillation
+    unit: str = "line"  # how `line` is named: line | row
+
+    @property
+    def where(self) -> str:
+        """`train.txt line 3`, `train.parquet row 2`, `DataFrame row 7`: where the row is, for messages."""
+        return f"{self.source} {self.unit} {self.line}"
 
 
 def _short(s: str, n: int = 60) -> str:
@@ -41,22 +76,116 @@ def _short(s: str, n: int = 60) -> str:
     return repr(s if len(s) <= n else s[:n] + "...")
 
 
-def read_text(path: Path) -> str:
-    """Decode a file as UTF-8 (BOM stripped, CRLF kept for the caller); name GBK/GB18030 files."""
+def need(module: str, what: str, where: Any) -> Any:
+    """Import an optional dependency, or one line naming the extra that brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"{where}: reading {what} needs the Python package {module.split('.')[0]}, which is not "
+                        f"installed; fix: pip install 'tricklab[data]'") from None
+
+
+def sniff(head: bytes) -> str | None:
+    """The format the first bytes of a file announce (MAGIC), 'binary' for other data with NUL bytes, None for text."""
+    for magic, kind in MAGIC:
+        if head.startswith(magic):
+            return kind
+    return "binary" if b"\x00" in head else None
+
+
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else "")
                         + ": check the path given to --data/--dev/--test")
-    return decode_text(path.read_bytes(), path)
+
+
+def compression(path: Path) -> str | None:
+    """gzip | bz2 | zstd from the extension, else from the magic bytes; None: not compressed."""
+    by_ext = COMPRESSED.get(path.suffix.lower())
+    with open(path, "rb") as f:
+        kind = sniff(f.read(8))
+    if by_ext and kind != by_ext:
+        raise DataError(f"{path}: the name says {NAMES[by_ext]}, but the file is "
+                        f"{NAMES.get(kind or '', 'plain text')}; fix: rename it (drop {path.suffix})")
+    return by_ext or (kind if kind in ("gzip", "bz2", "zstd") else None)
+
+
+def open_binary(path: Path, comp: str | None) -> BinaryIO:
+    """The file's bytes, decompressed on the fly."""
+    if comp == "gzip":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if comp == "bz2":
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if comp == "zstd":
+        zstd = need("zstandard", "a .zst file", path)
+        reader = zstd.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+        return io.BufferedReader(reader)  # type: ignore[arg-type]
+    return open(path, "rb")
+
+
+def content_kind(path: Path, comp: str | None) -> str | None:
+    """What the (decompressed) content is by its first bytes: parquet, arrow, another binary kind, or None (text)."""
+    try:
+        with open_binary(path, comp) as f:
+            head = f.read(4096)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot decompress it ({comp}: {e}); fix: check the file is complete") from None
+    kind = sniff(head)
+    if kind in ("gzip", "bz2", "zstd"):
+        raise DataError(f"{path}: compressed twice ({comp}, then {kind}); fix: decompress it once and name it accordingly")
+    return kind
+
+
+def iter_lines(path: Path, comp: str | None = None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line with its line break) of a UTF-8 text file, streamed and decompressed; BOM dropped.
+    The first undecodable line stops it: the encoding is told from a bounded window of raw bytes from that line."""
+    with open_binary(path, comp) as f:
+        try:
+            for i, raw in enumerate(f, 1):
+                if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    yield i, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    sample = raw[:SAMPLE]
+                    try:
+                        sample += f.read(max(0, SAMPLE - len(sample)))
+                    except (OSError, EOFError):   # a damaged compressed file: the line alone tells enough
+                        pass
+                    raise encoding_error(path, i, raw[e.start:e.start + 4], sample, comp) from None
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: cannot decompress it ({comp}: {e}); fix: check the file is complete") from None
+
+
+def read_text(path: Path) -> str:
+    """A whole (small) text file as UTF-8, e.g. a class file; non-UTF-8 and binary files are named."""
+    path = Path(path)
+    _check_file(path)
+    comp = compression(path)
+    kind = content_kind(path, comp)
+    if kind is not None:
+        raise _binary_error(path, kind)
+    return "".join(ln for _, ln in iter_lines(path, comp))
+
+
+def _binary_error(path: Path, kind: str) -> DataError:
+    if kind == "utf-16":
+        return DataError(f"{path}: the file is UTF-16 text; fix: convert it to UTF-8, e.g. "
+                         f"`iconv -f UTF-16 -t UTF-8 {path} > {path.stem}.utf8{path.suffix}`")
+    return DataError(f"{path}: the file is {NAMES[kind]}, not a data format tricklab reads; fix: export it as "
+                     f"CSV, TSV, JSONL or Parquet")
 
 
 # legacy encodings worth naming (charset_normalizer picks among them; a free choice over-fits short texts)
 CANDIDATES = ("gb18030", "big5", "shift_jis", "euc_jp", "euc_kr", "cp1252", "cp1251", "koi8_r", "cp1250",
               "iso8859_7", "cp1256", "cp1255", "cp874", "cp1258", "utf_16")
-NAMES = {"gb18030": "GBK/GB18030 (Chinese)", "big5": "Big5 (Traditional Chinese)", "shift_jis": "Shift_JIS (Japanese)",
-         "cp932": "Shift_JIS (Japanese)", "euc_jp": "EUC-JP (Japanese)", "euc_kr": "EUC-KR (Korean)",
-         "cp949": "EUC-KR (Korean)", "cp1252": "Windows-1252 (Western European)", "cp1251": "Windows-1251 (Cyrillic)"}
+ENC_NAMES = {"gb18030": "GBK/GB18030 (Chinese)", "big5": "Big5 (Traditional Chinese)",
+             "shift_jis": "Shift_JIS (Japanese)", "cp932": "Shift_JIS (Japanese)", "euc_jp": "EUC-JP (Japanese)", "euc_kr": "EUC-KR (Korean)",
+             "cp949": "EUC-KR (Korean)", "cp1252": "Windows-1252 (Western European)", "cp1251": "Windows-1251 (Cyrillic)"}
 ICONV = {"gb18030": "GB18030", "big5": "BIG5", "shift_jis": "SHIFT_JIS", "cp932": "CP932", "euc_jp": "EUC-JP",
          "euc_kr": "EUC-KR", "cp949": "CP949", "koi8_r": "KOI8-R", "utf_16": "UTF-16"}
+SAMPLE = 200_000   # bytes of a non-UTF-8 file given to charset_normalizer
+CAT = {"gzip": "zcat", "bz2": "bzcat", "zstd": "zstdcat"}
 
 
 def detect_encoding(raw: bytes) -> str | None:
@@ -66,12 +195,29 @@ def detect_encoding(raw: bytes) -> str | None:
         from charset_normalizer import from_bytes
     except ImportError:
         return None
-    matches = list(from_bytes(raw[:200_000], cp_isolation=list(CANDIDATES)))
+    matches = list(from_bytes(raw[:SAMPLE], cp_isolation=list(CANDIDATES)))
     if not matches:
         return None
     low = min(m.chaos for m in matches)
     tied = {name for m in matches if m.chaos <= low + 0.01 for name in m.could_be_from_charset}
     return next((c for c in CANDIDATES if c in tied), matches[0].encoding)
+
+
+def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp: str | None = None) -> DataError:
+    """One line for text that is not UTF-8: the first undecodable line and its bytes, the encoding detected in
+    `sample` (raw bytes from that line on, bounded) and the iconv fix (a compressed file: decompressed first)."""
+    enc = detect_encoding(sample)
+    name = Path(str(path))
+    plain = name.with_suffix("") if name.suffix.lower() in COMPRESSED else name   # train.tsv.gz -> train.tsv
+    source = f"{CAT[comp]} {name} | iconv" if comp else "iconv"
+    target = f"{name} > {plain.stem}.utf8{plain.suffix}" if not comp else f"> {plain.stem}.utf8{plain.suffix}"
+    if enc is None:
+        what, fix = ("not UTF-8 (its encoding could not be told)",
+                     f"find its encoding (e.g. `file -i {name}`) and convert it: `{source} -f ENCODING -t UTF-8 {target}`")
+    else:
+        what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
+        fix = f"convert it to UTF-8, e.g. `{source} -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`"
+    return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is {what}; fix: {fix}")
 
 
 def decode_text(raw: bytes, path: Path | str) -> str:
@@ -81,26 +227,18 @@ def decode_text(raw: bytes, path: Path | str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        enc = detect_encoding(raw)
-        name = Path(str(path))
-        if enc is None:
-            what, fix = ("not UTF-8 (its encoding could not be told)",
-                         f"find its encoding (e.g. `file -i {name}`) and convert it: `iconv -f ENCODING -t UTF-8 {name} "
-                         f"> {name.stem}.utf8{name.suffix}`")
-        else:
-            what = f"not UTF-8 but most likely {NAMES.get(enc, enc.upper().replace('_', '-'))}"
-            fix = (f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 "
-                   f"{name} > {name.stem}.utf8{name.suffix}`")
-        raise DataError(f"{path} line {line}: undecodable bytes {raw[e.start:e.start + 4]!r}: the file is {what}; "
-                        f"fix: {fix}") from None
+        start = raw.rfind(b"\n", 0, e.start) + 1
+        raise encoding_error(path, raw[:start].count(b"\n") + 1, raw[e.start:e.start + 4],
+                             raw[start:start + SAMPLE]) from None
 
 
 def detect_format(path: Path, cfg: DataConfig) -> str:
+    """The format by data.format, else by the extension (a compression extension is looked through)."""
     if cfg.format not in ("auto", "thucnews"):
         return cfg.format
-    ext = path.suffix.lower()
-    return {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(ext, "tsv")
+    path = Path(path)
+    ext = Path(path.stem).suffix.lower() if path.suffix.lower() in COMPRESSED else path.suffix.lower()
+    return EXTENSIONS.get(ext, "tsv")
 
 
 def read_rows(path: Path, cfg: DataConfig, labelled: bool = True, problems: list[str] | None = None,
@@ -123,30 +261,38 @@ def read_rows(path: Path, cfg: DataConfig, labelled: bool = True, problems: list
 
 
 def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
-    text = read_text(path)
+    _check_file(path)
+    comp = compression(path)
+    kind = content_kind(path, comp)
+    if kind in ("parquet", "arrow"):   # by the bytes: a Parquet file named .txt is still read as Parquet
+        return read_table(path, kind, comp, cfg, labelled, problems)
+    if kind is not None:
+        raise _binary_error(path, kind)
     fmt = detect_format(path, cfg)
-    if fmt == "jsonl":
-        return _read_jsonl(path, text, cfg, labelled, problems)
+    if fmt in ("parquet", "arrow"):
+        raise DataError(f"{path}: data.format={fmt} (or the extension) says {NAMES[fmt]}, but the file is text; "
+                        f"fix: --set data.format=auto, or give the right file")
+    lines = iter_lines(path, comp)
+    if fmt in ("jsonl", "json"):
+        return _read_json(path, lines, fmt, cfg, labelled, problems)
     delim = DELIMITERS.get(cfg.delimiter, cfg.delimiter) if cfg.delimiter else ("," if fmt == "csv" else "\t")
     if fmt == "csv":
-        records = [(i, r) for i, r in _csv_records(text, delim)]
+        records: Iterable[tuple[int, Any]] = _csv_records(path, lines, delim)
     else:
-        records = []
-        for i, ln in enumerate(text.split("\n"), 1):
-            ln = ln.rstrip("\r")
-            if ln.strip():
-                records.append((i, ln))
+        records = ((i, ln.rstrip("\r\n")) for i, ln in lines if ln.strip())
     return _read_delimited(path, records, cfg, delim, labelled, fmt == "csv", problems, pair)
 
 
-def _csv_records(text: str, delim: str) -> list[tuple[int, list[str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
-    out, start = [], 1
-    for row in reader:
-        if any(c.strip() for c in row):
-            out.append((start, row))
-        start = reader.line_num + 1
-    return out
+def _csv_records(path: Path, lines: Iterator[tuple[int, str]], delim: str) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader((ln for _, ln in lines), delimiter=delim)
+    start = 1
+    try:
+        for row in reader:
+            if any(c.strip() for c in row):
+                yield start, row
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"{path} line {start}: cannot read it as CSV ({e}); fix: check the quotes on that line") from None
 
 
 def _header_fields(first: list[str], cfg: DataConfig) -> bool:
@@ -183,7 +329,9 @@ def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ..
 
 def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig, delim: str, labelled: bool,
                     is_csv: bool, problems: list[str], pair: bool | None = None) -> list[Row]:
-    if not records:
+    records = iter(records)
+    first_rec = next(records, None)
+    if first_rec is None:
         raise DataError(f"{path}: the file is empty: it needs one example per line")
     split_all = is_csv or delim in ("\t", ",")
 
@@ -192,10 +340,10 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             return ln
         return ln.split(delim) if split_all or n is None else ln.split(delim, n - 1)
 
-    first = split(records[0][1], None)
+    first = split(first_rec[1], None)
     header = first if _header_fields(first, cfg) else None
-    if header is not None:
-        records = records[1:]
+    if header is None:
+        records = itertools.chain([first_rec], records)
     ti = _pick(header, cfg.text_column, TEXT_NAMES, path, "text")
     bi = _pick(header, cfg.text_b_column, TEXT_B_NAMES, path, "text_b")
     li = _pick(header, cfg.label_column, LABEL_NAMES, path, "label")
@@ -212,12 +360,12 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         elif pair is not None and not given:
             ncols = (2 if pair else 1) + (1 if labelled else 0)
         else:
-            ncols = len(split(records[0][1], None))
+            ncols = len(first)
         if not given and ncols == 3:  # positional defaults: text | text, label | text_a, text_b, label
             ti, bi, li = 0, 1, 2
         elif ti is None or (labelled and li is None):
             if ncols > 3 or (ncols == 3 and ti is None):
-                raise DataError(f"{path} line {records[0][0]}: {ncols} columns and no header; fix: name them with "
+                raise DataError(f"{path} line {first_rec[0]}: {ncols} columns and no header; fix: name them with "
                                 f"--set data.text_column=I --set data.label_column=J (0-based)")
             free = [i for i in range(ncols) if i not in given]  # unset roles take the free columns in order
             if ti is None and free:
@@ -254,46 +402,208 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     return out
 
 
-def _read_jsonl(path: Path, text: str, cfg: DataConfig, labelled: bool, problems: list[str]) -> list[Row]:
-    rows: list[Row] = []
-    n_problems = len(problems)
-    for i, ln in enumerate(text.split("\n"), 1):
+def _read_json(path: Path, lines: Iterator[tuple[int, str]], fmt: str, cfg: DataConfig, labelled: bool,
+               problems: list[str]) -> list[Row]:
+    """JSONL (one object per line, streamed), or a file that starts with `[`: a JSON array of objects (parsed
+    whole; its rows are named by 0-based index). data.format json and jsonl read both."""
+    first = next(((i, ln) for i, ln in lines if ln.strip()), None)
+    if first is None:
+        raise DataError(f"{path}: the file is empty: it needs one JSON object per line")
+    lines = itertools.chain([first], lines)
+    if first[1].lstrip().startswith("["):
+        try:
+            items = json.loads("".join(ln for _, ln in lines))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {e.lineno + first[0] - 1}: not valid JSON ({e.msg}); fix: one array of "
+                            f"objects, e.g. [{{\"text\": \"...\", \"label\": \"...\"}}], or JSONL") from None
+        if not items:
+            raise DataError(f"{path}: the JSON array is empty: it needs one object per example")
+        return records_to_rows(enumerate(items), str(path), "row", cfg, labelled, problems, objects_only=True)
+    return records_to_rows(_jsonl_objects(path, lines, problems), str(path), "line", cfg, labelled, problems,
+                           objects_only=True)
+
+
+def _jsonl_objects(path: Path, lines: Iterable[tuple[int, str]], problems: list[str]) -> Iterator[tuple[int, Any]]:
+    for i, ln in lines:
         if not ln.strip():
             continue
         try:
-            obj = json.loads(ln)
+            yield i, json.loads(ln)
         except json.JSONDecodeError as e:
-            problems.append(f"{path} line {i}: not valid JSON ({e.msg}): {_short(ln)}; fix: one JSON object per line")
-            continue
+            problems.append(f"{path} line {i}: not valid JSON ({e.msg}): {_short(ln.rstrip())}; fix: one JSON object per line")
+
+
+def _column(cols: list[str], want: str | int | None, names: tuple[str, ...], where: str, role: str,
+            table: bool = False) -> str | None:
+    """The column a role reads: data.<role>_column (a name, or a 0-based index into the columns), else the first
+    known name (case-insensitive). `table`: the columns are a table's (every record has them), so a name that is
+    not among them is an error (with the closest name) rather than a field missing from one record."""
+    if isinstance(want, int):
+        if not 0 <= want < len(cols):
+            raise DataError(f"{where}: data.{role}_column={want} but there are {len(cols)} columns "
+                            f"({', '.join(cols)}); fix: a 0-based index below {len(cols)}, or a column name")
+        return cols[want]
+    low = {c.lower(): c for c in reversed(cols)}
+    if isinstance(want, str):
+        if want.lower() in low:
+            return low[want.lower()]
+        if want in cols:
+            return want
+        if table:
+            raise column_not_found(where, role, want, cols, table=True)
+        return None
+    return next((low[n] for n in names if n in low), None)
+
+
+def _roles(cols: list[str], cfg: DataConfig, where: str, table: bool = False) -> tuple[str | None, ...]:
+    return (_column(cols, cfg.text_column, TEXT_NAMES, where, "text", table),
+            _column(cols, cfg.text_b_column, TEXT_B_NAMES, where, "text_b", table),
+            _column(cols, cfg.label_column, LABEL_NAMES, where, "label", table),
+            _column(cols, cfg.soft_label_column, (), where, "soft_label", table)
+            if cfg.soft_label_column is not None else None)
+
+
+def _plain(v: Any) -> Any:
+    """numpy/pandas scalars and arrays -> Python values; NaN (a missing value in a DataFrame) -> None."""
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _positional(rec: tuple | list, cfg: DataConfig, labelled: bool) -> dict[str, Any]:
+    """A tuple record -> {index: value}: (text, label), (text_a, text_b, label), or (text,) unlabelled, unless
+    data.*_column give the indices."""
+    n = len(rec)
+    if all(c is None for c in (cfg.text_column, cfg.text_b_column, cfg.label_column)):
+        layout = {1: ("text",), 2: ("text", "label") if labelled else ("text", "text_b"),
+                  3: ("text", "text_b", "label")}.get(n)
+        if layout is None:
+            raise DataError(f"a record has {n} fields: {_short(repr(rec))}; fix: give (text, label) or "
+                            f"(text_a, text_b, label) tuples, dicts, or set data.text_column/label_column to indices")
+        return dict(zip(layout, rec))
+    return {str(i): v for i, v in enumerate(rec)}
+
+
+def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, cfg: DataConfig, labelled: bool,
+                    problems: list[str], columns: list[str] | None = None, objects_only: bool = False) -> list[Row]:
+    """(index, record) pairs -> rows. A record is a dict (JSON object, table row) or, unless objects_only, a tuple.
+    Columns are resolved once per distinct set of keys (`columns`: the table's, checked up front)."""
+    rows: list[Row] = Rows()
+    n_problems = len(problems)
+    cache: dict[tuple, tuple[str | None, ...]] = {}
+    roles = None
+    if columns is not None:
+        roles = _roles(columns, cfg, source, table=True)
+        rows.columns = column_choice(source, columns, columns, cfg, len(columns), {
+            role: None if c is None else columns.index(c) for role, c in zip(("text", "text_b", "label", "soft_label"), roles)})
+        if roles[0] is None:
+            raise DataError(f"{source}: no text column (columns: {', '.join(columns)}); fix: --set data.text_column=NAME")
+        if labelled and roles[2] is None:
+            raise DataError(f"{source}: no label column (columns: {', '.join(columns)}); fix: --set data.label_column=NAME")
+    for i, obj in records:
+        where = f"{source} {unit} {i}"
+        if isinstance(obj, (tuple, list)) and not objects_only:
+            obj = _positional(obj, cfg, labelled)
         if not isinstance(obj, dict):
-            problems.append(f"{path} line {i}: expected a JSON object, got {_short(ln)}")
+            problems.append(f"{where}: expected a JSON object, got {_short(json.dumps(obj, ensure_ascii=False, default=str))}")
             continue
-        keys = {k.lower(): k for k in obj}
-
-        def get(want: Any, names: tuple[str, ...]) -> Any:
-            if isinstance(want, str):
-                return obj.get(want)
-            for n in names:
-                if n in keys:
-                    return obj[keys[n]]
-            return None
-
-        text_v = get(cfg.text_column, TEXT_NAMES)
-        text_b = get(cfg.text_b_column, TEXT_B_NAMES)
-        label = get(cfg.label_column, LABEL_NAMES)
-        soft = get(cfg.soft_label_column, ()) if cfg.soft_label_column is not None else None
-        if not isinstance(text_v, str) or not text_v.strip():
-            problems.append(f"{path} line {i}: missing or empty text (keys: {', '.join(obj)}); "
-                            f"fix: add a 'text' field or set data.text_column")
-            continue
-        if labelled and label is None:
-            problems.append(f"{path} line {i}: no label (keys: {', '.join(obj)}); fix: add a 'label' field or set data.label_column")
-            continue
-        if isinstance(label, bool):
-            label = "true" if label else "false"
-        elif isinstance(label, (int, float)):
-            label = str(label)
-        rows.append(Row(text_v.strip(), str(text_b).strip() if text_b is not None else None, label, i, str(path), soft))
+        if roles is None:
+            keys = tuple(obj)
+            if keys not in cache:
+                cache[keys] = _roles([str(k) for k in keys], cfg, where)
+        tk, bk, lk, sk = roles or cache[keys]
+        row = _record_row(obj, tk, bk, lk, sk, where, labelled, problems, columns is None)
+        if row is not None:
+            row.line, row.source, row.unit = i, source, unit
+            rows.append(row)
     if not rows and len(problems) == n_problems:
-        problems.append(f"{path}: the file is empty: it needs one JSON object per line")
+        problems.append(f"{source}: no examples" + (": it needs one JSON object per line" if unit == "line" else ""))
+    return rows
+
+
+def _record_row(obj: dict, tk: str | None, bk: str | None, lk: str | None, sk: str | None, where: str,
+                labelled: bool, problems: list[str], keyed: bool) -> Row | None:
+    text = _plain(obj.get(tk)) if tk is not None else None
+    if not isinstance(text, str) or not text.strip():
+        if tk is None:
+            problems.append(f"{where}: no text field (keys: {', '.join(map(str, obj))}); fix: add a 'text' field or "
+                            f"set data.text_column")
+        else:
+            what = "empty text" if text is None or isinstance(text, str) else f"text {text!r} is not a string"
+            problems.append(f"{where}: {what} in column {tk!r}; fix: fill it in or drop the row")
+        return None
+    label = _plain(obj.get(lk)) if lk is not None else None
+    if labelled and (label is None or label == ""):
+        if lk is None:
+            problems.append(f"{where}: no label field (keys: {', '.join(map(str, obj))}); fix: add a 'label' field or "
+                            f"set data.label_column")
+        else:
+            problems.append(f"{where}: empty label in column {lk!r} for {_short(text.strip())}; fix: add the label or "
+                            f"drop the row")
+        return None
+    if isinstance(label, bool):
+        label = "true" if label else "false"
+    elif isinstance(label, (int, float)):
+        label = str(label)
+    text_b = _plain(obj.get(bk)) if bk is not None else None
+    if bk is not None and not keyed and (text_b is None or not str(text_b).strip()):
+        problems.append(f"{where}: empty text in column {bk!r} (the second text of the pair); fix: fill it in or drop the row")
+        return None
+    return Row(text.strip(), str(text_b).strip() if text_b is not None else None, label, 0, "",
+               _plain(obj.get(sk)) if sk is not None else None)
+
+
+def _table_source(path: Path, kind: str, comp: str | None) -> tuple[list[str], Iterator[Any]]:
+    """(column names, record batches) of a Parquet or Arrow IPC file (file or stream format), read by batch."""
+    pa = need("pyarrow", NAMES[kind], path)
+    src: Any = str(path) if comp is None else pa.BufferReader(open_binary(path, comp).read())
+    try:
+        if kind == "parquet":
+            pq = need("pyarrow.parquet", NAMES[kind], path)
+            pf = pq.ParquetFile(src)
+            return pf.schema_arrow.names, pf.iter_batches(batch_size=BATCH)
+        mm = pa.memory_map(src) if isinstance(src, str) else src
+        try:
+            reader = pa.ipc.open_file(mm)
+            return reader.schema.names, (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            mm.seek(0)
+            stream = pa.ipc.open_stream(mm)
+            return stream.schema.names, iter(stream)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: cannot read it as {NAMES[kind]} ({e}); fix: check the file is complete") from None
+
+
+def read_table(path: Path, kind: str, comp: str | None, cfg: DataConfig, labelled: bool,
+               problems: list[str]) -> list[Row]:
+    """The rows of a Parquet/Arrow file, batch by batch; a row is named by its 0-based index."""
+    names, batches = _table_source(path, kind, comp)
+    roles = _roles(names, cfg, str(path), table=True)
+    used = [c for c in dict.fromkeys(roles) if c is not None]
+
+    def records() -> Iterator[tuple[int, dict]]:
+        i = 0
+        for batch in batches:
+            for rec in batch.select(used).to_pylist() if used else []:
+                yield i, rec
+                i += 1
+
+    return records_to_rows(records(), str(path), "row", cfg, labelled, problems, columns=names)
+
+
+def read_records(records: Iterable[Any], cfg: DataConfig, labelled: bool = True, source: str = "data",
+                 problems: list[str] | None = None, columns: list[str] | None = None) -> list[Row]:
+    """In-memory records (dicts, or tuples: (text, label), (text_a, text_b, label)) -> rows, with the checks of
+    the files: a problem names `source`, the 0-based row index and the column. Raises one DataError unless
+    `problems` is given."""
+    found: list[str] = [] if problems is None else problems
+    try:
+        rows = records_to_rows(enumerate(records), source, "row", cfg, labelled, found, columns)
+    except DataError as e:
+        found.extend(e.problems)
+        rows = []
+    if problems is None and found:
+        raise DataError(found)
     return rows

@@ -39,12 +39,16 @@ from .step import accumulate_gradients, optimizer_step
 from .tracking import log_scalars, start_tracking
 
 
-def train(cfg: Config | None, data: str | Path | None = None, dev: str | Path | None = None,
-          test: str | Path | None = None, out: str | Path = "runs/run", resume: bool = False, progress: bool = True,
+def train(cfg: Config | None, data: Any = None, dev: Any = None, test: Any = None, out: str | Path = "runs/run",
+          resume: bool = False, progress: bool = True,
           force: bool = False, overwrite: bool = False, command: str | None = None,
           on_evaluate: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, keep the best dev checkpoint in out/model, evaluate it, write its model card (model/README.md;
     `command`: the command line shown there); returns the metrics dict.
+
+    data (and dev, test): a file or folder, `hf:NAME[:CONFIG]`, a `datasets` folder, or in-memory data: a
+    datasets.Dataset/DatasetDict, a pandas DataFrame, a list of dicts or (text, label) tuples (data/sources.py),
+    read with the same checks as files (a problem names the row index and column).
 
     resume: continue the run in `out` from its last checkpoint with its own config.yaml (`cfg` is ignored) and,
     when `data` is None, its recorded data files (run.json); other data or versions are refused unless `force`.
@@ -82,16 +86,25 @@ def train_locked(cfg: Config | None, data: str | Path | None, dev: str | Path | 
         with open(run.out / "log.jsonl", "a", encoding="utf-8") as log:
             record(run, log, final_record(result, st.step))
         write_model_card(run.out, command, detect_language([r.text for r in run.bundle.train.rows[:2000]]),
-                         [dataset_name(run.data_record["args"]["data"])])   # resolved: --resume may omit --data
+                         dataset_names(run.data_record["args"]["data"]))   # resolved: --resume may omit --data
     acc.wait_for_everyone()
     acc.end_training()
     return result
 
 
 def dataset_name(data: str | Path) -> str:
-    """The data's name for the model card: its folder's name (a folder, or a train.* file in one), else the file's."""
+    """The data's name for the model card: its folder's name (a folder, or a train.* file in one), else the file's;
+    for `hf:NAME[:CONFIG]` the hub id NAME."""
+    if str(data).startswith("hf:"):
+        return str(data)[3:].split(":")[0]
     p = Path(data).resolve()
-    return p.name if p.is_dir() else p.parent.name if p.stem == "train" else p.stem
+    stem = p.name.split(".")[0]
+    return p.name if p.is_dir() else p.parent.name if stem == "train" else stem
+
+
+def dataset_names(data: str | None) -> list[str]:
+    """[the name] for the card; none for in-memory data."""
+    return [] if data is None or data.startswith("<in-memory") else [dataset_name(data)]
 
 
 # what a run writes in its folder (finish: evaluation/final.py; model/ and checkpoints/ are folders)

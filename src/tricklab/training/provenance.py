@@ -1,5 +1,7 @@
 """What a run was made from, in OUT/run.json: the versions of Python, torch, transformers and tricklab (and its git
-commit when it runs from a checkout), the data arguments, and a SHA-256 content hash of every data file. A fresh
+commit when it runs from a checkout; the data packages datasets/pyarrow/pandas are recorded, not compared), the data
+arguments, and a SHA-256 content hash of every data file; for `hf:` datasets, `datasets` folders and in-memory data
+(a DataFrame, a list, a Dataset) the SHA-256 of its rows as read (data/sources.py: rows_digest). A fresh
 run writes it; `--resume` reads it: without --data it continues on the recorded files, and it refuses when a data
 file's content or a version differs (the run would not be the one it continues) unless forced, which run.json
 then records under `resumes`.
@@ -20,12 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data import locate
+from ..data import DataBundle, locate
+from ..data.sources import HF_PREFIX, describe, is_path, is_saved_dataset
 from ..errors import TrickLabError
 from ..runfiles import read_json, write_json
 
 RUN_FILE = "run.json"
 PACKAGES = ("torch", "transformers", "tricklab")
+DATA_PACKAGES = ("datasets", "pyarrow", "pandas")   # recorded, not compared: they do not change what a file holds
 ROLES = ("train", "dev", "test", "class_file")
 RUN_FIX = "restore {path} from a copy, or delete it and give the run's --data (and --dev/--test) again"
 
@@ -56,6 +60,12 @@ def versions() -> dict[str, Any]:
 
         out["tricklab"] = v
     out["tricklab_git"] = git_commit()
+    out["data_packages"] = {}
+    for pkg in DATA_PACKAGES:
+        try:
+            out["data_packages"][pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
     return out
 
 
@@ -67,11 +77,28 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
-def data_record(data: str | Path, dev: str | Path | None, test: str | Path | None) -> dict[str, Any]:
-    """The data arguments (absolute) and a digest of every file they name (data.locate: train, dev, test, class file)."""
-    files = dict(zip(ROLES, locate(data, dev, test)))
-    return {"args": {k: str(Path(v).resolve()) if v else None for k, v in (("data", data), ("dev", dev), ("test", test))},
-            "files": {role: file_digest(p) for role, p in files.items() if p is not None}}
+def _files_only(*args: Any) -> bool:
+    """True when every data argument is a file or a folder of files (no hf:, datasets folder or in-memory data)."""
+    return all(a is None or (is_path(a) and not str(a).startswith(HF_PREFIX)
+                             and not (Path(a).is_dir() and is_saved_dataset(Path(a)))) for a in args)
+
+
+def _arg(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not is_path(v):
+        return f"<in-memory {describe(v)}" + (f", {len(v)} rows>" if hasattr(v, "__len__") else ">")
+    return str(v) if str(v).startswith(HF_PREFIX) else str(Path(v).resolve())
+
+
+def data_record(data: Any, dev: Any, test: Any, bundle: DataBundle | None = None) -> dict[str, Any]:
+    """The data arguments (absolute) and a digest of everything they name: files by data.locate (train, dev, test,
+    class file); other data by the digests load_data made of its rows (`bundle`; none before it is read)."""
+    args = {k: _arg(v) for k, v in (("data", data), ("dev", dev), ("test", test))}
+    if _files_only(data, dev, test):
+        files = dict(zip(ROLES, locate(data, dev, test)))
+        return {"args": args, "files": {role: file_digest(p) for role, p in files.items() if p is not None}}
+    return {"args": args, "files": dict(bundle.digests) if bundle is not None else {}}
 
 
 def write_run_json(out: Path, record: dict[str, Any]) -> None:
@@ -93,9 +120,10 @@ def differences(saved: dict[str, Any], record: dict[str, Any], now: dict[str, An
             out.append(f"{what}: {'none' if a is None else a['path']} -> {'none' if b is None else b['path']}")
         else:
             same = a["path"] == b["path"]
-            out.append(f"{what} file differs: {b['path']} (sha256 {b['sha256'][:12]}, {b['bytes']} bytes) "
-                       + ("changed since the run started" if same else f"is not {a['path']}")
-                       + f" (sha256 {a['sha256'][:12]}, {a['bytes']} bytes)")
+            size = lambda d: f"{d['bytes']} bytes" if "bytes" in d else f"{d.get('rows')} rows"  # noqa: E731
+            out.append(f"{what} {'file ' if 'bytes' in b else ''}differs: {b['path']} (sha256 {b['sha256'][:12]}, "
+                       f"{size(b)}) " + ("changed since the run started" if same else f"is not {a['path']}")
+                       + f" (sha256 {a['sha256'][:12]}, {size(a)})")
     old_v = saved.get("versions", {})
     for k in ("python", *PACKAGES):
         if old_v.get(k) != now.get(k):
@@ -106,10 +134,8 @@ def differences(saved: dict[str, Any], record: dict[str, Any], now: dict[str, An
     return out
 
 
-def resume_data(out: Path, data: str | Path | None, dev: str | Path | None, test: str | Path | None,
-                force: bool) -> tuple[str | Path, str | Path | None, str | Path | None, dict[str, Any], list[str]]:
-    """--resume: (data, dev, test) to continue on, their record, and the differences forced past (empty unless
-    force). Without --data the recorded arguments; refuses differing data or versions unless `force`."""
+def resume_args(out: Path, data: Any, dev: Any, test: Any) -> tuple[Any, Any, Any, dict[str, Any] | None]:
+    """--resume: (data, dev, test) to continue on (without --data: the recorded arguments) and the saved run.json."""
     path = out / RUN_FILE
     saved = read_json(path, RUN_FIX.format(path=path)) if path.is_file() else None
     if data is None:
@@ -119,16 +145,31 @@ def resume_data(out: Path, data: str | Path | None, dev: str | Path | None, test
         args = saved["data"]["args"]
         data, dev, test = args["data"], args.get("dev"), args.get("test")
         for what, p in (("data", data), ("dev", dev), ("test", test)):
-            if p and not Path(p).exists():
+            if p and p.startswith("<in-memory"):
+                raise TrickLabError(f"--resume: the run was trained on in-memory data ({p}); fix: pass the same data "
+                                    f"again: train(..., data=..., resume=True)")
+            if p and not p.startswith(HF_PREFIX) and not Path(p).exists():
                 raise TrickLabError(f"--resume: the run's --{what} {p} (from {path}) is gone; fix: give --data (and "
                                     f"--dev/--test) where the files are now, with --force if they are not the same")
-    record = data_record(data, dev, test)
+    return data, dev, test, saved
+
+
+def check_resume(out: Path, saved: dict[str, Any] | None, record: dict[str, Any], force: bool) -> list[str]:
+    """The differences forced past (empty unless force); refuses differing data or versions unless `force`."""
     diffs = differences(saved, record, versions()) if saved is not None else []
     if diffs and not force:
         raise TrickLabError(f"--resume: {out} was trained with other data or software, so resuming would not continue "
                             f"the same run: " + "; ".join(diffs) + ". Fix: resume with the run's own files and versions, "
                             f"start a new run (another --out, or --overwrite), or add --force to continue anyway")
-    return data, dev, test, record, diffs
+    return diffs
+
+
+def resume_data(out: Path, data: str | Path | None, dev: str | Path | None, test: str | Path | None,
+                force: bool) -> tuple[str | Path, str | Path | None, str | Path | None, dict[str, Any], list[str]]:
+    """--resume on files: (data, dev, test) to continue on, their record, and the differences forced past."""
+    data, dev, test, saved = resume_args(out, data, dev, test)
+    record = data_record(data, dev, test)
+    return data, dev, test, record, check_resume(out, saved, record, force)
 
 
 def note_resume(out: Path, record: dict[str, Any], forced: list[str]) -> None:

@@ -17,9 +17,11 @@ from accelerate.utils import set_seed
 from .. import losses as _losses  # noqa: F401  (registration)
 from .. import tricks as _tricks  # noqa: F401
 from ..config import Config, TrainConfig, load_config, validate_setfit
-from ..data import DataBundle, Encoded, encode, load_data, needs_lowercase, train_batches
+from ..data import DataBundle, Encoded, load_data, needs_lowercase, train_batches
 from ..data.balance import balanced_weights, check_sampler, coverage_warnings, imbalance_note
+from ..data.cache import Tokens, source_tokens
 from ..data.pairs import epoch_pair_batches
+from ..data.sources import rows_digest
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
@@ -31,7 +33,7 @@ from ..tricks import Trick
 from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .optim import adam_without_bias_correction, build_scheduler, lr_factor, param_groups, warmup_steps
-from .provenance import data_record, resume_data
+from .provenance import check_resume, data_record, resume_args
 from .step import Losses, build_losses, check_specs
 from .tracking import accelerator_trackers, check_trackers
 
@@ -210,11 +212,21 @@ def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torc
 
 
 def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes: list[str]) -> Splits:
+    """Each split's token ids: its rows of its source, tokenised once per source and kept in the token cache
+    (data/cache.py: memory-mapped, shared by every run on the same data, tokenizer and settings)."""
     trunc = Truncation.from_config(cfg.data)
+    sources: dict[tuple[str, Truncation], Tokens] = {}
+    hows: dict[str, list[str]] = {}     # "tokens from the cache DIR" -> the sources it was said of
 
     def enc(split: Any, t: Truncation = trunc) -> Encoded:
-        return encode(tok, [r.text for r in split.rows], [r.text_b for r in split.rows] if bundle.is_pair else None,
-                      cfg.data.max_length, lower, split.labels, t)
+        whole = split.origin in bundle.raw       # else (a hand-made bundle): the split's own rows
+        key = (split.origin if whole else f"{split.name} split", t)
+        if key not in sources:
+            rows = bundle.raw[split.origin] if whole else split.rows
+            digest = bundle.digests.get(key[0], {}).get("sha256") or rows_digest(rows)
+            sources[key], how = source_tokens(rows, digest, cfg.data, tok, lower, t, bundle.is_pair)
+            hows.setdefault(how, []).append(f"{key[0]} ({len(rows)} rows)")
+        return sources[key].select(split.index if whole else None, split.labels, t.agg)
 
     # chunk: every window is a training example with its document's label, unless data.chunk_train=false (head)
     train = enc(bundle.train, replace(trunc, policy="head") if trunc.policy == "chunk" and not cfg.data.chunk_train
@@ -222,6 +234,7 @@ def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes:
     if bundle.train.soft is not None:
         train.extra["soft_labels"] = train.expand(bundle.train.soft)
     splits = Splits(train, enc(bundle.dev), enc(bundle.test) if bundle.test is not None else None)
+    notes.append("data: " + "; ".join(f"{', '.join(names)}: {how}" for how, names in hows.items()))
     if trunc.policy == "chunk":
         notes.append(f"truncation: chunk: train {len(bundle.train)} texts -> {len(train)} training examples, "
                      f"dev {len(bundle.dev)} -> {len(splits.dev)} windows (logits: {trunc.agg} per text)")
@@ -248,7 +261,7 @@ def dev_metric(cfg: Config, bundle: DataBundle) -> str:
     return metric
 
 
-def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, test: str | Path | None, out: Path,
+def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
           resume: bool, force: bool = False, overwrite: bool = False) -> Run:
     """Build the run, in order; every data and config problem is raised before any step. On --resume, `data` may
     be None (the run's recorded files) and differing data or versions are refused unless `force` (provenance.py)."""
@@ -257,14 +270,15 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     check_specs(cfg)                                               # loss/trick names and parameters: did-you-mean
     lr_factor(cfg.train, 100)                                      # train.scheduler_args problems, before the data
     check_trackers(cfg.tracking)
-    forced = None
+    forced, saved = None, None
     if resume:
-        data, dev, test, record, forced = resume_data(out, data, dev, test, force)
+        data, dev, test, saved = resume_args(out, data, dev, test)
     elif data is None:
         raise ConfigError("train: --data is required (a folder with train/dev/test files, or a training file); "
                           "--resume continues a run without it")
-    else:
-        record = data_record(data, dev, test)
+    record = data_record(data, dev, test)          # files: hashed now; other data: from its rows once read
+    if resume and record["files"]:
+        forced = check_resume(out, saved, record, force)
     tc = cfg.train
     precision_notes: list[str] = []
     accelerator, precision = make_accelerator(cfg, out, precision_notes)
@@ -273,6 +287,10 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
             clear_run_folder(out)
         accelerator.wait_for_everyone()
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
+    if not record["files"]:
+        record = data_record(data, dev, test, bundle)
+        if resume:
+            forced = check_resume(out, saved, record, force)
     record["columns"] = bundle.columns                             # how each file's columns were chosen (run.json)
     cfg.task = bundle.task
     if tc.strategy == "setfit":

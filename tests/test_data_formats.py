@@ -1,0 +1,402 @@
+"""Data inputs: every file format (plain and compressed), binary formats named by their bytes, `datasets` folders,
+hf:NAME offline from the local cache, in-memory data (Dataset, DatasetDict, DataFrame, lists), the same one-line
+errors for all of them, the token cache shared by a grid, and the provenance of non-file data."""
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_cfg, write_thucnews
+from tricklab.cli import main as cli_main
+from tricklab.config import Config
+from tricklab.data import load_data
+from tricklab.errors import DataError
+
+datasets = pytest.importorskip("datasets")
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+zstd = pytest.importorskip("zstandard")
+import pyarrow.parquet as pq  # noqa: E402
+
+datasets.disable_progress_bars()
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = [{"text": t, "label": y} for t, y in
+           [("球赛冠军队员", "sports"), ("股市银行利率", "finance"), ("玩家游戏版本", "game")] * 8]
+
+
+def write_format(folder: Path, name: str, records: list[dict]) -> Path:
+    """One file holding `records` in the format its name says (compressed by its last extension)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    base = name
+    for ext in (".gz", ".bz2", ".zst"):
+        base = base.removesuffix(ext)
+    fmt = Path(base).suffix
+    if fmt in (".parquet", ".arrow"):
+        table = pa.Table.from_pylist(records)
+        sink = pa.BufferOutputStream()
+        if fmt == ".parquet":
+            pq.write_table(table, sink)
+        else:
+            with pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+        data = sink.getvalue().to_pybytes()
+    else:
+        if fmt == ".jsonl":
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        elif fmt == ".json":
+            text = json.dumps(records, ensure_ascii=False, indent=1)
+        elif fmt == ".csv":
+            text = "text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in records)
+        else:   # THUCNews-style text<TAB>label, no header
+            text = "".join(f"{r['text']}\t{r['label']}\n" for r in records)
+        data = text.encode("utf-8")
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    elif name.endswith(".bz2"):
+        data = bz2.compress(data)
+    elif name.endswith(".zst"):
+        data = zstd.ZstdCompressor().compress(data)
+    path.write_bytes(data)
+    return path
+
+
+NAMES = ["train.txt", "train.tsv", "train.csv", "train.jsonl", "train.json", "train.parquet", "train.arrow",
+         "train.csv.gz", "train.jsonl.bz2", "train.tsv.zst", "train.json.gz", "train.parquet.zst"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_format_reads_the_same_rows(tmp_path, name):
+    path = write_format(tmp_path, name, RECORDS)
+    b = load_data(Config(), path)
+    rows = sorted(b.train.rows + b.dev.rows, key=lambda r: r.line)
+    assert [(r.text, r.label) for r in rows] == [(r["text"], r["label"]) for r in RECORDS]
+    assert b.label_map.names == ["finance", "game", "sports"]
+
+
+@pytest.mark.parametrize("name,where", [("train.parquet", "train.parquet row 2: empty text in column 'text'"),
+                                        ("train.arrow", "train.arrow row 2: empty text in column 'text'"),
+                                        ("train.json", "train.json row 2: empty text in column 'text'"),
+                                        ("train.jsonl.gz", "train.jsonl.gz line 3: empty text in column 'text'"),
+                                        ("train.csv.zst", "train.csv.zst line 4: empty text"),
+                                        ("train.txt.bz2", "train.txt.bz2 line 3: empty text")])
+def test_a_bad_row_is_named_in_every_format(tmp_path, name, where, capsys):
+    bad = [dict(r) for r in RECORDS]
+    bad[2]["text"] = ""
+    bad[5]["label"] = "nonsense" if name.startswith("train.txt") else None
+    path = write_format(tmp_path / "d", name, bad)
+    with pytest.raises(DataError) as e:
+        load_data(Config(), path)
+    assert where in str(e.value)
+    assert str(path) in str(e.value)
+    # the CLI: one line per problem, exit 2, no traceback
+    assert cli_main(["train", "--data", str(path), "--out", str(tmp_path / "run"), "--quiet",
+                     "--set", "model.name=none"]) == 2
+    err = capsys.readouterr().err
+    assert where in err and "Traceback" not in err
+
+
+def test_binary_formats_are_named_by_their_bytes_not_sent_to_iconv(tmp_path):
+    # a Parquet file with a text extension is read as Parquet
+    pq_bytes = write_format(tmp_path / "p", "x.parquet", RECORDS).read_bytes()
+    (tmp_path / "train.txt").write_bytes(pq_bytes)
+    assert len(load_data(Config(), tmp_path / "train.txt").train) > 0
+    # an Excel file (a ZIP) saved as .csv: named, with the fix, and no iconv advice
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "train.csv").write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    with pytest.raises(DataError) as e:
+        load_data(Config(), tmp_path / "x" / "train.csv")
+    msg = str(e.value)
+    assert "ZIP archive (an Excel .xlsx is one)" in msg and "export it as CSV" in msg and "iconv" not in msg
+    # a .gz that is not gzip; UTF-16 text
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "train.csv.gz").write_bytes(b"text,label\n")
+    with pytest.raises(DataError, match="the name says gzip-compressed, but the file is plain text"):
+        load_data(Config(), tmp_path / "y" / "train.csv.gz")
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "train.tsv").write_bytes("text\tlabel\n球赛\ta\n".encode("utf-16"))
+    with pytest.raises(DataError, match="UTF-16 text; fix: convert it to UTF-8"):
+        load_data(Config(), tmp_path / "z" / "train.tsv")
+    # GBK is still recognised as such (lines long enough to tell it from EUC-KR, as real files are)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "train.txt").write_bytes("球赛冠军队员今晚夺得总决赛冠军\t0\n股市银行利率下调基金上涨\t1\n".encode("gbk"))
+    with pytest.raises(DataError, match="GBK/GB18030.*iconv"):
+        load_data(Config(), tmp_path / "g" / "train.txt")
+
+
+def test_a_folder_of_compressed_and_parquet_splits(tmp_path):
+    d = tmp_path / "d"
+    write_format(d, "train.csv.gz", RECORDS)
+    write_format(d, "dev.parquet", RECORDS[:6])
+    write_format(d, "test.jsonl.zst", RECORDS[:3])
+    b = load_data(Config(), d)
+    assert (len(b.train), len(b.dev), len(b.test)) == (24, 6, 3)
+
+
+def test_text_formats_need_no_optional_package(tmp_path):
+    """The core reads txt/tsv/csv/jsonl/json (and .gz) without datasets/pyarrow/pandas/zstandard, and a format
+    that needs one says which extra to install."""
+    for name in ("train.csv.gz", "train.json", "train.jsonl", "train.txt"):
+        write_format(tmp_path / name.replace(".", "_"), name, RECORDS)
+    write_format(tmp_path / "pq", "train.parquet", RECORDS)
+    write_format(tmp_path / "zs", "train.csv.zst", RECORDS)
+    code = f"""
+import sys
+for m in ("datasets", "pyarrow", "pandas", "zstandard"):
+    sys.modules[m] = None
+from tricklab.config import Config
+from tricklab.data import load_data
+from tricklab.errors import DataError
+from pathlib import Path
+root = Path({str(tmp_path)!r})
+for d in ("train_csv_gz", "train_json", "train_jsonl", "train_txt"):
+    assert len(load_data(Config(), root / d).train) > 0, d
+for d in ("pq", "zs"):
+    try:
+        load_data(Config(), root / d)
+    except DataError as e:
+        print(e)
+"""
+    import tricklab
+
+    env = dict(os.environ, PYTHONPATH=str(Path(tricklab.__file__).resolve().parents[1]))   # the tree under test
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("pip install 'tricklab[data]'" in ln for ln in lines), lines
+    assert "needs the Python package pyarrow" in lines[0] and "needs the Python package zstandard" in lines[1]
+
+
+def _dataset(records: list[dict], class_label: bool = True):
+    names = ["finance", "game", "sports"]
+    feats = datasets.Features({"text": datasets.Value("string"),
+                               "label": datasets.ClassLabel(names=names) if class_label else datasets.Value("string")})
+    rows = [{"text": r["text"], "label": names.index(r["label"]) if class_label else r["label"]} for r in records]
+    return datasets.Dataset.from_list(rows, features=feats)
+
+
+def test_datasets_folders_saved_with_save_to_disk(tmp_path):
+    dd = datasets.DatasetDict({"train": _dataset(RECORDS), "validation": _dataset(RECORDS[:6]),
+                               "test": _dataset(RECORDS[:3])})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    b = load_data(Config(), tmp_path / "dd")
+    assert (len(b.train), len(b.dev), len(b.test)) == (24, 6, 3)
+    assert b.label_map.names == ["finance", "game", "sports"] and b.label_map.from_ids   # the ClassLabel's names
+    assert b.dev.source == f"{tmp_path / 'dd'}[validation]"
+    _dataset(RECORDS, class_label=False).save_to_disk(str(tmp_path / "one"))     # a single Dataset: train only
+    b = load_data(Config(), tmp_path / "one")
+    assert len(b.train) + len(b.dev) == 24 and "held out" in " ".join(b.notes)
+
+
+def make_hf_cache(cache: Path, name: str, records: list[dict]) -> None:
+    """What `load_dataset(name)` leaves in the datasets cache when online (built here from local JSONL: no network)."""
+    from datasets.packaged_modules.json.json import Json
+
+    src = cache.parent / "src"
+    src.mkdir(parents=True)
+    for split, recs in (("train", records), ("validation", records[:6])):
+        (src / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+    Json(cache_dir=str(cache), dataset_name=name, hash="0123abcd",
+         data_files={s: str(src / f"{s}.jsonl") for s in ("train", "validation")}).download_and_prepare()
+    [cfg_dir] = glob.glob(str(cache / name / "default-*"))
+    os.rename(cfg_dir, cache / name / "default")
+    for f in src.iterdir():
+        f.unlink()
+    src.rmdir()
+
+
+def test_hf_dataset_offline_from_the_local_cache(tmp_path, monkeypatch, tiny_model):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    make_hf_cache(tmp_path / "hf", "tricklab-tiny", RECORDS)
+    b = load_data(Config(), "hf:tricklab-tiny")
+    assert (len(b.train), len(b.dev)) == (24, 6) and b.train.source == "hf:tricklab-tiny[train]"
+    with pytest.raises(DataError, match=r"hf:no-such-set: cannot load the dataset .*offline, it must be in the local"):
+        load_data(Config(), "hf:no-such-set")
+    # end to end: the CLI, run.json's digest of the rows, the model card's dataset
+    out = tmp_path / "run"
+    assert cli_main(["train", "--data", "hf:tricklab-tiny", "--out", str(out), "--quiet", "--set",
+                     f"model.name={tiny_model}", "--set", "train.max_steps=2", "--set", "data.max_length=16"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["data"]["args"]["data"] == "hf:tricklab-tiny"
+    assert info["data"]["files"]["train"]["rows"] == 24 and len(info["data"]["files"]["train"]["sha256"]) == 64
+    assert "tricklab-tiny" in (out / "model" / "README.md").read_text(encoding="utf-8")
+    # `tricklab evaluate` reads the new file formats too (a compressed Parquet file here)
+    test_file = write_format(tmp_path / "t", "test.parquet.gz", RECORDS[:6])
+    assert cli_main(["evaluate", "--run", str(out), "--data", str(test_file)]) == 0
+    assert json.loads((out / "eval_test.parquet.json").read_text())["n"] == 6
+
+
+@pytest.mark.parametrize("kind", ["list", "tuples", "DataFrame", "Dataset", "DatasetDict"])
+def test_train_takes_in_memory_data(tiny_model, tmp_path, kind):
+    from tricklab.training import train
+
+    data = {"list": RECORDS, "tuples": [(r["text"], r["label"]) for r in RECORDS],
+            "DataFrame": pd.DataFrame(RECORDS), "Dataset": _dataset(RECORDS),
+            "DatasetDict": datasets.DatasetDict({"train": _dataset(RECORDS), "validation": _dataset(RECORDS[:6])})}[kind]
+    out = tmp_path / "run"
+    m = train(tiny_cfg(tiny_model, "train.max_steps=2"), data=data, out=out, progress=False)
+    assert "accuracy" in m
+    files = json.loads((out / "run.json").read_text())["data"]["files"]
+    assert files["train"]["rows"] == 24 and len(files["train"]["sha256"]) == 64
+    assert json.loads((out / "run.json").read_text())["data"]["args"]["data"].startswith("<in-memory ")
+
+
+@pytest.mark.parametrize("kind,where", [
+    ("list", "list row 3: empty text in column 'text'"),
+    ("tuples", "list row 3: empty text in column 'text'"),
+    ("DataFrame", "DataFrame row 3: empty text in column 'text'"),
+    ("Dataset", "Dataset row 3: empty text in column 'text'")])
+def test_in_memory_errors_name_the_row_index_and_column(kind, where):
+    recs = [dict(r) for r in RECORDS]
+    recs[3]["text"] = " "
+    recs[7]["label"] = None
+    data = {"list": recs, "tuples": [(r["text"], r["label"]) for r in recs], "DataFrame": pd.DataFrame(recs),
+            "Dataset": datasets.Dataset.from_list(recs)}[kind]
+    with pytest.raises(DataError) as e:
+        load_data(Config(), data)
+    msg = str(e.value)
+    assert where in msg
+    assert "row 7: empty label in column" in msg or kind == "tuples" and "row 7: empty label" in msg
+    with pytest.raises(DataError, match="a set is not data tricklab reads"):
+        load_data(Config(), {1, 2})
+
+
+def test_a_grid_tokenises_once_and_every_later_run_reads_the_cache(tiny_model, tmp_path, monkeypatch):
+    from tricklab.ablation.compare import compare
+    from tricklab.data import cache
+
+    calls = []
+    real = cache.encode
+
+    def counting(tok, texts, *a, **k):
+        calls.append(len(texts))
+        return real(tok, texts, *a, **k)
+
+    monkeypatch.setattr(cache, "encode", counting)
+    monkeypatch.setenv("TRICKLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    data = write_thucnews(tmp_path / "d", n_train=24, n_dev=9)
+    base = tiny_cfg(tiny_model, "train.max_steps=2")
+    compare(base, data, variants=["baseline", "rdrop"], seeds=[1, 2], out=tmp_path / "g", progress=lambda s: None)
+    assert calls == [24, 9, 9], calls     # train, dev, test: once for the 4 runs
+    logs = [(tmp_path / "g" / v / f"seed{s}" / "train.log").read_text() for v in ("baseline", "rdrop") for s in (1, 2)]
+    assert sum("tokenised into the cache" in t for t in logs) == 1
+    assert sum("tokens from the cache" in t for t in logs) == 3
+    assert len(list((tmp_path / "cache" / "tokens").glob("*/*/ids.bin"))) == 3
+    # another tokenizer setting is another key; data.cache=off keeps nothing on disk
+    calls.clear()
+    from tricklab.training import train
+    train(tiny_cfg(tiny_model, "train.max_steps=1", "data.max_length=12"), data, out=tmp_path / "r2", progress=False)
+    assert calls == [24, 9, 9]
+    calls.clear()
+    train(tiny_cfg(tiny_model, "train.max_steps=1", "data.cache=off"), data, out=tmp_path / "r3", progress=False)
+    assert calls == [24, 9, 9] and len(list((tmp_path / "cache" / "tokens").glob("*/*/ids.bin"))) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "d", "g", "r2", "r3"]   # `off` is no folder
+
+
+def test_cached_tokens_equal_direct_tokenisation(tiny_model, tmp_path, monkeypatch):
+    """The memory-mapped rows (any held-out selection, chunk windows, pairs) are the tokenizer's own ids."""
+    from transformers import AutoTokenizer
+
+    from tricklab.data import encode
+    from tricklab.data.truncation import Truncation
+    from tricklab.training.setup import encode_splits
+
+    monkeypatch.setenv("TRICKLAB_CACHE", str(tmp_path / "cache"))
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    recs = [{"text": r["text"] * (1 + i % 5), "label": r["label"]} for i, r in enumerate(RECORDS)]
+    for sets in ([], ["data.truncation=chunk", "data.max_length=12"]):
+        cfg = tiny_cfg(tiny_model, *sets)
+        b = load_data(cfg, recs)
+        for _ in range(2):   # tokenised, then from the cache
+            enc = encode_splits(cfg, b, tok, False, [])
+            ref = encode(tok, [r.text for r in b.dev.rows], None, cfg.data.max_length, False, b.dev.labels,
+                         Truncation.from_config(cfg.data))
+            assert [list(x) for x in enc.dev.input_ids] == [list(x) for x in ref.input_ids]
+            assert list(enc.dev.labels) == list(ref.labels) and list(enc.dev.lengths) == list(ref.lengths)
+            assert (enc.dev.doc_index is None) == (ref.doc_index is None)
+    pairs = [{"text_a": r["text"], "text_b": r["text"][::-1], "label": r["label"]} for r in RECORDS]
+    cfg = tiny_cfg(tiny_model)
+    b = load_data(cfg, pairs)
+    enc = encode_splits(cfg, b, tok, False, [])
+    ref = encode(tok, [r.text for r in b.train.rows], [r.text_b for r in b.train.rows], 24, False)
+    assert [list(x) for x in enc.train.token_type_ids] == [list(x) for x in ref.token_type_ids]
+
+
+def test_resume_refuses_changed_in_memory_data_unless_forced(tiny_model, tmp_path, monkeypatch):
+    from tricklab.errors import TrickLabError
+    from tricklab.training import loop, train
+
+    real = loop.save_resume_checkpoint
+
+    class Stop(Exception):
+        pass
+
+    def save_then_stop(run):
+        real(run)
+        raise Stop
+
+    monkeypatch.setattr(loop, "save_resume_checkpoint", save_then_stop)
+    df = pd.DataFrame(RECORDS * 2)
+    with pytest.raises(Stop):
+        train(tiny_cfg(tiny_model, "train.eval_every=2", "train.max_steps=4"), df, out=tmp_path / "run", progress=False)
+    monkeypatch.setattr(loop, "save_resume_checkpoint", real)
+    changed = df.copy()
+    changed.loc[0, "text"] = "股市银行"
+    with pytest.raises(TrickLabError, match="train differs: DataFrame .* rows"):
+        train(None, changed, out=tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(TrickLabError, match="trained on in-memory data"):
+        train(None, None, out=tmp_path / "run", resume=True, progress=False)
+    train(None, changed, out=tmp_path / "run", resume=True, force=True, progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "train differs" in " ".join(info["resumes"][-1]["forced"])
+
+
+def test_compare_in_subprocesses_needs_data_on_disk(tiny_model, tmp_path):
+    from tricklab.ablation.compare import compare
+    from tricklab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--jobs 2 trains in subprocesses.*save_to_disk"):
+        compare(tiny_cfg(tiny_model), pd.DataFrame(RECORDS), variants=["baseline"], seeds=[1], jobs=2,
+                out=tmp_path / "g", progress=lambda s: None)
+    assert not (tmp_path / "g").exists()
+
+
+def test_label_checks_name_the_row_of_tables_and_records(tmp_path):
+    d = tmp_path / "d"
+    write_format(d, "train.parquet", RECORDS)
+    write_format(d, "dev.jsonl.gz", RECORDS[:2] + [{"text": "球赛", "label": "weather"}])
+    write_format(d, "test.arrow", [{"text": "球赛", "label": None}] + RECORDS[:2])
+    with pytest.raises(DataError) as e:
+        load_data(Config(), d)
+    msg = str(e.value)
+    assert f"{d / 'dev.jsonl.gz'} line 3: label 'weather' does not occur in train" in msg
+    assert f"{d / 'test.arrow'} row 0: empty label in column 'label'" in msg
+    ids = [{"text": r["text"], "label": i % 3 + 1} for i, r in enumerate(RECORDS)]   # 1-based ids
+    with pytest.raises(DataError, match=r"DataFrame row \d+: label ids run 1..3 with no 0: they look 1-based"):
+        load_data(Config(), pd.DataFrame(ids))
+
+
+def test_a_tune_study_tokenises_once(tiny_model, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from tricklab.ablation.tune import tune
+    from tricklab.data import cache
+
+    calls = []
+    real = cache.encode
+    monkeypatch.setattr(cache, "encode", lambda tok, texts, *a, **k: calls.append(len(texts)) or real(tok, texts, *a, **k))
+    monkeypatch.setenv("TRICKLAB_CACHE", str(tmp_path / "cache"))
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {log_uniform: [3.0e-4, 3.0e-3]}\n")
+    data = write_format(tmp_path / "d", "train.parquet", RECORDS)     # held-out dev: selections of one source
+    tune(tiny_cfg(tiny_model, "train.max_steps=2"), data, space=space, trials=3, out=tmp_path / "tune",
+         pruner="none", verify_seeds=0)
+    assert calls == [24], calls
