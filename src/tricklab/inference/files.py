@@ -33,6 +33,8 @@ EXTENSIONS = {".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "tsv", ".j
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
 DATA_EXTRA = "pip install 'tricklab[data]'"
 BLOCK = 1 << 16
+PARQUET_BATCH = 1024       # rows per parquet record batch read
+MAX_ELEMENT = 1 << 24      # a JSON array element that does not parse within 16 MB of text is broken, not unfinished
 
 
 class Problem(str):
@@ -67,6 +69,8 @@ def open_source(path: str | Path | None, fmt: str | None = None) -> Source:
     if fmt not in (None, "auto") and fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: unknown; fix: one of {', '.join(FORMATS)}")
     if path is None or str(path) == "-":
+        if fmt == "parquet":
+            raise ConfigError("--format parquet: a parquet file cannot be read from standard input; fix: give its path")
         return Source(None, fmt if fmt not in (None, "auto") else "text")
     p = Path(path)
     if not p.is_file():
@@ -328,15 +332,13 @@ def _chars(src: Source) -> Iterator[tuple[int, str]]:
 def _json_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
     """A JSON array of objects, parsed an element at a time; a .json file holding JSONL is read as JSONL."""
     blocks = _chars(src)
-    buf, line, done = "", 1, False
+    buf, line = "", 1
 
     def more() -> bool:
-        nonlocal buf, done
-        for _, text in blocks:
-            buf += text
-            return True
-        done = True
-        return False
+        nonlocal buf
+        nxt = next(blocks, None)
+        buf += nxt[1] if nxt is not None else ""
+        return nxt is not None
 
     def skip_ws() -> bool:   # drop leading whitespace; False at the end of the input
         nonlocal buf, line
@@ -385,7 +387,7 @@ def _json_array(src: Source, blocks: Iterator[tuple[int, str]], buf: str, line: 
         try:
             value, end = dec.raw_decode(buf)
         except json.JSONDecodeError as e:
-            nxt = next(blocks, None)
+            nxt = next(blocks, None) if len(buf) < MAX_ELEMENT else None   # incomplete: read on; broken: stop
             if nxt is None:
                 raise fail(f"element {n + 1} is not valid JSON ({e.msg}): {buf[:60]!r}") from None
             buf += nxt[1]
@@ -403,7 +405,7 @@ def _json_array(src: Source, blocks: Iterator[tuple[int, str]], buf: str, line: 
 
 def _parquet_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
     row = 0
-    for batch in parquet_file(src).iter_batches(batch_size=1024):
+    for batch in parquet_file(src).iter_batches(batch_size=PARQUET_BATCH):
         for rec in batch.to_pylist():
             row += 1
             yield row, rec
