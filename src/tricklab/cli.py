@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-b-column", metavar="NAME",
                     help="pair models: the column holding the second text (default: text_b, sentence2, ...)")
     pr.add_argument("--top-k", type=int, default=1)
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=int, default=64, help="texts per model batch (the input is read, predicted "
+                                                                "and written 1024 records at a time)")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's)")
     pr.add_argument("--output", help="write here instead of standard output (JSONL); the format follows the "
                                      "extension: .jsonl, .json, .csv, .tsv, .parquet (other columns of the input "
