@@ -7,7 +7,8 @@ Model: a tiny random BERT (hidden 32, 2 layers; the m3e-small tokenizer, 21,128 
 model is installed, else a character vocabulary) trained for one step so that it is a real run folder: the
 point is the file path around the model (reading, tokenising, writing), which a small model leaves exposed.
 Each (size, mode) runs in its own subprocess; peak RSS is that process's ru_maxrss, "rss after load" its RSS
-once the model is loaded; texts/s counts from after the model load to the last row written.
+once the model is loaded; texts/s counts from after the model load to the last row written, and CPU s is the
+process's CPU time over the same span (steadier than wall time on a shared machine).
 
 Modes: stream (predict_file as the CLI runs it: one checking pass over the file, then the streaming pass),
 stream_nocheck (`--no-check`: the streaming pass only), memory (list in, list out).
@@ -93,7 +94,7 @@ def child(mode: str, run: str, inp: str, out: str, threads: int) -> None:
 
     pred = Predictor.from_run(run, threads=threads, precision="fp32")
     base = rss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if mode == "memory":
         with open(inp, encoding="utf-8", newline="") as f:
             records = list(csv.DictReader(f))
@@ -104,9 +105,9 @@ def child(mode: str, run: str, inp: str, out: str, threads: int) -> None:
         n = len(results)
     else:
         n = pred.predict_file(inp, out, check=mode == "stream", log=None)
-    sec = time.perf_counter() - t0
+    sec, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": n, "seconds": sec, "texts_per_s": n / sec, "rss_after_load_mb": base,
+    print(json.dumps({"rows": n, "seconds": sec, "texts_per_s": n / sec, "cpu_seconds": cpu, "rss_after_load_mb": base,
                       "peak_rss_mb": peak}))
 
 
@@ -138,12 +139,13 @@ def main() -> None:
             res = {"lines": n, "mode": mode, **json.loads(r.stdout.strip().splitlines()[-1])}
             results.append(res)
             print(f"{n:>9} {mode:<15} {res['texts_per_s']:>9.0f} texts/s {res['seconds']:>8.1f} s "
+                  f"cpu {res['cpu_seconds']:>8.1f} s "
                   f"rss after load {res['rss_after_load_mb']:>6.0f} MB  peak {res['peak_rss_mb']:>6.0f} MB", flush=True)
             out.unlink(missing_ok=True)
     (work / "results.json").write_text(json.dumps(results, indent=1))
-    print("| lines | mode | texts/s | seconds | RSS after load MB | peak RSS MB |\n|---|---|---|---|---|---|")
+    print("| lines | mode | texts/s | seconds | CPU s | RSS after load MB | peak RSS MB |\n|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['lines']:,} | {r['mode']} | {r['texts_per_s']:.0f} | {r['seconds']:.1f} | "
+        print(f"| {r['lines']:,} | {r['mode']} | {r['texts_per_s']:.0f} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
               f"{r['rss_after_load_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
 
 
