@@ -109,17 +109,21 @@ def _binary(src: Source) -> io.BufferedIOBase:
     return open(src.path, "rb")
 
 
-def _undecodable(src: Source, line: int, raw: bytes, err: UnicodeDecodeError) -> DataError:
-    try:
-        raw.decode("gb18030")
-        enc = "GBK/GB18030 (Chinese legacy encoding)"
-    except UnicodeDecodeError:
-        enc = "not UTF-8 (unknown encoding)"
-    p = src.name
-    fix = (f"iconv -f GB18030 -t UTF-8 {p} > {Path(p).stem}.utf8{Path(p).suffix}" if src.path is not None
-           else "iconv -f GB18030 -t UTF-8 your_file | tricklab predict ...")
-    return DataError(f"{p} line {line}: undecodable bytes {raw[err.start:err.start + 4]!r}: the input is {enc}; "
-                     f"fix: convert it to UTF-8, e.g. `{fix}`")
+def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError) -> DataError:
+    """The line, the encoding the bytes most likely are (data.readers.detect_encoding) and the iconv fix."""
+    from ..data.readers import ICONV, NAMES, detect_encoding
+
+    enc = detect_encoding(sample)
+    p = Path(src.name)
+    target = f"{p} > {p.stem}.utf8{p.suffix}" if src.path is not None else "YOUR_FILE | tricklab predict ..."
+    if enc is None:
+        what, fix = ("not UTF-8 (its encoding could not be told)", f"find its encoding (e.g. `file -i FILE`) and "
+                     f"convert it: `iconv -f ENCODING -t UTF-8 {target}`")
+    else:
+        what = f"not UTF-8 but most likely {NAMES.get(enc, enc.upper().replace('_', '-'))}"
+        fix = f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`"
+    return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
+                     f"{what}; fix: {fix}")
 
 
 def _read_errors(src: Source) -> tuple[type[BaseException], ...]:
@@ -153,7 +157,7 @@ def lines(src: Source) -> Iterator[tuple[int, str]]:
                 try:
                     yield no, raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise _undecodable(src, no, raw, e) from None
+                    raise _undecodable(src, no, raw + f.read(200_000), e) from None
         finally:
             if src.path is not None:
                 f.close()
@@ -318,7 +322,7 @@ def _chars(src: Source) -> Iterator[tuple[int, str]]:
                 try:
                     text = dec.decode(raw, final=not raw)
                 except UnicodeDecodeError as e:
-                    raise _undecodable(src, line + raw[:e.start].count(b"\n"), raw, e) from None
+                    raise _undecodable(src, line + raw[:e.start].count(b"\n"), raw + f.read(200_000), e) from None
                 if not raw:
                     return
                 yield line, text
