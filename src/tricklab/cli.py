@@ -101,36 +101,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference.files import open_source
+    from .inference.outputs import output_format
     from .inference.predictor import Predictor
 
+    src = open_source(args.input, args.format)   # the file, its format and packages: before the model loads
+    output_format(args.output)
     if args.bundle:
         pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size, **_decision(args))
     else:
         pred = Predictor.from_run(args.run, batch_size=args.batch_size, threads=args.threads, **_decision(args))
-    from .data.readers import decode_text
-
-    pair = bool(pred.meta["data"].get("pair"))
-    if args.input in (None, "-"):   # bytes, decoded here: another encoding is one line, not a traceback
-        buf = getattr(sys.stdin, "buffer", None)
-        lines = (decode_text(buf.read(), "<stdin>") if buf is not None else sys.stdin.read()).splitlines()
-    else:
-        lines = decode_text(Path(_existing(args.input)).read_bytes(), args.input).splitlines()
-    texts, dropped_cols = [], False
-    for line in lines:
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        if not pair and "\t" in line:
-            line, dropped_cols = line.split("\t", 1)[0], True
-        texts.append(line)
-    if dropped_cols:
-        print("note: lines hold tabs: predicting the first column only (the model takes one text)", file=sys.stderr)
-    out = sys.stdout if not args.output else open(args.output, "w", encoding="utf-8")
-    for i in range(0, len(texts), 4096):
-        chunk = texts[i:i + 4096]
-        for t, p in zip(chunk, pred.predict(chunk, top_k=args.top_k)):
-            out.write(json.dumps({"text": t, **p}, ensure_ascii=False) + "\n")
-    out.flush()
+    try:
+        pred.predict_file(src, args.output, text_column=args.text_column, text_b_column=args.text_b_column,
+                          top_k=args.top_k, progress=not args.quiet, check=not args.no_check)
+    except BrokenPipeError:   # `tricklab predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -186,12 +171,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     write_report(discover_runs(args.runs), args.out or args.runs[0], baseline=args.baseline, metric=args.metric)
     return 0
-
-
-def _existing(p: str) -> str:
-    if not Path(p).is_file():
-        raise TrickLabError(f"{p}: file not found: give a file with one text per line, or - for standard input")
-    return p
 
 
 def model_source(sp: argparse.ArgumentParser) -> None:
@@ -355,13 +334,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read --data another way than the run read its files, e.g. data.text_column=1 (data.* only)")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="predict texts (one per line; text_a<TAB>text_b for pair models); JSONL out")
+    pr = sub.add_parser("predict", help="predict the texts of a file or standard input (txt, CSV, TSV, JSONL, JSON, "
+                                        "parquet; .gz/.bz2/.zst); JSONL, CSV, TSV or parquet out")
     model_source(pr)
-    pr.add_argument("input", nargs="?", help="file with one text per line, or - (default) for standard input")
+    pr.add_argument("input", nargs="?",
+                    help="input file: .txt one text per line (pair models: text_a<TAB>text_b); .csv/.tsv with a header "
+                         "line; .jsonl; .json (an array of objects); .parquet; the text formats also compressed (.gz, .bz2, .zst). "
+                         "Default, or -: standard input, one text per line")
+    pr.add_argument("--format", choices=["auto", "text", "csv", "tsv", "jsonl", "json", "parquet"], default="auto",
+                    help="input format (default: from the extension; standard input and other extensions: text)")
+    pr.add_argument("--text-column", metavar="NAME",
+                    help="the column (key) holding the text (default: the one of text, sentence, content, review, ...)")
+    pr.add_argument("--text-b-column", metavar="NAME",
+                    help="pair models: the column holding the second text (default: text_b, sentence2, ...)")
     pr.add_argument("--top-k", type=int, default=1)
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=int, default=64, help="texts per model batch (the input is read, predicted "
+                                                                "and written 1024 records at a time)")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's)")
-    pr.add_argument("--output", help="write JSONL here instead of standard output")
+    pr.add_argument("--output", help="write here instead of standard output (JSONL); the format follows the "
+                                     "extension: .jsonl, .json, .csv, .tsv, .parquet (other columns of the input "
+                                     "pass through, then the prediction)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--no-check", action="store_true",
+                    help="skip reading the input file once for problems before predicting (they still stop the run)")
     decision_flags(pr)
     pr.set_defaults(func=cmd_predict)
 

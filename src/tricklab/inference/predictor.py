@@ -1,8 +1,12 @@
-"""Predictor: a trained run folder -> labels and probabilities for new texts (or text pairs)."""
+"""Predictor: a trained run folder -> labels and probabilities for new texts (or text pairs): a list in memory
+(predict), a stream of texts or records (predict_iter), or a file to a file (predict_file: inference/files.py
+reads, inference/outputs.py writes, tqdm shows progress)."""
 from __future__ import annotations
 
+import sys
+from itertools import islice
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +20,17 @@ from ..evaluation.thresholds import check_options, select_labels, threshold_vect
 from ..model import load_model
 from ..model.runtime import all_logits, resolve_precision
 from ..runfiles import confine
+from .files import Source, check_flags, check_input, merge, open_source, quick_count, resolve_columns
+from .files import texts as file_texts
 
 Text = str | tuple[str, str] | list[str]
+CHUNK = 1024   # texts read, predicted and written at a time by predict_iter / predict_file
+
+
+def _stderr(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
 
 
 class Predictor:
@@ -108,17 +121,23 @@ class Predictor:
         """(N, C) logits -> probabilities as predict() reports them: softmax(z / T) or sigmoid(z)."""
         return scaled_probs(logits, self.temperature) if self.task == "single_label" else sigmoid(logits)
 
+    def _options(self, threshold: float | None = None, min_k: int | None = None, max_k: int | None = None,
+                 abstain_below: float | None = None) -> tuple[float | None, int | None, int | None, float | None]:
+        """Options left at None take the Predictor's own; checked."""
+        threshold = self.threshold if threshold is None else threshold
+        min_k = self.min_k if min_k is None else min_k
+        max_k = self.max_k if max_k is None else max_k
+        abstain = self.abstain_below if abstain_below is None else abstain_below
+        self._check(threshold, min_k, max_k, abstain)
+        return threshold, min_k, max_k, abstain
+
     def predict(self, texts: Sequence[Text], top_k: int = 1, *, threshold: float | None = None,
                 min_k: int | None = None, max_k: int | None = None,
                 abstain_below: float | None = None) -> list[dict[str, Any]]:
         """Options left at None take the Predictor's own (its constructor arguments)."""
         if isinstance(texts, str):
             raise TrickLabError("predict() takes a list of texts; wrap a single text in a list")
-        threshold = self.threshold if threshold is None else threshold
-        min_k = self.min_k if min_k is None else min_k
-        max_k = self.max_k if max_k is None else max_k
-        abstain = self.abstain_below if abstain_below is None else abstain_below
-        self._check(threshold, min_k, max_k, abstain)
+        threshold, min_k, max_k, abstain = self._options(threshold, min_k, max_k, abstain_below)
         if not texts:
             return []
         lg = self.logits(texts)
@@ -143,3 +162,99 @@ class Predictor:
                 r["uncertain"] = unsure
             out.append(r)
         return out
+
+    @property
+    def pair(self) -> bool:
+        return bool(self.meta["data"].get("pair"))
+
+    def _chunks(self, items: Iterable[tuple[Any, Text]], batch_size: int | None, top_k: int,
+                options: dict[str, Any]) -> Iterator[tuple[list[tuple[Any, Text]], list[dict[str, Any]]]]:
+        """(chunk of (record, text), their predictions): `batch_size` items held at a time, in input order."""
+        size = CHUNK if batch_size is None else int(batch_size)
+        if size < 1:
+            raise ConfigError(f"batch_size={batch_size}: must be at least 1")
+        it = iter(items)
+        while block := list(islice(it, size)):
+            yield block, self.predict([x for _, x in block], top_k=top_k, **options)
+
+    def _item(self, i: int, item: Any) -> Text:
+        if self.pair:
+            t = tuple(item.split("\t", 1)) if isinstance(item, str) else tuple(item)
+            if len(t) != 2 or not all(isinstance(x, str) for x in t):
+                raise TrickLabError(f"input {i}: this model classifies sentence pairs: give (text_a, text_b), "
+                                    f"text_a<TAB>text_b or a dict with both texts; got {str(item)[:60]!r}")
+            return t
+        if not isinstance(item, str):
+            raise TrickLabError(f"input {i}: expected a text (str) or a dict with a text, got {str(item)[:60]!r}")
+        return item
+
+    def predict_iter(self, items: Iterable[Text | dict[str, Any]], batch_size: int | None = None, *, top_k: int = 1,
+                     text_column: str | None = None, text_b_column: str | None = None,
+                     **options: Any) -> Iterator[dict[str, Any]]:
+        """Predictions for a stream, yielded in input order. Items are texts (pair models: (text_a, text_b) or
+        text_a<TAB>text_b), which yield their prediction as predict() does, or records (dicts), which yield the
+        record followed by its prediction (a key the record already has comes as pred_<key>); a record's text is
+        under `text_column`, else the one known text key (text, sentence, content, ...) of the first record.
+        `batch_size` items (default 1024) are read, predicted and yielded at a time, so memory stays constant;
+        the model runs in batches of the Predictor's own batch_size. Options: as predict()."""
+        opts = dict(zip(("threshold", "min_k", "max_k", "abstain_below"), self._options(**options)))
+        check_flags("input", self.pair, text_column, text_b_column)
+        cols = None
+
+        def pairs() -> Iterator[tuple[Any, Text]]:
+            nonlocal cols
+            for i, item in enumerate(items, 1):
+                if isinstance(item, dict):
+                    if cols is None:
+                        cols = resolve_columns("input", list(item), self.pair, text_column, text_b_column, "item")
+                    yield cols.extract(i, item)
+                else:
+                    yield None, self._item(i, item)
+
+        for block, preds in self._chunks(pairs(), batch_size, top_k, opts):
+            for (rec, _), p in zip(block, preds):
+                yield p if rec is None else merge(rec, p)
+
+    def predict_file(self, path: str | Path | Source | None, output: str | Path | None = None, *,
+                     text_column: str | None = None, text_b_column: str | None = None, format: str | None = None,
+                     top_k: int = 1, batch_size: int | None = None, progress: bool = False, check: bool = True,
+                     log: Callable[[str], None] | None = _stderr, **options: Any) -> int:
+        """Predict every text of a file (path None or "-": standard input) and write one row per record to
+        `output`: the record's columns unchanged, then the prediction (format from the extension: .jsonl, .json,
+        .csv, .tsv, .parquet; None: JSONL on standard output). Formats in: inference/files.py. Streams: reads,
+        predicts and writes `batch_size` records (default 1024) at a time, in input order; `progress`: a tqdm
+        bar on standard error. `check`: read a file once first, so that every bad line is reported before
+        any prediction (not standard input). Returns the number of rows written."""
+        from tqdm.auto import tqdm
+
+        from .outputs import Writer, output_format
+
+        src = path if isinstance(path, Source) else open_source(path, format)
+        opts = dict(zip(("threshold", "min_k", "max_k", "abstain_below"), self._options(**options)))
+        output_format(output)
+        if output is not None and src.path is not None and Path(output).resolve() == src.path.resolve():
+            raise ConfigError(f"--output {output} is the input file; fix: write the predictions to another file")
+        check_flags(src, self.pair, text_column, text_b_column)
+        total = check_input(src, self.pair, text_column, text_b_column, log) if check and src.path is not None \
+            else quick_count(src)
+        from .files import arrow_schema
+
+        writer = Writer(output, arrow_schema(src), src.name)
+        bar = tqdm(total=total, desc="predict", unit=" texts", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        ok = False
+        try:
+            stream = (((line, rec), x) for line, rec, x in file_texts(src, self.pair, text_column, text_b_column, log))
+            for block, preds in self._chunks(stream, batch_size, top_k, opts):
+                rows = [merge(rec, p) for ((_, rec), _), p in zip(block, preds)]
+                if writer.rows == 0 and log and (clash := [k for k in preds[0] if k in block[0][0][1]]):
+                    log(f"note: {src.name} already has {', '.join(map(repr, clash))}: the prediction's "
+                        f"{'is' if len(clash) == 1 else 'are'} written as {', '.join('pred_' + k for k in clash)}")
+                writer.write(rows, [line for (line, _), _ in block])
+                bar.update(len(rows))
+            ok = True
+        finally:
+            bar.close()
+            writer.close(ok)
+        if writer.rows == 0 and log:
+            log(f"note: {src.name} holds no texts: nothing to predict")
+        return writer.rows

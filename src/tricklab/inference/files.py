@@ -1,0 +1,588 @@
+"""Texts to predict, read from a file or standard input one record at a time (constant memory).
+
+Formats (`--format`, else from the extension; standard input and unknown extensions are plain text):
+  text     .txt: one text per line (pair models: text_a<TAB>text_b); blank lines skipped
+  csv/tsv  a header line names the columns (CSV quoting by the `csv` module; TSV split on tabs, no quoting)
+  jsonl    .jsonl/.ndjson: one JSON object per line;  json: .json, a JSON array of objects (or JSONL)
+  parquet  .parquet/.pq, read a record batch at a time with pyarrow (`pip install 'tricklab[data]'`)
+Compressed inputs are read transparently: .gz (gzip), .bz2 (bz2), .zst (zstandard, the `data` extra).
+Every record carries its line (parquet: row) number, so a problem names file, line, value and the fix.
+The text column is found as the training readers find it (data.readers.TEXT_NAMES), when unambiguous.
+Libraries: csv, json (JSONDecoder.raw_decode streams a JSON array), gzip, bz2, zstandard, pyarrow.parquet.
+"""
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import gzip
+import importlib.util
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..data.readers import TEXT_B_NAMES, TEXT_NAMES
+from ..errors import ConfigError, DataError
+
+FORMATS = ("text", "csv", "tsv", "jsonl", "json", "parquet")
+EXTENSIONS = {".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+              ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
+DATA_EXTRA = "pip install 'tricklab[data]'"
+BLOCK = 1 << 16
+PARQUET_BATCH = 1024       # rows per parquet record batch read
+MAX_ELEMENT = 1 << 24      # a JSON array element that does not parse within 16 MB of text is broken, not unfinished
+
+
+class Problem(str):
+    """A problem with one record (the reader goes on); whole-file problems raise DataError at once."""
+
+
+@dataclass
+class Source:
+    """An input: a file path (None: standard input), its format and compression."""
+    path: Path | None
+    fmt: str
+    compression: str | None = None
+    notes: list[str] = field(default_factory=list)   # hints already given (each once)
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "<stdin>"
+
+    @property
+    def unit(self) -> str:
+        return "row" if self.fmt == "parquet" else "line"
+
+    def note(self, msg: str, log: Callable[[str], None] | None) -> None:
+        if msg not in self.notes:
+            self.notes.append(msg)
+            if log:
+                log(msg)
+
+
+def open_source(path: str | Path | None, fmt: str | None = None) -> Source:
+    """Check what can be checked before the model loads: the file, its format, the packages it needs."""
+    if fmt not in (None, "auto") and fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: unknown; fix: one of {', '.join(FORMATS)}")
+    if path is None or str(path) == "-":
+        if fmt == "parquet":
+            raise ConfigError("--format parquet: a parquet file cannot be read from standard input; fix: give its path")
+        return Source(None, fmt if fmt not in (None, "auto") else "text")
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found" + (" (it is a folder)" if p.is_dir() else "")
+                        + ": give a file (.txt, .csv, .tsv, .jsonl, .json, .parquet), or - for standard input")
+    suffixes = [s.lower() for s in p.suffixes]
+    comp = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    ext = (suffixes[-2] if comp and len(suffixes) > 1 else "" if comp else suffixes[-1] if suffixes else "")
+    fmt = fmt if fmt not in (None, "auto") else EXTENSIONS.get(ext, "text")
+    if fmt == "parquet":
+        if comp:
+            raise DataError(f"{p}: a compressed parquet file; parquet compresses its own columns: "
+                            f"fix: decompress it first")
+        _need("pyarrow", f"{p}: reading parquet needs pyarrow")
+    if comp == "zstd":
+        _need("zstandard", f"{p}: reading .zst needs zstandard")
+    return Source(p, fmt, comp)
+
+
+def _need(module: str, what: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{what}, which is not installed; fix: {DATA_EXTRA}")
+
+
+def _binary(src: Source) -> io.BufferedIOBase:
+    if src.path is None:
+        return sys.stdin.buffer
+    if src.compression == "gzip":
+        return gzip.open(src.path, "rb")
+    if src.compression == "bz2":
+        return bz2.open(src.path, "rb")
+    if src.compression == "zstd":
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(src.path, "rb"), closefd=True))
+    return open(src.path, "rb")
+
+
+def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError) -> DataError:
+    """The line, the encoding the bytes most likely are (data.readers.detect_encoding) and the iconv fix."""
+    from ..data.readers import ICONV, NAMES, detect_encoding
+
+    enc = detect_encoding(sample)
+    p = Path(src.name)
+    target = f"{p} > {p.stem}.utf8{p.suffix}" if src.path is not None else "YOUR_FILE | tricklab predict ..."
+    if enc is None:
+        what, fix = ("not UTF-8 (its encoding could not be told)", f"find its encoding (e.g. `file -i FILE`) and "
+                     f"convert it: `iconv -f ENCODING -t UTF-8 {target}`")
+    else:
+        what = f"not UTF-8 but most likely {NAMES.get(enc, enc.upper().replace('_', '-'))}"
+        fix = f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`"
+    return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
+                     f"{what}; fix: {fix}")
+
+
+def _read_errors(src: Source) -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [OSError, EOFError]
+    if src.compression == "zstd":
+        import zstandard
+
+        errs.append(zstandard.ZstdError)
+    return tuple(errs)
+
+
+def _guard(src: Source, it: Iterator[Any]) -> Iterator[Any]:
+    """Corrupt or truncated compressed data -> one DataError naming the file."""
+    try:
+        yield from it
+    except _read_errors(src) as e:
+        kind = {"gzip": "gzip", "bz2": "bzip2", "zstd": "zstandard"}.get(src.compression or "", "")
+        raise DataError(f"{src.name}: could not read it{' as ' + kind + ' data' if kind else ''} ({e}); "
+                        f"fix: check that the file is complete (e.g. `{'gzip -t' if kind == 'gzip' else 'ls -l'} "
+                        f"{src.name}`)") from None
+
+
+def lines(src: Source) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line with its line ending); UTF-8 with or without a BOM."""
+    def gen() -> Iterator[tuple[int, str]]:
+        f = _binary(src)
+        try:
+            for no, raw in enumerate(f, 1):
+                if no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[3:]
+                try:
+                    yield no, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise _undecodable(src, no, raw + f.read(200_000), e) from None
+        finally:
+            if src.path is not None:
+                f.close()
+    return _guard(src, gen())
+
+
+def records(src: Source, log: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    """(line, record) for every record of the input, in order; a bad record comes as (line, Problem)."""
+    reader = {"text": _text_records, "csv": _csv_records, "tsv": _tsv_records, "jsonl": _jsonl_records,
+              "json": _json_records, "parquet": _parquet_records}[src.fmt]
+    return reader(src, log)
+
+
+# ---------------------------------------------------------------- the formats
+
+def _looks_like_json_object(s: str) -> bool:
+    s = s.strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        return False
+    try:
+        return isinstance(json.loads(s), dict)
+    except ValueError:
+        return False
+
+
+def _text_hints(src: Source, first: list[str], log: Callable[[str], None] | None) -> None:
+    if first and all(_looks_like_json_object(s) for s in first):
+        src.note(f"warning: {src.name} is read as plain text (one text per line, braces and key names included), but "
+                 f"its lines look like JSON objects; fix: --format jsonl (or name the file .jsonl)", log)
+        return
+    cells = [c.strip().lower() for c in first[0].replace(",", "\t").split("\t")] if first else []
+    if len(cells) > 1 and any(c in TEXT_NAMES for c in cells):
+        src.note(f"warning: {src.name} is read as plain text, but line 1 looks like a header "
+                 f"({first[0].strip()[:60]}); fix: --format csv or --format tsv (or name the file .csv/.tsv)", log)
+
+
+def _text_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    """Plain text: {"text": line} (the whole line; the pair/tab split is Columns' business)."""
+    first: list[tuple[int, str]] = []
+    for no, ln in lines(src):
+        ln = ln.rstrip("\r\n")
+        if not ln.strip():
+            continue
+        if len(first) < 5:
+            first.append((no, ln))
+            if len(first) == 5:
+                _text_hints(src, [s for _, s in first], log)
+                yield from ((n, {"text": s}) for n, s in first)
+            continue
+        yield no, {"text": ln}
+    if len(first) < 5:
+        _text_hints(src, [s for _, s in first], log)
+        yield from ((n, {"text": s}) for n, s in first)
+
+
+def _header(src: Source, cells: list[str], line: int) -> list[str]:
+    seen = set()
+    for c in cells:
+        if c in seen:
+            raise DataError(f"{src.name} line {line}: the header names column {c!r} twice; fix: rename one")
+        seen.add(c)
+    return cells
+
+
+def _row(src: Source, header: list[str], cells: list[str], line: int, sep: str, raw: str) -> dict[str, Any] | Problem:
+    if len(cells) != len(header):
+        short = raw.strip().replace("\t", "\\t")
+        short = repr(short if len(short) <= 60 else short[:60] + "...")
+        fix = ("quote fields that hold commas (\"a, b\")" if sep == "comma"
+               else "remove stray tabs inside the text, or quote the file as CSV and use --format csv")
+        return Problem(f"{src.name} line {line}: expected {len(header)} {sep}-separated columns "
+                       f"({', '.join(header)}), found {len(cells)}: {short}; fix: {fix}")
+    return dict(zip(header, cells))
+
+
+def _csv_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    it = lines(src)
+    counter = {"line": 0}
+
+    def feed() -> Iterator[str]:
+        for no, ln in it:
+            counter["line"] = no
+            yield ln
+    reader = csv.reader(feed())
+    header: list[str] | None = None
+    start = 1
+    try:
+        for cells in reader:
+            line, start = start, counter["line"] + 1
+            if not any(c.strip() for c in cells):
+                continue
+            if header is None:
+                header = _header(src, cells, line)
+                continue
+            yield line, _row(src, header, cells, line, "comma", ",".join(cells))
+    except csv.Error as e:
+        raise DataError(f"{src.name} line {counter['line']}: not valid CSV ({e}); fix: check the quoting "
+                        f"around that line, or use --format tsv for a tab-separated file") from None
+
+
+def _tsv_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    header: list[str] | None = None
+    for no, ln in lines(src):
+        ln = ln.rstrip("\r\n")
+        if not ln.strip():
+            continue
+        if header is None:
+            header = _header(src, ln.split("\t"), no)
+            continue
+        yield no, _row(src, header, ln.split("\t"), no, "tab", ln)
+
+
+def _object(src: Source, line: int, value: Any, raw: str) -> dict[str, Any] | Problem:
+    if isinstance(value, dict):
+        return value
+    short = raw.strip()
+    return Problem(f"{src.name} line {line}: expected a JSON object ({{\"text\": ...}}), got "
+                   f"{short[:60]!r}; fix: one object per record, with the text under a key")
+
+
+def _jsonl_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    return _jsonl_lines(src, lines(src))
+
+
+def _jsonl_lines(src: Source, it: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    for no, ln in it:
+        if not ln.strip():
+            continue
+        try:
+            value = json.loads(ln)
+        except json.JSONDecodeError as e:
+            yield no, Problem(f"{src.name} line {no}: not valid JSON ({e.msg} at column {e.colno}): "
+                              f"{ln.strip()[:60]!r}; fix: one JSON object per line")
+            continue
+        yield no, _object(src, no, value, ln)
+
+
+def _split_lines(buf: str, blocks: Iterator[tuple[int, str]], line: int) -> Iterator[tuple[int, str]]:
+    """Blocks of text -> (line number, line), starting with `buf` at line `line`."""
+    for _, text in blocks:
+        buf += text
+        *done, buf = buf.split("\n")
+        for ln in done:
+            yield line, ln
+            line += 1
+    if buf:
+        yield line, buf
+
+
+def _chars(src: Source) -> Iterator[tuple[int, str]]:
+    """(line number at the block's start, decoded block): blocks, not lines (a JSON array may be one line)."""
+    def gen() -> Iterator[tuple[int, str]]:
+        f = _binary(src)
+        dec = codecs.getincrementaldecoder("utf-8")()
+        line, first = 1, True
+        try:
+            while True:
+                raw = f.read(BLOCK)
+                if first and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[3:]
+                first = False
+                try:
+                    text = dec.decode(raw, final=not raw)
+                except UnicodeDecodeError as e:
+                    raise _undecodable(src, line + raw[:e.start].count(b"\n"), raw + f.read(200_000), e) from None
+                if not raw:
+                    return
+                yield line, text
+                line += raw.count(b"\n")
+        finally:
+            if src.path is not None:
+                f.close()
+    return _guard(src, gen())
+
+
+def _json_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    """A JSON array of objects, parsed an element at a time; a .json file holding JSONL is read as JSONL."""
+    blocks = _chars(src)
+    buf, line = "", 1
+
+    def more() -> bool:
+        nonlocal buf
+        nxt = next(blocks, None)
+        buf += nxt[1] if nxt is not None else ""
+        return nxt is not None
+
+    def skip_ws() -> bool:   # drop leading whitespace; False at the end of the input
+        nonlocal buf, line
+        while True:
+            stripped = buf.lstrip()
+            line += buf[: len(buf) - len(stripped)].count("\n")
+            buf = stripped
+            if buf or not more():
+                return bool(buf)
+
+    if not skip_ws():
+        return
+    if not buf.startswith("["):   # JSONL in a .json file
+        yield from _jsonl_lines(src, _split_lines(buf, blocks, line))
+        return
+    yield from _json_array(src, blocks, buf[1:], line)
+
+
+def _json_array(src: Source, blocks: Iterator[tuple[int, str]], buf: str, line: int
+                ) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    dec = json.JSONDecoder()
+    n, expect_value = 0, True
+
+    def fail(what: str) -> DataError:
+        return DataError(f"{src.name} line {line}: {what}; fix: a JSON array of objects, [{{\"text\": ...}}, ...]")
+
+    while True:
+        stripped = buf.lstrip()
+        line += buf[: len(buf) - len(stripped)].count("\n")
+        buf = stripped
+        if not buf:
+            nxt = next(blocks, None)
+            if nxt is None:
+                raise fail("the JSON array ends early (no closing ])")
+            buf += nxt[1]
+            continue
+        if not expect_value:
+            if buf[0] == "]":
+                return
+            if buf[0] != ",":
+                raise fail(f"expected , or ] after element {n}, got {buf[:20]!r}")
+            buf, expect_value = buf[1:], True
+            continue
+        if buf[0] == "]" and n == 0:
+            return
+        try:
+            value, end = dec.raw_decode(buf)
+        except json.JSONDecodeError as e:
+            nxt = next(blocks, None) if len(buf) < MAX_ELEMENT else None   # incomplete: read on; broken: stop
+            if nxt is None:
+                raise fail(f"element {n + 1} is not valid JSON ({e.msg}): {buf[:60]!r}") from None
+            buf += nxt[1]
+            continue
+        if end == len(buf) and not isinstance(value, (dict, list, str)):   # a number may go on in the next block
+            nxt = next(blocks, None)
+            if nxt is not None:
+                buf += nxt[1]
+                continue
+        n += 1
+        yield line, _object(src, line, value, buf[:end])
+        line += buf[:end].count("\n")
+        buf, expect_value = buf[end:], False
+
+
+def _parquet_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    row = 0
+    for batch in parquet_file(src).iter_batches(batch_size=PARQUET_BATCH):
+        for rec in batch.to_pylist():
+            row += 1
+            yield row, rec
+
+
+def parquet_file(src: Source) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(src.path)
+    except Exception as e:   # pyarrow raises ArrowInvalid / OSError for a file that is not parquet
+        raise DataError(f"{src.name}: not a readable parquet file ({str(e).splitlines()[0]}); "
+                        f"fix: check the file, or give --format for another format") from None
+
+
+def arrow_schema(src: Source) -> Any:
+    """The parquet input's schema (its columns keep their types in a parquet output), else None."""
+    return parquet_file(src).schema_arrow if src.fmt == "parquet" else None
+
+
+def quick_count(src: Source) -> int | None:
+    """Records in the input, cheaply, for the progress bar: parquet metadata, or the newlines of an uncompressed
+    file (minus the header; blank lines count, so it may run a little high). None when unknown (stdin, .gz, ...)."""
+    if src.fmt == "parquet":
+        return parquet_file(src).metadata.num_rows
+    if src.path is None or src.compression or src.fmt == "json":
+        return None
+    n, last = 0, b"\n"
+    with open(src.path, "rb") as f:
+        while block := f.read(1 << 20):
+            n, last = n + block.count(b"\n"), block[-1:]
+    n += last != b"\n"
+    return max(0, n - (src.fmt in ("csv", "tsv")))
+
+
+# ---------------------------------------------------------------- which values are the texts
+
+@dataclass
+class Columns:
+    """Which record keys hold the text (and the second text of a pair model), found once from the first record."""
+    source: str
+    text: str
+    text_b: str | None = None
+    unit: str = "line"
+    tabs: bool = False          # plain text: the line is split on tabs (pairs; else the first column is the text)
+
+    def extract(self, line: int, rec: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """(the record as the output shows it, the model input), or raise DataError naming the line."""
+        if self.tabs:
+            return self._text_line(line, rec["text"])
+        a = self._value(line, rec, self.text)
+        return rec, a if self.text_b is None else (a, self._value(line, rec, self.text_b))
+
+    def _value(self, line: int, rec: dict[str, Any], key: str) -> str:
+        where = f"{self.source} {self.unit} {line}"
+        if key not in rec:
+            raise DataError(f"{where}: no {key!r} (keys: {', '.join(map(str, rec)) or 'none'}); fix: add it, "
+                            f"or name the text with --text-column")
+        v = rec[key]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(v)
+        if not isinstance(v, str):
+            raise DataError(f"{where}: {key!r} is {json.dumps(v, ensure_ascii=False, default=str)[:60]}, not a text; "
+                            f"fix: put a string there, or name another column with --text-column")
+        if not v.strip():
+            raise DataError(f"{where}: empty text in {key!r}; fix: fill it in or delete the {self.unit}")
+        return v.strip()
+
+    def _text_line(self, line: int, text: str) -> tuple[dict[str, Any], Any]:
+        where = f"{self.source} line {line}"
+        if self.text_b is None:
+            first = text.split("\t", 1)[0]
+            if not first.strip():
+                raise DataError(f"{where}: empty text before the first tab; fix: fill it in or delete the line")
+            return {"text": first}, first.strip()
+        a, sep, b = text.partition("\t")
+        if not sep or not a.strip() or not b.strip():
+            raise DataError(f"{where}: this model classifies sentence pairs: expected text_a<TAB>text_b, got "
+                            f"{text[:60]!r}; fix: put a tab between the two texts, or give a CSV/JSONL with two "
+                            f"text columns")
+        return {"text_a": a, "text_b": b}, (a.strip(), b.strip())
+
+
+def _find(keys: list[str], want: str | None, names: tuple[str, ...], source: str, flag: str, kind: str) -> str | None:
+    if want is not None:
+        if want in keys:
+            return want
+        low = {k.lower(): k for k in keys}
+        if want.lower() in low:
+            return low[want.lower()]
+        raise DataError(f"{source}: no {kind} column {want!r} (columns: {', '.join(keys) or 'none'}); "
+                        f"fix: {flag} one of those")
+    found = [k for k in keys if k.lower() in names]
+    if len(found) > 1:
+        raise DataError(f"{source}: several {kind} columns ({', '.join(found)}); fix: choose one with {flag}")
+    return found[0] if found else None
+
+
+def check_flags(src: Source | str, pair: bool, text_column: str | None, text_b_column: str | None) -> None:
+    """Column flags that cannot apply to this model or input: before any reading."""
+    name = src.name if isinstance(src, Source) else src
+    if text_b_column is not None and not pair:
+        raise ConfigError(f"--text-b-column {text_b_column}: this model classifies single texts, not sentence pairs; "
+                          f"fix: drop --text-b-column")
+    if isinstance(src, Source) and src.fmt == "text" and (text_column is not None or text_b_column is not None):
+        raise ConfigError(f"--text-column/--text-b-column: {name} is read as plain text (one text per line"
+                          f"{', text_a<TAB>text_b' if pair else ''}); fix: drop them, or give --format "
+                          f"csv/tsv/jsonl/json/parquet for a file with named columns")
+
+
+def resolve_columns(src: Source | str, keys: list[str], pair: bool, text_column: str | None = None,
+                    text_b_column: str | None = None, unit: str = "line") -> Columns:
+    """The text column(s) among `keys` (a header, the first object's keys): given, or the one known text name."""
+    check_flags(src, pair, text_column, text_b_column)
+    name = src.name if isinstance(src, Source) else src
+    if isinstance(src, Source) and src.fmt == "text":
+        return Columns(name, "text", "text_b" if pair else None, tabs=True)
+    hint = " (line 1 is read as the header)" if isinstance(src, Source) and src.fmt in ("csv", "tsv") else ""
+    text = _find(keys, text_column, TEXT_NAMES, name, "--text-column", "text")
+    if text is None:
+        raise DataError(f"{name}: no text column among ({', '.join(keys) or 'no columns'}){hint}; "
+                        f"fix: --text-column NAME")
+    b = _find([k for k in keys if k != text], text_b_column, TEXT_B_NAMES, name, "--text-b-column", "second text") \
+        if pair else None
+    if pair and b is None:
+        raise DataError(f"{name}: this model classifies sentence pairs, and no second text column was found among "
+                        f"({', '.join(keys)}); fix: --text-b-column NAME")
+    return Columns(name, text, b, unit)
+
+
+MAX_PROBLEMS = 100
+
+
+def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column: str | None = None,
+          log: Callable[[str], None] | None = None, problems: list[str] | None = None
+          ) -> Iterator[tuple[int, dict[str, Any], Any]]:
+    """(line, record for the output, model input) for every record. Columns are found from the first record.
+    A bad record raises DataError, or with `problems` is listed there and skipped (up to MAX_PROBLEMS)."""
+    cols: Columns | None = None
+    for line, rec in records(src, log):
+        try:
+            if isinstance(rec, Problem):
+                raise DataError(str(rec))
+            if cols is None:
+                cols = resolve_columns(src, list(rec), pair, text_column, text_b_column, src.unit)
+            out, x = cols.extract(line, rec)
+        except DataError as e:
+            if problems is None or cols is None and not isinstance(rec, Problem):
+                raise
+            problems.extend(e.problems)
+            if len(problems) >= MAX_PROBLEMS:
+                raise DataError(problems + [f"{src.name}: stopped reading at {MAX_PROBLEMS} problems"]) from None
+            continue
+        if cols.tabs and not pair and "\t" in rec["text"]:
+            src.note("note: lines hold tabs: predicting the first column only (the model takes one text)", log)
+        yield line, out, x
+
+
+def check_input(src: Source, pair: bool, text_column: str | None = None, text_b_column: str | None = None,
+                log: Callable[[str], None] | None = None) -> int:
+    """Read the whole input once, before any prediction: every problem at once (DataError), else the count."""
+    problems: list[str] = []
+    n = sum(1 for _ in texts(src, pair, text_column, text_b_column, log, problems))
+    if problems:
+        raise DataError(problems)
+    return n
+
+
+def merge(record: dict[str, Any], prediction: dict[str, Any]) -> dict[str, Any]:
+    """The record's keys, unchanged, then the prediction's; a prediction key the record has becomes pred_<key>."""
+    out = dict(record)
+    for k, v in prediction.items():
+        while k in record:
+            k = "pred_" + k
+        out[k] = v
+    return out

@@ -1,0 +1,156 @@
+"""Prediction outputs, written a chunk of rows at a time and flushed as they go.
+
+The format follows the output's extension: .jsonl/.ndjson (also standard output, and any other extension),
+.json (one JSON array), .csv, .tsv, .parquet/.pq (pyarrow: `pip install 'tricklab[data]'`). A row is the
+input record (its columns unchanged, in order) followed by the prediction. In CSV/TSV every list or dict
+value (top_k, multi-label labels and scores) is written as JSON text, true/false for booleans, empty for
+null; TSV fields escape tab, newline, carriage return and backslash as \\t \\n \\r \\\\. Parquet keeps a parquet
+input's column types; other values take the types of the first chunk (nested values as JSON text).
+A file is written next to its destination (NAME.part) and renamed at the end, so a failed run leaves no
+half file behind. Libraries: csv, json, pyarrow.parquet.ParquetWriter.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import ConfigError, DataError
+from .files import COMPRESSIONS, DATA_EXTRA, _need
+
+OUTPUTS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+           ".parquet": "parquet", ".pq": "parquet"}
+TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def output_format(output: str | Path | None) -> str:
+    if output is None or str(output) == "-":
+        return "jsonl"
+    suffix = Path(output).suffix.lower()
+    if suffix in COMPRESSIONS:
+        raise ConfigError(f"--output {output}: compressed outputs are not written; fix: write "
+                          f"{Path(output).stem} and compress it afterwards (or pipe standard output through gzip)")
+    fmt = OUTPUTS.get(suffix, "jsonl")
+    if fmt == "parquet":
+        _need("pyarrow", f"--output {output}: writing parquet needs pyarrow")
+    return fmt
+
+
+def _flat(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, dict, tuple)):
+        return json.dumps(v, ensure_ascii=False)
+    return v
+
+
+class Writer:
+    """`write(rows, lines)` for each chunk (lines: the input line of each row, for messages); `close(ok)`."""
+
+    def __init__(self, output: str | Path | None, input_schema: Any = None, source: str = "input"):
+        self.source = source
+        self.fmt = output_format(output)
+        self.final = None if output is None or str(output) == "-" else Path(output)
+        self.path = None if self.final is None else self.final.with_name(self.final.name + ".part")
+        self.input_schema = input_schema
+        self.columns: list[str] | None = None
+        self.rows = 0
+        self._pq: Any = None
+        self._schema: Any = None
+        self.f: IO[str] | None = None
+        if self.final is not None:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+        if self.fmt != "parquet":
+            self.f = sys.stdout if self.path is None else open(self.path, "w", encoding="utf-8", newline="")
+            self._csv = csv.writer(self.f, lineterminator="\n") if self.fmt == "csv" else None
+
+    def write(self, rows: list[dict[str, Any]], lines: list[int]) -> None:
+        if not rows:
+            return
+        if self.fmt in ("csv", "tsv", "parquet"):
+            self._check_columns(rows, lines)
+        if self.fmt == "parquet":
+            self._write_parquet(rows)
+        else:
+            assert self.f is not None
+            self.f.write(self._text(rows))
+            self.f.flush()
+        self.rows += len(rows)
+
+    def _text(self, rows: list[dict[str, Any]]) -> str:
+        if self.fmt == "jsonl":
+            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        if self.fmt == "json":
+            body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+            return ("[\n" if self.rows == 0 else ",\n") + body
+        assert self.columns is not None
+        head = [self.columns] if self.rows == 0 else []
+        table = head + [[_flat(r.get(c)) for c in self.columns] for r in rows]
+        if self.fmt == "tsv":
+            return "".join("\t".join(str(c).translate(TSV_ESCAPES) for c in cells) + "\n" for cells in table)
+        assert self._csv is not None
+        self._csv.writerows(table)
+        return ""
+
+    def _check_columns(self, rows: list[dict[str, Any]], lines: list[int]) -> None:
+        if self.columns is None:
+            self.columns = list(rows[0])
+        known = set(self.columns)
+        for r, line in zip(rows, lines):
+            extra = [k for k in r if k not in known]
+            if extra:
+                raise DataError(f"{self.source} line {line}: key {extra[0]!r} is not among the columns of the first record "
+                                f"({', '.join(self.columns)}), which {self.fmt.upper()} fixes for the whole file; "
+                                f"fix: write JSONL (--output NAME.jsonl), whose records may differ")
+
+    def _write_parquet(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keep = set(self.input_schema.names) if self.input_schema is not None else set()
+        rows = [{k: (v if k in keep or v is None else _flat(v) if isinstance(v, (list, dict, tuple)) else v)
+                 for k, v in r.items()} for r in rows]
+        if self._schema is None:
+            assert self.columns is not None
+            others = pa.Table.from_pylist([{k: r.get(k) for k in self.columns if k not in keep} for r in rows]).schema
+            fields = [self.input_schema.field(k) if k in keep else others.field(k) for k in self.columns]
+            self._schema = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in fields])
+            self._pq = pq.ParquetWriter(self.path, self._schema)
+        try:
+            table = pa.Table.from_pylist(rows, schema=self._schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise DataError(f"{self.final}: a value does not fit the column types taken from the first rows "
+                            f"({str(e).splitlines()[0]}); fix: make the column's type consistent, or write "
+                            f"JSONL/CSV") from None
+        self._pq.write_table(table)
+
+    def close(self, ok: bool) -> None:
+        """Finish (ok) or throw away the partial file."""
+        try:
+            if ok and self.fmt == "json" and self.f is not None:
+                self.f.write("[]\n" if self.rows == 0 else "\n]\n")
+            if self.fmt == "parquet" and ok and self._pq is None and self.path is not None:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.table({}), self.path)
+        finally:
+            if self._pq is not None:
+                self._pq.close()
+            if self.f is not None and self.f is not sys.stdout:
+                self.f.close()
+            elif self.f is not None:
+                self.f.flush()
+        if self.path is not None:
+            if ok:
+                os.replace(self.path, self.final)
+            elif self.path.exists():
+                self.path.unlink()
+
+
+__all__ = ["Writer", "output_format", "OUTPUTS", "DATA_EXTRA"]
