@@ -111,7 +111,7 @@ def _binary(src: Source) -> io.BufferedIOBase:
 
 def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError) -> DataError:
     """The line, the encoding the bytes most likely are (data.readers.detect_encoding) and the iconv fix."""
-    from ..data.readers import ICONV, NAMES, detect_encoding
+    from ..data.readers import ENC_NAMES, ICONV, detect_encoding
 
     enc = detect_encoding(sample)
     p = Path(src.name)
@@ -120,7 +120,7 @@ def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError)
         what, fix = ("not UTF-8 (its encoding could not be told)", f"find its encoding (e.g. `file -i FILE`) and "
                      f"convert it: `iconv -f ENCODING -t UTF-8 {target}`")
     else:
-        what = f"not UTF-8 but most likely {NAMES.get(enc, enc.upper().replace('_', '-'))}"
+        what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
         fix = f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`"
     return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
                      f"{what}; fix: {fix}")
