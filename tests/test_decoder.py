@@ -1,4 +1,4 @@
-"""Decoder LMs as classifier backbones: tiny random LLaMA and Qwen2 bodies built here (AutoModel of a saved
+"""Decoder LMs as classifier backbones: tiny random LLaMA, Qwen2 and GPT-2 bodies built here (AutoModel of a saved
 *ForCausalLM), a character tokenizer without a pad token, `last` pooling exact against a gather written here for
 left and right padding, logits independent of batch neighbours and of the padding side, training with LoRA end to
 end, and the packaged SmolLM2-135M (GGUF, skipped when the package is missing) for a few steps."""
@@ -34,20 +34,25 @@ def char_tokenizer():
 
 
 def make_tiny_decoder(path: Path, kind: str) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM)
 
     tok = char_tokenizer()
     common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1,
                   eos_token_id=2)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**common)) if kind == "llama" else Qwen2ForCausalLM(Qwen2Config(**common))
+    if kind == "gpt2":   # absolute position embeddings: left padding needs positions counted from the mask
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                           bos_token_id=1, eos_token_id=2))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common)) if kind == "llama" else Qwen2ForCausalLM(Qwen2Config(**common))
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
 def tiny_decoder(request, tmp_path_factory) -> Path:
     return make_tiny_decoder(tmp_path_factory.mktemp(request.param) / request.param, request.param)
 
