@@ -209,6 +209,8 @@ def test_lora_from_the_command_line(tiny_model, thuc_dir, tmp_path):
     cfg = json.loads((out / "model" / "adapter_config.json").read_text())
     assert sorted(cfg["target_modules"]) == ["query", "value"] and cfg["r"] == 4 and cfg["lora_alpha"] == 8
     assert linear_leaf_names(load_model(out / "model")[0].encoder) == ["query", "key", "value", "dense"]
+    card = (out / "model" / "README.md").read_text(encoding="utf-8")      # the card says how such a folder loads
+    assert "lora adapters" in card and "merges the adapters" in card and 'pipeline("text-classification"' not in card
     # the ONNX bundle carries the merged weights (export verifies it against torch); it needs no peft to run
     pytest.importorskip("onnxruntime")
     from tricklab.inference.export import export_bundle
@@ -220,3 +222,13 @@ def test_lora_from_the_command_line(tiny_model, thuc_dir, tmp_path):
     onnx_p = [r["label"] for r in Predictor.from_bundle(tmp_path / "bundle").predict(texts)]
     assert torch_p == onnx_p
     assert not list((tmp_path / "bundle").rglob("adapter_*"))
+
+
+def test_push_refuses_an_adapter_folder(tiny_model, tmp_path):
+    from tricklab.errors import TrickLabError
+    from tricklab.inference.hub import model_folder
+
+    model, tok, path, _ = adapted(tiny_model)
+    save_model(model, tok, tmp_path / "m", meta_for(path))
+    with pytest.raises(TrickLabError, match="holds adapters.*tricklab export"):
+        model_folder(tmp_path / "m", log=None)
