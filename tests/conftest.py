@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["TRICKLAB_CACHE"] = tempfile.mkdtemp(prefix="tricklab-test-cache-")  # per-host caches, not the user's
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLASSES = {"sports": "球赛队员冠军胜负", "finance": "股市银行利率基金", "game": "玩家游戏版本电竞"}

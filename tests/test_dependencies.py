@@ -80,17 +80,6 @@ def test_the_private_apis_still_used_exist():
     assert callable(getattr(AcceleratorState, "_reset_state", None))
 
 
-def test_fast_bf16_detection_uses_public_apis():
-    from tricklab.model.runtime import cpu_has_fast_bf16
-
-    try:
-        flags = open("/proc/cpuinfo").read().split()
-    except OSError:
-        pytest.skip("no /proc/cpuinfo")
-    cpu_has_fast_bf16.cache_clear()
-    assert cpu_has_fast_bf16() == ("amx_bf16" in flags and torch.backends.mkldnn.is_available())
-
-
 BASE_INSTALL = r"""
 import sys
 for name in sys.argv[1].split(","):   # as if only the core dependencies were installed: import fails, find_spec is None

@@ -15,7 +15,7 @@ import tricklab  # noqa: E402
 SRC = Path(tricklab.__file__).resolve().parent
 # lower number = lower layer; a module may import its own layer or below, never above
 LAYERS = {
-    "config": 0, "registry": 0, "types": 0, "errors": 0, "_compat": 0,
+    "config": 0, "registry": 0, "types": 0, "errors": 0, "_compat": 0, "runfiles": 0,
     "data": 1, "model": 1, "losses": 1, "tricks": 1, "evaluation": 1, "generation": 1,
     "training": 2, "inference": 2,
     "ablation": 3,

@@ -61,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = [f for f, v in (("--config", args.config), ("--set", args.set), ("--model", args.model),
                                ("--loss", args.loss), ("--aux", args.aux), ("--trick", args.trick),
                                ("--epochs", args.epochs), ("--max-train-samples", args.max_train_samples),
+                               ("--max-train-per-class", args.max_train_per_class),
                                ("--overwrite", args.overwrite), ("--report-to", args.report_to),
                                ("--plugin", args.plugin)) if v]
         if extra:
@@ -72,7 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif not args.data:
         raise ConfigError("--data is required: a folder with train/dev/test files, or a training file "
                           "(--out R --resume continues a run without it)")
-    cfg = _config(args, {"train.epochs": args.epochs, "data.max_train_samples": args.max_train_samples}) \
+    cfg = _config(args, {"train.epochs": args.epochs, "data.max_train_samples": args.max_train_samples,
+                         "data.max_train_per_class": args.max_train_per_class}) \
         if not args.resume else None
     train(cfg, args.data, args.dev, args.test, args.out, resume=args.resume, progress=not args.quiet,
           force=args.force, overwrite=args.overwrite,
@@ -94,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference.evaluate import evaluate_run
 
-    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out)
+    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out, sets=args.set)
     return 0
 
 
@@ -105,10 +107,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size, **_decision(args))
     else:
         pred = Predictor.from_run(args.run, batch_size=args.batch_size, threads=args.threads, **_decision(args))
+    from .data.readers import decode_text
+
     pair = bool(pred.meta["data"].get("pair"))
-    src = sys.stdin if args.input in (None, "-") else open(_existing(args.input), encoding="utf-8-sig")
+    if args.input in (None, "-"):   # bytes, decoded here: another encoding is one line, not a traceback
+        buf = getattr(sys.stdin, "buffer", None)
+        lines = (decode_text(buf.read(), "<stdin>") if buf is not None else sys.stdin.read()).splitlines()
+    else:
+        lines = decode_text(Path(_existing(args.input)).read_bytes(), args.input).splitlines()
     texts, dropped_cols = [], False
-    for line in src:
+    for line in lines:
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -152,7 +160,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .ablation.compare import compare
 
-    base = _config(args, {"data.max_train_samples": args.max_train_samples, "train.epochs": args.epochs})
+    base = _config(args, {"data.max_train_samples": args.max_train_samples, "train.epochs": args.epochs,
+                         "data.max_train_per_class": args.max_train_per_class})
     res = compare(base, args.data, args.dev, args.test, variants=args.variants, variants_file=args.variants_file,
                   seeds=args.seeds, out=args.out, jobs=args.jobs, baseline=args.baseline, metric=args.metric)
     return 1 if res.failed else 0
@@ -161,7 +170,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .ablation.tune import tune
 
-    base = _config(args, {"data.max_train_samples": args.max_train_samples, "train.epochs": args.epochs})
+    base = _config(args, {"data.max_train_samples": args.max_train_samples, "train.epochs": args.epochs,
+                         "data.max_train_per_class": args.max_train_per_class})
     tune(base, args.data, args.dev, args.test, space=args.space, trials=args.trials, out=args.out,
          timeout=args.timeout, jobs=args.jobs, pruner=args.pruner, metric=args.metric,
          verify_seeds=args.verify_seeds, worker=args.worker)
@@ -239,6 +249,8 @@ def add_compare_parsers(sub: Any) -> None:
     c.add_argument("--seeds", default="3", help="number of seeds (5: train.seed 1..5) or a comma list (default 3)")
     c.add_argument("--out", default="runs/compare", help="grid folder: OUT/<variant>/seed<k> (default runs/compare)")
     c.add_argument("--max-train-samples", type=int, help="budget: data.max_train_samples for every run")
+    c.add_argument("--max-train-per-class", type=int, help="few-shot: data.max_train_per_class K for every run "
+                                                         "(K per class, drawn with each run's train.seed)")
     c.add_argument("--epochs", type=float, help="budget: train.epochs for every run")
     c.add_argument("--jobs", type=int, default=1, help="runs at a time, as subprocesses when > 1 (default 1)")
     c.add_argument("--baseline", default="baseline", help="the variant the others are compared to (default baseline)")
@@ -261,6 +273,8 @@ def add_compare_parsers(sub: Any) -> None:
     tu.add_argument("--verify-seeds", type=int, default=3, help="re-run best and base config over this many seeds "
                                                                  "and compare them on test (0: skip; default 3)")
     tu.add_argument("--max-train-samples", type=int, help="budget: data.max_train_samples for every trial")
+    tu.add_argument("--max-train-per-class", type=int, help="few-shot: data.max_train_per_class K for every trial "
+                                                         "(K per class, drawn with each trial's train.seed)")
     tu.add_argument("--epochs", type=float, help="budget: train.epochs for every trial")
     tu.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     config_flags(tu)
@@ -289,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     t.add_argument("--epochs", type=float, help="train.epochs")
     t.add_argument("--max-train-samples", type=int, help="data.max_train_samples: train on a seeded sample of N")
+    t.add_argument("--max-train-per-class", type=int, help="data.max_train_per_class: train on a seeded, stratified "
+                                                        "sample of K per class (few-shot experiments)")
     config_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -305,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
                                  "(default: the run or bundle folder)")
     e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="read --data another way than the run read its files, e.g. data.text_column=1 (data.* only)")
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict texts (one per line; text_a<TAB>text_b for pair models); JSONL out")
@@ -359,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .runfiles import watch_parent
+
+    watch_parent()             # a training subprocess of `compare --jobs` ends with its parent
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

@@ -22,6 +22,7 @@ SAMPLERS = ("shuffle", "balanced")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
+STRATEGIES = ("finetune", "setfit")
 
 
 @dataclass
@@ -38,7 +39,14 @@ class DataConfig:
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
     dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file
+    test_ratio: float = 0.0        # held out from train (stratified) as test when there is no test file; 0: none
+                                   # (the final scores are then on dev, which also picked the checkpoint)
+    on_invalid: str = "error"      # error | skip: a row with a problem of its own (empty text, unknown label, wrong
+                                   # column count, NaN target, ...) stops the run, or is dropped and listed in
+                                   # OUT/skipped_rows.tsv; file-level problems always stop
     max_train_samples: int = 0     # 0: all
+    max_train_per_class: int = 0   # > 0: a stratified sample of this many train rows per class (single-label; seeded
+                                   # by train.seed; classes with fewer keep all), for few-shot experiments
     sampler: str = "shuffle"       # shuffle: every train row once per epoch | balanced: rows drawn with replacement,
                                    # every class equally likely (single-label; see data/balance.py)
     # texts longer than max_length (see data/truncation.py):
@@ -79,7 +87,7 @@ class TrainConfig:
     warmup_steps: int = 0          # > 0: this many warm-up steps instead of warmup_ratio
     max_grad_norm: float = 1.0     # 0: no clipping
     grad_accum: int = 1
-    precision: str = "auto"        # auto (bf16 where fast) | bf16 | fp16 | fp32
+    precision: str = "auto"        # auto (bf16 where measured fast) | bf16 | fp16 | fp32
     seed: int = 42
     eval_every: int = 0            # optimizer steps between dev evaluations; 0: once per epoch
     metric: str = "auto"           # dev metric that picks the best checkpoint (auto: by task)
@@ -92,6 +100,11 @@ class TrainConfig:
                                    # about 3x the model's size each, e.g. 288 MB for a 24M-parameter model)
     keep_checkpoints: int = 1      # how many of the latest checkpoints stay on disk
     adam_bias_correction: bool = True  # false: BertAdam-like steps, (1-b1^t)/sqrt(1-b2^t) x AdamW's (6.5x at step 10)
+    strategy: str = "finetune"     # finetune: the loss on the head's logits | setfit: contrastive pairs tune the
+                                   # encoder, then a logistic-regression head on its frozen embeddings (training/setfit.py)
+    setfit_iterations: int = 20    # setfit: pairs per train row and epoch: this many positive + this many negative
+    setfit_head_c: float = 1.0     # setfit: inverse L2 strength of the logistic-regression head (scikit-learn's C)
+    setfit_head_steps: int = 300   # setfit: L-BFGS iterations at most for the head
 
 
 @dataclass
@@ -129,7 +142,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        from .runfiles import atomic_write
+
+        atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -229,8 +244,18 @@ def validate(cfg: Config) -> None:
     choice("data.truncation", cfg.data.truncation, ("head", "tail", "head_tail", "chunk"))
     choice("data.chunk_agg", cfg.data.chunk_agg, ("mean", "max"))
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
+    choice("data.on_invalid", cfg.data.on_invalid, ("error", "skip"))
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
     choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
+    choice("train.strategy", cfg.train.strategy, STRATEGIES)
+    if cfg.train.strategy == "setfit":
+        validate_setfit(cfg)
+    if cfg.data.max_train_per_class < 0:
+        raise ConfigError(f"config data.max_train_per_class: must be at least 0 (0: every train row), got "
+                          f"{cfg.data.max_train_per_class}")
+    if cfg.data.max_train_per_class and cfg.task in ("multi_label", "regression"):
+        raise ConfigError(f"config data.max_train_per_class: a per-class sample is for single_label tasks, not "
+                          f"{cfg.task}; fix: --set data.max_train_samples=N instead")
     for tracker in tracker_names(cfg.tracking.report_to):
         choice("tracking.report_to", tracker, TRACKERS)
         if tracker == "none":
@@ -248,6 +273,9 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.data.head_ratio <= 1:
         raise ConfigError(f"config data.head_ratio: must be in [0, 1] (share of the tokens kept from the start; "
                           f"0.25 keeps 128 + 382 of 512), got {cfg.data.head_ratio}")
+    if not 0 <= cfg.data.test_ratio < 1:
+        raise ConfigError(f"config data.test_ratio: must be in [0, 1) (the share of train held out as test when there "
+                          f"is no test file; 0: none), got {cfg.data.test_ratio}")
     if cfg.data.max_chunks < 1:
         raise ConfigError(f"config data.max_chunks: must be at least 1 (windows per document), got {cfg.data.max_chunks}")
     if cfg.data.stride is not None and not 0 <= cfg.data.stride < cfg.data.max_length - 2:
@@ -278,6 +306,32 @@ def validate(cfg: Config) -> None:
         for i, item in enumerate(getattr(cfg, key)):
             if not isinstance(item, dict) or "name" not in item:
                 raise ConfigError(f"config {key}[{i}]: expected a mapping with a 'name', got {item!r}")
+
+
+def validate_setfit(cfg: Config) -> None:
+    """train.strategy=setfit: single-label, a linear head (the logistic regression), no other loss or trick."""
+    tc = cfg.train
+    if cfg.task in ("multi_label", "regression"):
+        raise ConfigError(f"config train.strategy=setfit: for single_label classification only, not {cfg.task}; "
+                          f"fix: --set train.strategy=finetune")
+    if cfg.model.head != "linear":
+        raise ConfigError(f"config train.strategy=setfit fits a logistic-regression head: model.head must be linear, "
+                          f"got {cfg.model.head!r}; fix: --set model.head=linear")
+    if cfg.data.sampler != "shuffle" or cfg.model.prior_bias_init == "true":
+        key, value = (("data.sampler", cfg.data.sampler) if cfg.data.sampler != "shuffle"
+                      else ("model.prior_bias_init", "true"))
+        raise ConfigError(f"config train.strategy=setfit draws its own balanced pairs and fits the head afterwards, so "
+                          f"{key}={value} would not be used; fix: drop it or --set train.strategy=finetune")
+    used = [k for k, v in (("loss", cfg.loss), ("aux_losses", cfg.aux_losses), ("tricks", cfg.tricks)) if v]
+    if used:
+        raise ConfigError(f"config train.strategy=setfit trains with its own contrastive loss, so {', '.join(used)} "
+                          f"would not be used; fix: remove {', '.join(used)} or --set train.strategy=finetune")
+    for path, v, lo in (("train.setfit_iterations", tc.setfit_iterations, 1),
+                        ("train.setfit_head_steps", tc.setfit_head_steps, 1)):
+        if v < lo:
+            raise ConfigError(f"config {path}: must be at least {lo}, got {v}")
+    if tc.setfit_head_c <= 0:
+        raise ConfigError(f"config train.setfit_head_c: must be positive (inverse L2 strength), got {tc.setfit_head_c}")
 
 
 def tracker_names(report_to: str) -> list[str]:

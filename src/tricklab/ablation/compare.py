@@ -19,8 +19,10 @@ Layout of OUT (what `tricklab report --runs OUT` reads back):
         train.log                   the run's console output (its tail is shown when a run fails)
         config.yaml, metrics.json, predictions.npz, log.jsonl, model/, checkpoints/
 
-Re-running the same command continues a grid: runs with metrics.json are skipped, runs with a
-checkpoint are resumed (`train --resume`), other run folders are restarted from scratch.
+Re-running the same command continues a grid: runs with a readable metrics.json are skipped, runs
+with a checkpoint are resumed (`train --resume`; a metrics.json torn by a kill counts as unfinished),
+other run folders are restarted from scratch. A run folder another process is writing (its lock,
+runfiles.RunLock) is refused with that process's pid; `--jobs` subprocesses end with their parent.
 """
 from __future__ import annotations
 
@@ -31,7 +33,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ import yaml
 
 from ..config import Config, from_dict, read_yaml_mapping
 from ..errors import ConfigError, TrickLabError
+from ..runfiles import LOCK_FILE, RunLock, child_env, holder, write_json, writable
 from .progress import Progress
 
 # name -> partial config. Parameter names are those of losses/ and tricks/ (checked by test_compare).
@@ -63,6 +65,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced_sampler": {"data": {"sampler": "balanced"}},                        # class-balanced batches (resampled)
     "mse": {"loss": {"name": "mse"}},                                             # regression: plain MSE
     "mse_corr": {"loss": {"name": "mse_corr", "corr_weight": 1.0}},               # regression: MSE + (1 - Pearson)
+    "finetune": {"train": {"strategy": "finetune"}},                              # fine-tune encoder + head on the loss
+    "setfit": {"train": {"strategy": "setfit"}},                                  # few-shot: contrastive pairs, then a
+                                                                                  # logistic-regression head (SetFit)
 }
 
 NAMED_LISTS = ("tricks", "aux_losses")
@@ -318,11 +323,37 @@ def run_state(folder: Path) -> str:
     before its first checkpoint, or failed) | new (no folder)."""
     from ..training.checkpoint import latest_checkpoint
 
-    if (folder / "metrics.json").is_file():
+    if (folder / "metrics.json").is_file() and finished(folder):
         return "done"
     if latest_checkpoint(folder / "checkpoints") is not None and (folder / "config.yaml").is_file():
         return "resume"
     return "restart" if folder.exists() else "new"
+
+
+def finished(folder: Path) -> bool:
+    """metrics.json reads as a JSON object (one torn by a kill, or edited into garbage, is an unfinished run)."""
+    try:
+        return isinstance(json.loads((folder / "metrics.json").read_text(encoding="utf-8")), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def check_free(folders: list[Path]) -> None:
+    """Refuse run folders that another process is writing (their lock is held), naming each and its pid."""
+    busy = [f"{f}: in use by another tricklab process (pid {pid})" for f in folders
+            if f.is_dir() and (pid := holder(f)) is not None]
+    if busy:
+        raise TrickLabError("; ".join(busy) + ". Fix: wait for it to end or stop it (kill PID), then run this again; "
+                            "two writers of one run folder would corrupt it")
+
+
+def clear_folder(folder: Path) -> None:
+    """Empty a run folder to restart it, keeping its lock file (held by this process)."""
+    from ..training.checkpoint import remove
+
+    for p in folder.iterdir():
+        if p.name != LOCK_FILE:
+            remove(p)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -370,14 +401,13 @@ def _execute(r: RunSpec, state: str, data: str | Path, dev: str | Path | None, t
     `ready(spec, resumed)` is called once the run folder is prepared (progress.Progress.start)."""
     t0 = time.perf_counter()
     resume = state == "resume"
-    if not resume:
-        if r.folder.exists():
-            shutil.rmtree(r.folder)
-        r.folder.mkdir(parents=True)
-        r.config.save(r.folder / "variant.yaml")
+    with RunLock(r.folder):   # prepared under the run's lock; the training (here or a subprocess) takes it again
+        if not resume:
+            clear_folder(r.folder)
+            r.config.save(r.folder / "variant.yaml")
+        log_path = writable(r.folder / "train.log", r.folder)
     if ready is not None:
         ready(r, resume)
-    log_path = r.folder / "train.log"
     ok = False
     with open(log_path, "a", encoding="utf-8") as log:
         if subprocess_env is None:
@@ -399,9 +429,10 @@ def _execute(r: RunSpec, state: str, data: str | Path, dev: str | Path | None, t
             cmd += ["--resume"] if resume else ["--config", str(r.folder / "variant.yaml")]
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
-            ok = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env).returncode == 0
+            # child_env: the subprocess ends when this process does (kill -9 included; runfiles.watch_parent)
+            ok = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(subprocess_env)).returncode == 0
     seconds = time.perf_counter() - t0
-    if ok and not (r.folder / "metrics.json").is_file():
+    if ok and not finished(r.folder):
         ok = False
         with open(log_path, "a", encoding="utf-8") as log:
             log.write("error: the run ended without writing metrics.json\n")
@@ -486,12 +517,13 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
                           + f" (choose from: {', '.join(TASK_METRICS[task])})")
     states = {r.folder: run_state(r.folder) for r in runs}
     check_reuse(runs, states)
+    check_free([r.folder for r in runs if states[r.folder] != "done"])
 
     out.mkdir(parents=True, exist_ok=True)
     grid = {"baseline": baseline, "seeds": seed_list, "task": task, "variants": {v.name: v.partial for v in vs},
             "data": {"data": str(data), "dev": str(dev) if dev else None, "test": str(test) if test else None},
             "base": base.to_dict()}
-    (out / "compare.json").write_text(json.dumps(grid, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    write_json(out / "compare.json", grid, default=str)
 
     show = metric or DEFAULT_METRIC[task]
     total = len(runs)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import yaml
 
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.predictions import load_predictions
+from ..runfiles import atomic_open, atomic_write, read_json
 from .stats import (MIN_SEEDS_FOR_VERDICT, Bootstrap, McNemar, mcnemar_exact, mean_std, paired_bootstrap,
                     paired_t_test, t_interval, verdict)
 
@@ -119,7 +119,8 @@ def discover_runs(dirs: list[str | Path]) -> list[Run]:
                                 f"{d}/seed<k>/ or {d}/metrics.json")
         for run in found:
             variant = run.parent.name if _SEED_RE.fullmatch(run.name) else run.name
-            metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+            metrics = read_json(run / "metrics.json", "re-run the `tricklab compare` command that made it (it "
+                                "resumes an unfinished run), or delete that run folder")
             seed = _seed_of(run)
             if seed is None:
                 seed = 0
@@ -363,7 +364,7 @@ def write_csv(lb: Leaderboard, path: Path) -> None:
 
     metric_fields = [f"{m}_{s}" for m in lb.metrics for s in ("mean", "std")]
     fields = [*CSV_FIELDS[:3], *metric_fields, *CSV_FIELDS[3:]]
-    with open(path, "w", encoding="utf-8", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for r in lb.rows:
@@ -426,7 +427,7 @@ def write_report(runs: list[Run], out: str | Path, baseline: str = "baseline", m
     lb = build_leaderboard(runs, baseline, metric, require_baseline)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text(markdown(lb), encoding="utf-8")
+    atomic_write(out / "leaderboard.md", markdown(lb))
     write_csv(lb, out / "leaderboard.csv")
     plotted = plot_ablation(lb, out / "ablation.png")
     if printer is not None:

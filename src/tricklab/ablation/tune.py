@@ -20,7 +20,6 @@ folders), best.yaml (the best trial's partial and full config), history.png, imp
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import yaml
 
 from ..config import Config, read_yaml_mapping
 from ..errors import ConfigError
+from ..runfiles import atomic_write, write_json
 from .compare import NAMED_LISTS, RunSpec, Variant, compare, merge, validate_grid, variant_config
 
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "int_log")
@@ -335,9 +335,9 @@ def finish_tune(study: Any, base: Config, params: list[Param], data: Any, dev: A
         raise ConfigError(f"tune: no trial finished in {out}; see trials/*/ (every trial was pruned or failed)")
     best = study.best_trial
     cfg = trial_config(base, best.params)
-    (out / "best.yaml").write_text(yaml.safe_dump({"params": best.params, "value": best.value, "metric": metric,
+    atomic_write(out / "best.yaml", yaml.safe_dump({"params": best.params, "value": best.value, "metric": metric,
                                                    "trial": best.number, "config": cfg.to_dict()},
-                                                  sort_keys=False, allow_unicode=True), encoding="utf-8")
+                                                  sort_keys=False, allow_unicode=True))
     say(f"tune: best trial {best.number}: dev {metric} {best.value:.4f} with "
         + ", ".join(f"{k}={v}" for k, v in best.params.items()))
     plots = save_plots(study, out, say)
@@ -348,7 +348,7 @@ def finish_tune(study: Any, base: Config, params: list[Param], data: Any, dev: A
                                "plots": plots}
     if verify_seeds:
         summary["verify"] = verify(base, best.params, data, dev, test, out, metric, verify_seeds)
-    (out / "tune.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    write_json(out / "tune.json", summary, default=str)
     return summary
 
 
@@ -364,8 +364,7 @@ def verify(base: Config, values: dict[str, Any], data: Any, dev: Any, test: Any,
     stripped = {**base_d, **{lst: [x for x in base_d.get(lst, []) if _name(x) not in names] for lst, names in off.items()}}
     grid_base = variant_config(stripped, Variant("default", {}), base.train.seed)
     vfile = out / "verify_variants.yaml"
-    vfile.write_text(yaml.safe_dump({"default": removed, "tuned": partial}, sort_keys=False, allow_unicode=True),
-                     encoding="utf-8")
+    atomic_write(vfile, yaml.safe_dump({"default": removed, "tuned": partial}, sort_keys=False, allow_unicode=True))
     res = compare(grid_base, data, dev, test, variants="default,tuned", variants_file=vfile, seeds=seeds,
                   out=out / "verify", baseline="default", metric=metric)
     rows = [] if res.leaderboard is None else res.leaderboard.rows

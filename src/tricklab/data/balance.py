@@ -61,3 +61,22 @@ def imbalance_note(counts: Sequence[int], names: Sequence[str], sampler: str = "
     if sampler == "balanced":
         return head + " data.sampler=balanced is on: batches draw every class equally."
     return head + " Remedies: " + REMEDIES
+
+
+MIN_TRAIN = 10     # fewer train examples than this: the run warns before training
+
+
+def coverage_warnings(counts: Sequence[int], names: Sequence[str], n_train: int, source: str) -> list[str]:
+    """Warnings before training: classes without a single train example (the model cannot learn them; their
+    recall will be 0) and a train set too small to learn from."""
+    out = []
+    empty = [n for n, c in zip(names, counts) if c == 0]
+    if empty:
+        shown = ", ".join(repr(n) for n in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        out.append(f"{source}: {len(empty)} of {len(names)} classes have no train example ({shown}): the model "
+                   f"cannot learn them and will never predict them; fix: add examples of them, or drop them from "
+                   f"the class file")
+    if n_train < MIN_TRAIN:
+        out.append(f"{source}: only {n_train} train example{'s' if n_train != 1 else ''}: far too few to learn from "
+                   f"(the metrics will be noise); fix: give a training file of at least a few examples per class")
+    return out

@@ -2,11 +2,13 @@
 
 Formats: THUCNews-style `text<TAB>label`, TSV/CSV with or without a header (columns by name or
 0-based index), JSONL, sentence pairs (text_a, text_b), other delimiters (e.g. `labels<SPACE>text`).
-UTF-8 with or without BOM, LF or CRLF. GBK/GB18030 files are detected and named as such.
+UTF-8 with or without BOM, LF or CRLF. A file in another encoding is refused with its line and the encoding
+detected by charset_normalizer (GB18030, Big5, Shift_JIS, EUC-KR, cp1252, ...), named in the iconv fix.
 """
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Any
 
 from ..config import DataConfig
 from ..errors import DataError
+from .columns import Rows, column_choice, column_not_found
 
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "title")
 TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2")
@@ -43,22 +46,54 @@ def read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else "")
                         + ": check the path given to --data/--dev/--test")
-    raw = path.read_bytes()
+    return decode_text(path.read_bytes(), path)
+
+
+# legacy encodings worth naming (charset_normalizer picks among them; a free choice over-fits short texts)
+CANDIDATES = ("gb18030", "big5", "shift_jis", "euc_jp", "euc_kr", "cp1252", "cp1251", "koi8_r", "cp1250",
+              "iso8859_7", "cp1256", "cp1255", "cp874", "cp1258", "utf_16")
+NAMES = {"gb18030": "GBK/GB18030 (Chinese)", "big5": "Big5 (Traditional Chinese)", "shift_jis": "Shift_JIS (Japanese)",
+         "cp932": "Shift_JIS (Japanese)", "euc_jp": "EUC-JP (Japanese)", "euc_kr": "EUC-KR (Korean)",
+         "cp949": "EUC-KR (Korean)", "cp1252": "Windows-1252 (Western European)", "cp1251": "Windows-1251 (Cyrillic)"}
+ICONV = {"gb18030": "GB18030", "big5": "BIG5", "shift_jis": "SHIFT_JIS", "cp932": "CP932", "euc_jp": "EUC-JP",
+         "euc_kr": "EUC-KR", "cp949": "CP949", "koi8_r": "KOI8-R", "utf_16": "UTF-16"}
+
+
+def detect_encoding(raw: bytes) -> str | None:
+    """The most likely legacy encoding of bytes that are not UTF-8, or None: charset_normalizer's matches of least
+    chaos; a tie (short texts decode cleanly in several CJK encodings) goes to the earlier of CANDIDATES."""
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:
+        return None
+    matches = list(from_bytes(raw[:200_000], cp_isolation=list(CANDIDATES)))
+    if not matches:
+        return None
+    low = min(m.chaos for m in matches)
+    tied = {name for m in matches if m.chaos <= low + 0.01 for name in m.could_be_from_charset}
+    return next((c for c in CANDIDATES if c in tied), matches[0].encoding)
+
+
+def decode_text(raw: bytes, path: Path | str) -> str:
+    """UTF-8 text (BOM stripped), or one line: the first undecodable line, the encoding detected and the iconv fix."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        try:
-            raw.decode("gb18030")
-            enc = "GBK/GB18030 (Chinese legacy encoding)"
-        except UnicodeDecodeError:
-            enc = "not UTF-8 (unknown encoding)"
-        raise DataError(
-            f"{path} line {line}: undecodable bytes {raw[e.start:e.start + 4]!r}: the file is {enc}; "
-            f"fix: convert it to UTF-8, e.g. `iconv -f GB18030 -t UTF-8 {path} > {path.stem}.utf8{path.suffix}`"
-        ) from None
+        enc = detect_encoding(raw)
+        name = Path(str(path))
+        if enc is None:
+            what, fix = ("not UTF-8 (its encoding could not be told)",
+                         f"find its encoding (e.g. `file -i {name}`) and convert it: `iconv -f ENCODING -t UTF-8 {name} "
+                         f"> {name.stem}.utf8{name.suffix}`")
+        else:
+            what = f"not UTF-8 but most likely {NAMES.get(enc, enc.upper().replace('_', '-'))}"
+            fix = (f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 "
+                   f"{name} > {name.stem}.utf8{name.suffix}`")
+        raise DataError(f"{path} line {line}: undecodable bytes {raw[e.start:e.start + 4]!r}: the file is {what}; "
+                        f"fix: {fix}") from None
 
 
 def detect_format(path: Path, cfg: DataConfig) -> str:
@@ -119,8 +154,10 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
         return cfg.header == "true"
     named = [c for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)]
     cells = [c.strip().lower() for c in first]
-    if named:
-        return all(n.lower() in cells for n in named)
+    if named:  # a row of names that lacks a wanted one is still a header: the error then names the closest
+        names_like = all(c == "" or c.replace(" ", "_").replace("-", "_").isidentifier() for c in cells)
+        return all(n.lower() in cells for n in named) or names_like and (
+            any(c in KNOWN for c in cells) or any(difflib.get_close_matches(n.lower(), cells, 1) for n in named))
     return any(c in KNOWN for c in cells) and all(c == "" or c.isidentifier() or c in KNOWN for c in cells)
 
 
@@ -129,14 +166,14 @@ def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ..
         return want
     if header is None:
         if want is not None:
-            raise DataError(f"{path}: data.{role}_column={want!r} names a column, but the file has no header line; "
-                            f"fix: use a 0-based column index, e.g. --set data.{role}_column=0")
+            raise DataError(f"{path}: data.{role}_column={want!r} names a column, but the file has no header line "
+                            f"(line 1 holds data); fix: use a 0-based column index, e.g. --set data.{role}_column=0, "
+                            f"or add a header line")
         return None
     low = [h.strip().lower() for h in header]
     if want is not None:
         if want.lower() not in low:
-            raise DataError(f"{path} line 1: no column named {want!r} (header: {', '.join(header)}); "
-                            f"fix: set data.{role}_column to one of those names")
+            raise column_not_found(path, role, want, header)
         return low.index(want.lower())
     for n in names:
         if n in low:
@@ -212,7 +249,9 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             problems.append(f"{path} line {line}: empty label for {_short(text)}; fix: add the label or delete the line")
             continue
         rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None))
-    return rows
+    out = Rows(rows)
+    out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si})
+    return out
 
 
 def _read_jsonl(path: Path, text: str, cfg: DataConfig, labelled: bool, problems: list[str]) -> list[Row]:

@@ -3,7 +3,6 @@ dev (temperature or thresholds, saved in the model meta), metrics, and the run f
 predictions.npz, bad_cases.tsv, confusion matrix, reliability diagram)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..data import DataBundle, Encoded
 from ..model import load_model
 from ..model.classifier import META_FILE
 from ..model.runtime import all_logits
+from ..runfiles import write_json, write_manifest
 from .calibration import fit_temperature, plot_reliability
 from .metrics import compute_run_metrics, sigmoid
 from .predictions import save_predictions
@@ -76,26 +76,33 @@ def finish(out: Path, bundle: DataBundle, dev: Encoded, test: Encoded | None, ba
     meta, preds = best_model_logits(out / "model", bundle, dev, test, batch_size, device, precision)
     names = bundle.label_map.names
     meta = calibrate(meta, bundle.task, preds["dev"], names, calib or CalibrationConfig())
-    (out / "model" / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(out / "model" / META_FILE, meta, root=out)
+    write_manifest(out / "model")                      # the meta changed: its size and hash with it
     res = {name: compute_run_metrics(bundle.task, lg, gold, names, meta) for name, (lg, gold) in preds.items()}
     # per-example logits for `tricklab compare`'s paired tests
     save_predictions(out / "predictions.npz", bundle.task, bundle.label_map.num_labels, preds)  # before metrics.json
     evaluated_on = "test" if "test" in res else "dev"
     final = res[evaluated_on]
     metrics = {**{k: v for k, v in final.items() if k != "confusion_matrix"}, "evaluated_on": evaluated_on,
-               **training, **res}
+               "score_on": bundle.score_on, **training, **res}
+    if bundle.skipped is not None:   # data.on_invalid=skip: rows skipped per split file (OUT/skipped_rows.tsv)
+        metrics["skipped_rows"] = bundle.skipped_counts()
     if "thresholds" in meta:
         metrics["thresholds"] = meta["thresholds"]
     if bundle.task == "single_label":   # classes of the reported split never predicted right (zero_f1_note)
         metrics["zero_f1_classes"] = [n for n, v in final["per_class"].items() if v["support"] and v["f1"] == 0.0]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(out / "metrics.json", metrics, root=out)   # atomic: a killed run has all of it or none
     written = ["model/", "metrics.json", "log.jsonl"] + write_plots_and_bad_cases(out, bundle, evaluated_on, final,
                                                                                   preds, meta)
     if verbose:
+        print(f"scores on {bundle.score_on}")
         print(metrics_table(res))
         print(per_class_table(final))
         warn = zero_f1_note(final, evaluated_on)
         if warn:
             print(warn)
+        if bundle.skipped is not None:
+            print("skipped rows (data.on_invalid=skip): " + ", ".join(f"{k} {v}" for k, v in
+                                                                      bundle.skipped_counts().items()))
         print(f"run folder: {out}  ({', '.join(written)})")
     return metrics

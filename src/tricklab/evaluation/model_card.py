@@ -18,6 +18,7 @@ import yaml
 from ..model import heads as _heads  # noqa: F401  (registration)
 from ..model.resolve import base_model_card
 from ..registry import HEADS
+from ..runfiles import atomic_write
 
 CARD_FILE = "README.md"
 TASK_METRIC_NAMES = {"single_label": [("accuracy", "accuracy"), ("macro_f1", "f1")],
@@ -254,5 +255,5 @@ A {task.replace('_', '-')} text classifier fine-tuned with [tricklab](https://py
 def write_model_card(run: str | Path, command: str | None = None, language: list[str] | None = None,
                      datasets: list[str] | None = None) -> Path:
     path = Path(run) / "model" / CARD_FILE
-    path.write_text(model_card(run, command, language, datasets), encoding="utf-8")
+    atomic_write(path, model_card(run, command, language, datasets), root=run)
     return path

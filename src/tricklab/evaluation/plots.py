@@ -167,11 +167,15 @@ def layout(fig: Any, names: Sequence[str], ticks: Sequence[str], fonts: Fonts) -
         fig.text(0.74, 0.95, "labels\n" + "\n".join(lines), va="top", ha="left", fontsize=8)
 
 
-def save_png(fig: Any, path: Path, labels: Sequence[str], dpi: int = 110) -> None:
-    """Write the figure as PNG with its labels as text (iTXt `Labels`, JSON) and close it."""
+def save_png(fig: Any, path: Path, labels: Sequence[str], dpi: int = 110, root: Path | None = None) -> None:
+    """Write the figure as PNG with its labels as text (iTXt `Labels`, JSON) and close it (atomically, never
+    through a link out of `root`: runfiles.atomic_open)."""
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=dpi, metadata={"Labels": json.dumps(list(labels), ensure_ascii=False)})
+    from ..runfiles import atomic_open
+
+    with atomic_open(path, "wb", root) as f:
+        fig.savefig(f, format="png", dpi=dpi, metadata={"Labels": json.dumps(list(labels), ensure_ascii=False)})
     plt.close(fig)
 
 

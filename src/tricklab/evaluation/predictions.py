@@ -10,11 +10,12 @@ Logits: (N, C) float32 (regression: (N, 1)). Arrays only, no pickles: `np.load(a
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..runfiles import atomic_open
 
 FILE = "predictions.npz"
 
@@ -37,11 +38,8 @@ def save_predictions(path: Path, task: str, num_labels: int, splits: dict[str, t
     for name, (logits, labels) in splits.items():
         arrays[f"{name}_gold"] = gold_array(task, labels, num_labels)
         arrays[f"{name}_logits"] = np.asarray(logits, dtype=np.float32)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    with open(tmp, "wb") as f:
+    with atomic_open(Path(path), "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
 
 
 def load_predictions(run: Path) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..runfiles import atomic_open
 from .calibration import scaled_probs
 from .metrics import sigmoid, worst_confusions
 from .thresholds import multi_hot, threshold_vector
@@ -115,7 +116,7 @@ def write_bad_cases(path: Path, split: str, task: str, rows: Sequence[Any], gold
     pair = bool(rows) and rows[0].text_b is not None
     head = (["text_a", "text_b"] if pair else ["text"]) + ["gold", "predicted", "split"]
     head.insert(-1, "abs_error" if task == "regression" else "confidence")
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(head)
         for i in keep:

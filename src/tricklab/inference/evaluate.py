@@ -5,14 +5,14 @@ run or bundle folder)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig, from_dict, load_config
 from ..data.labels import LabelMap, encode_labels
 from ..data.readers import read_rows
-from ..errors import TrickLabError
+from ..errors import ConfigError, TrickLabError
+from ..runfiles import write_json
 from ..evaluation.metrics import compute_run_metrics
 from ..evaluation.reports import metrics_table, per_class_table, plot_confusion, write_bad_cases
 from .predictor import Predictor
@@ -32,10 +32,27 @@ def _model(run: Path | None, bundle: Path | None, batch_size: int) -> tuple[Pred
     return Predictor.from_run(run, batch_size=batch_size), load_config(run / "config.yaml").data, run
 
 
+def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
+    """`--set data.KEY=VALUE` overrides of how the file is read (only data.* keys: the model is the run's)."""
+    from ..config import parse_set
+
+    d = dataclasses.asdict(data_cfg)
+    for item in sets or []:
+        keys, value = parse_set(item)
+        if len(keys) != 2 or keys[0] != "data":
+            raise ConfigError(f"--set {item!r}: evaluate takes data.* keys only (how --data is read, e.g. --set "
+                              f"data.text_column=1); the model and its training settings are the run's")
+        d[keys[1]] = value
+    return from_dict(DataConfig, d, "data")
+
+
 def evaluate_run(run: str | Path | None, data: str | Path, batch_size: int = 128, verbose: bool = True, *,
-                 bundle: str | Path | None = None, out: str | Path | None = None) -> dict[str, Any]:
-    """Metrics of a run (or a bundle) on a labelled file; the files go to `out` (default: the run/bundle folder)."""
+                 bundle: str | Path | None = None, out: str | Path | None = None,
+                 sets: list[str] | None = None) -> dict[str, Any]:
+    """Metrics of a run (or a bundle) on a labelled file; the files go to `out` (default: the run/bundle folder).
+    sets: `data.KEY=VALUE` overrides of how the run read its files (with_sets)."""
     pred, data_cfg, home = _model(Path(run) if run else None, Path(bundle) if bundle else None, batch_size)
+    data_cfg = with_sets(data_cfg, sets)
     dest = Path(out) if out else home
     dest.mkdir(parents=True, exist_ok=True)
     lm = LabelMap.from_dict(pred.meta["labels"])
@@ -45,7 +62,7 @@ def evaluate_run(run: str | Path | None, data: str | Path, batch_size: int = 128
     logits = pred.logits(texts)
     m = compute_run_metrics(lm.task, logits, gold, lm.names, pred.meta)  # with the run's temperature / thresholds
     stem = Path(data).stem
-    (dest / f"eval_{stem}.json").write_text(json.dumps(m, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(dest / f"eval_{stem}.json", m)   # atomic, and never through a link out of `dest`
     n_bad = write_bad_cases(dest / f"bad_cases_{stem}.tsv", Path(data).name, lm.task, rows, gold, logits, lm.names,
                             pred.meta)
     if "confusion_matrix" in m:

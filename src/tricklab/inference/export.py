@@ -4,7 +4,6 @@ Uses torch.onnx (TorchScript exporter) and onnxruntime's dynamic quantisation; n
 """
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.thresholds import threshold_vector
+from ..runfiles import write_json, write_manifest
 from .onnx import (  # noqa: F401
     BUNDLE_FILE,
     BUNDLE_VERSION,
@@ -168,8 +168,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
                 logging.disable(logging.NOTSET)
         else:
             shutil.move(str(fp32), str(out / ONNX_FILE))
-    tok.save_pretrained(str(out))
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    tok_files = [Path(p).name for p in tok.save_pretrained(str(out))]
+    write_json(out / META_FILE, meta)
 
     # verify: the same texts through both backends
     if verify_texts is not None:
@@ -190,7 +190,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
             "inputs": onnx_pred.model.input_names, "name": run.resolve().name,
             "backbone": meta.get("model", {}).get("backbone"),
             "run": str(run.resolve()), "versions": _versions(), "verify": check}
-    (out / BUNDLE_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(out / BUNDLE_FILE, info)
+    write_manifest(out, [ONNX_FILE, META_FILE, BUNDLE_FILE, *tok_files])   # sizes and SHA-256, checked at load
     if log:
         log(f"exported {out / ONNX_FILE} ({fmt}{', ' + quantize if quantize else ''}, opset {opset})")
         log(f"verify on {check['n']} {source}: torch vs onnx agreement {check['agreement']:.4f}, "

@@ -9,12 +9,14 @@ A bundle folder holds:
                    temperature (single-label) / thresholds (multi-label) fitted on dev, applied by Predictor
   bundle.json      what was exported, how (opset, quantization) and with which versions; the
                    verification result (torch vs ONNX agreement)
+  manifest.json    size and SHA-256 of every file above (runfiles.write_manifest), checked at load: a
+                   missing, truncated or edited file is one line naming it (bundles without one: the tokenizer's
+                   files are checked)
 
 Loading a bundle needs onnxruntime and a tokenizer, never the torch model classes.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..data.batching import Encoded, eval_batches
 from ..errors import ConfigError, TrickLabError
+from ..runfiles import check_manifest, check_tokenizer, check_tokenizer_files, read_json
 
 BUNDLE_FILE = "bundle.json"
 META_FILE = "tricklab.json"
@@ -98,18 +101,29 @@ def load_bundle(bundle_dir: str | Path, threads: int | None = None) -> tuple[Onn
             if (d / "model" / META_FILE).is_file() or (d / META_FILE).is_file() else ""
         raise ConfigError(f"{d}: not a tricklab bundle (needs {BUNDLE_FILE} and {ONNX_FILE}){hint}; "
                           f"fix: `tricklab export --run RUN --out {d}`")
-    info = json.loads((d / BUNDLE_FILE).read_text(encoding="utf-8"))
+    fix = f"export it again: tricklab export --run RUN --out {d} (its files were damaged or lost)"
+    if not check_manifest(d, fix):                 # bundles from before manifests: the tokenizer's files at least
+        check_tokenizer_files(d, fix)
+    info = read_json(d / BUNDLE_FILE, fix)
     if info.get("bundle_version", 0) > BUNDLE_VERSION:
         raise ConfigError(f"{d}: bundle version {info.get('bundle_version')} is newer than this tricklab "
                           f"understands ({BUNDLE_VERSION}); fix: upgrade tricklab")
-    meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    meta = read_json(d / META_FILE, fix)
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(d))
     except (OSError, ValueError) as e:
         raise ConfigError(f"{d}: could not load the bundle's tokenizer: {str(e).splitlines()[0]}") from None
-    return OnnxModel(d / ONNX_FILE, threads), tok, meta
+    check_tokenizer(tok, d, fix)
+    try:
+        model = OnnxModel(d / ONNX_FILE, threads)
+    except TrickLabError:
+        raise
+    except Exception as e:   # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+        raise TrickLabError(f"{d / ONNX_FILE}: unreadable ({str(e).splitlines()[0][:160]}: truncated or damaged); "
+                            f"fix: {fix}") from None
+    return model, tok, meta
 
 
 # ---------------------------------------------------------------- export

@@ -15,6 +15,7 @@ from ..evaluation.metrics import sigmoid
 from ..evaluation.thresholds import check_options, select_labels, threshold_vector
 from ..model import load_model
 from ..model.runtime import all_logits, resolve_precision
+from ..runfiles import confine
 
 Text = str | tuple[str, str] | list[str]
 
@@ -63,6 +64,7 @@ class Predictor:
     def from_run(cls, run_dir: str | Path, **kw: Any) -> "Predictor":
         d = Path(run_dir)
         model_dir = d / "model" if (d / "model").is_dir() else d
+        confine(d, model_dir, "the model folder")        # a run folder is not trusted to link elsewhere
         model, tok, meta = load_model(model_dir)
         return cls(model, tok, meta, **kw)
 

@@ -14,8 +14,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrickLabError
 from ..registry import load_plugins
+from ..runfiles import (atomic_write, check_manifest, check_tokenizer, check_tokenizer_files, read_json, write_json,
+                        write_manifest)
 from ..types import Output
 from .parts import SUMMARY_LAST, ClassifierParts  # noqa: F401  (SUMMARY_LAST: re-exported)
 from .resolve import pretrained_args, resolve_model
@@ -120,14 +122,15 @@ def write_hf_config(out: Path, encoder_config: Any, meta: dict[str, Any], encode
     else:
         cfg = hf_config(encoder_config, len(id2label), id2label, PROBLEM_TYPES[meta["task"]], m["pooling"], m["head"],
                         m.get("head_args") or {}, float(m.get("dropout", 0.1)), list(meta.get("plugins", [])))
-        (out / REMOTE_CODE_FILE).write_text(REMOTE_CODE, encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+        atomic_write(out / REMOTE_CODE_FILE, REMOTE_CODE)
+    write_json(out / "config.json", cfg)
 
 
 def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any]) -> None:
     """Write model/ : config.json (write_hf_config), model.safetensors, tokenizer files (match_tokenizer),
-    tricklab.json. An encoder with adapters (trick lora) saves them alone with the head instead of
-    model.safetensors (adapters.py); tricklab.json's `adapter` names the base model."""
+    tricklab.json, and manifest.json (every file's size and SHA-256, checked by load_model). An encoder with
+    adapters (trick lora) saves them alone with the head instead of model.safetensors (adapters.py); tricklab.json's
+    `adapter` names the base model."""
     out.mkdir(parents=True, exist_ok=True)
     write_hf_config(out, model.encoder.config, meta, type(model.encoder).__name__)
     from .adapters import HEAD_WEIGHTS, has_adapters, save_adapters
@@ -142,7 +145,8 @@ def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any
         save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(out))
     match_tokenizer(out, meta)
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(out / META_FILE, meta)
+    write_manifest(out)
 
 
 def upgrade_model_folder(d: Path) -> bool:
@@ -157,6 +161,8 @@ def upgrade_model_folder(d: Path) -> bool:
     encoder = AutoConfig.from_pretrained(str(d))
     write_hf_config(d, encoder, meta, (cfg.get("architectures") or ["Model"])[0])
     match_tokenizer(d, meta)
+    if (d / "manifest.json").is_file():
+        write_manifest(d)
     return True
 
 
@@ -178,7 +184,7 @@ def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
                     and norm.get("normalizers", [{}])[0].get("type") == "Lowercase"):
                 spec["normalizer"] = {"type": "Sequence",
                                       "normalizers": [{"type": "Lowercase"}] + ([norm] if norm else [])}
-                tok_json.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+                atomic_write(tok_json, json.dumps(spec, ensure_ascii=False))
         if c is not None and "do_lower_case" in c:
             c["do_lower_case"] = True
             if "strip_accents" in c and c["strip_accents"] is None:
@@ -186,7 +192,7 @@ def match_tokenizer(out: Path, meta: dict[str, Any]) -> None:
     if c is not None:
         if data.get("max_length"):
             c["model_max_length"] = int(data["max_length"])
-        tok_cfg.write_text(json.dumps(c, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_json(tok_cfg, c)
 
 
 def encoder_config(d: Path) -> Any:
@@ -198,26 +204,52 @@ def encoder_config(d: Path) -> Any:
     return AutoConfig.from_pretrained(str(d))
 
 
+def check_model_folder(d: Path, what: str = "model folder") -> str:
+    """manifest.json checked (sizes, SHA-256), or for older folders the tokenizer's files; returns the fix text."""
+    fix = (f"copy the {what} {d} again from where it was made (its files were damaged or lost), or train it again "
+           f"(tricklab train ... --overwrite)")
+    if not check_manifest(d, fix):
+        check_tokenizer_files(d, fix)
+    return fix
+
+
 def load_model(model_dir: str | Path) -> tuple[Classifier, Any, dict[str, Any]]:
-    """Load a saved model/ folder (no pretrained download, no pickle)."""
+    """Load a saved model/ folder (no pretrained download, no pickle), checked first (check_model_folder)."""
     d = Path(model_dir)
     if not (d / META_FILE).is_file():
         raise ConfigError(f"{d}: not a tricklab model folder (no {META_FILE}); give a run folder from `tricklab train`")
-    meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    fix = check_model_folder(d)
+    meta = read_json(d / META_FILE, fix)
     load_plugins(meta.get("plugins", []))                     # plugin heads / poolings register themselves
-    m = meta["model"]
     if meta.get("adapter"):
-        return load_with_adapters(d, meta), load_tokenizer(str(d)), meta
-    encoder = AutoModel.from_config(encoder_config(d))
+        model = load_with_adapters(d, meta)
+    else:
+        model = load_full(d, meta, fix)
+    model.eval()
+    tok = load_tokenizer(str(d))
+    check_tokenizer(tok, d, fix)
+    return model, tok, meta
+
+
+def load_full(d: Path, meta: dict[str, Any], fix: str) -> Classifier:
+    """A model/ folder with its full weights (model.safetensors)."""
+    m = meta["model"]
+    try:
+        encoder = AutoModel.from_config(encoder_config(d))
+    except (OSError, ValueError, KeyError) as e:
+        raise TrickLabError(f"{d / 'config.json'}: unreadable ({str(e).splitlines()[0]}); fix: {fix}") from None
     model = Classifier(encoder, meta["num_labels"], m["pooling"], m["head"], m.get("head_args", {}), m.get("dropout", 0.1))
-    state = load_file(str(d / WEIGHTS_FILE))
+    try:
+        state = load_file(str(d / WEIGHTS_FILE))
+    except Exception as e:   # safetensors raises its own error types for a truncated or damaged file
+        raise TrickLabError(f"{d / WEIGHTS_FILE}: unreadable ({str(e).splitlines()[0][:120]}: truncated or damaged); "
+                            f"fix: {fix}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "position_ids" not in k]
     if missing or unexpected:
         raise ConfigError(f"{d / WEIGHTS_FILE}: weights do not match the model (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
-    model.eval()
-    return model, load_tokenizer(str(d)), meta
+    return model
 
 
 def load_with_adapters(d: Path, meta: dict[str, Any]) -> Classifier:
@@ -240,5 +272,4 @@ def load_with_adapters(d: Path, meta: dict[str, Any]) -> Classifier:
     if missing or unexpected:
         raise ConfigError(f"{d / HEAD_WEIGHTS}: the head does not match the model (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
-    model.eval()
     return model

@@ -76,6 +76,11 @@ class CNNHead(_FCOutput, nn.Module):
         return self.fc(self.dropout(feats)), feats
 
 
+def bilstm(in_dim: int, hidden: int, layers: int, dropout: float) -> nn.LSTM:
+    """The bidirectional LSTM of the rnn and rcnn heads (dropout between its layers only)."""
+    return nn.LSTM(in_dim, hidden, layers, batch_first=True, bidirectional=True, dropout=dropout if layers > 1 else 0.0)
+
+
 @HEADS.register("rnn")
 class RNNHead(_FCOutput, nn.Module):
     """Bidirectional LSTM over token states; final forward and backward states -> linear."""
@@ -83,9 +88,7 @@ class RNNHead(_FCOutput, nn.Module):
 
     def __init__(self, in_dim: int, num_labels: int, dropout: float = 0.1, hidden: int = 256, layers: int = 2):
         super().__init__()
-        self.lstm = nn.LSTM(in_dim, hidden, layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if layers > 1 else 0.0)
-        self.dropout = nn.Dropout(dropout)
+        self.lstm, self.dropout = bilstm(in_dim, hidden, layers, dropout), nn.Dropout(dropout)
         self.feature_dim = 2 * hidden
         self.fc = nn.Linear(self.feature_dim, num_labels)
 
@@ -105,9 +108,7 @@ class RCNNHead(_FCOutput, nn.Module):
 
     def __init__(self, in_dim: int, num_labels: int, dropout: float = 0.1, hidden: int = 256, layers: int = 2):
         super().__init__()
-        self.lstm = nn.LSTM(in_dim, hidden, layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if layers > 1 else 0.0)
-        self.dropout = nn.Dropout(dropout)
+        self.lstm, self.dropout = bilstm(in_dim, hidden, layers, dropout), nn.Dropout(dropout)
         self.feature_dim = 2 * hidden + in_dim
         self.fc = nn.Linear(self.feature_dim, num_labels)
 

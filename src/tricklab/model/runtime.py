@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
+import json
+import os
+import platform
+import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -10,31 +14,92 @@ import torch
 
 from ..data.batching import Encoded, collate, eval_batches
 from ..errors import ConfigError
+from ..runfiles import atomic_write
 
 
-@lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """AMX: bf16 matmuls run several times faster than fp32. AVX512-BF16 alone is not enough: measured
-    on such a CPU, a 2048^3 bf16 matmul ran at 151 GFLOPS against 318 for fp32."""
-    if not torch.backends.mkldnn.is_available():   # oneDNN runs CPU bf16 matmuls
-        return False
-    caps = getattr(torch.cpu, "get_capabilities", None)   # public in torch.cpu.__all__ (2.13); older: /proc/cpuinfo
-    if caps is not None:
-        return bool(caps().get("amx_bf16", False))
+# precision: auto on CPU is decided by a short measurement on the machine it runs on, never by CPU flags: hosts of
+# one kind differ (measured: a CPU with AVX512-BF16 ran bf16 matmuls at half its fp32 rate; another at 2.7x).
+BF16_MIN_SPEEDUP = 1.25    # bf16 training also pays casts and fp32 optimizer math: below this it is not worth it
+MATMUL_SHAPE = (1024, 768, 3072)   # tokens x hidden x FFN width: a BERT-base feed-forward layer's matmul
+PROBE_SHAPE = (64, 768, 768)
+
+
+def cache_dir() -> Path:
+    """Where tricklab keeps per-host caches: $TRICKLAB_CACHE, else ~/.cache/tricklab."""
+    return Path(os.environ.get("TRICKLAB_CACHE") or Path.home() / ".cache" / "tricklab")
+
+
+def host_key() -> str:
+    """This CPU, this torch, this many threads: what the measured speeds depend on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def measure_matmul_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = MATMUL_SHAPE, repeats: int = 5,
+                          other: torch.dtype | None = None) -> dict[torch.dtype, float]:
+    """Best-of-`repeats` GFLOPS of an (M, K) @ (K, N) matmul in `dtype` (and in `other`, interleaved with it so
+    that both see the same load on a shared machine)."""
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(0)
+    dtypes = [dtype] + ([other] if other is not None else [])
+    mats = {d: (torch.randn(m, k, generator=gen).to(d), torch.randn(k, n, generator=gen).to(d)) for d in dtypes}
+    best = dict.fromkeys(dtypes, float("inf"))
+    for _ in range(repeats + 1):                      # the first round warms up kernels and caches
+        for d, (a, b) in mats.items():
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best[d] = min(best[d], time.perf_counter() - t0)
+    return {d: 2 * m * k * n / best[d] / 1e9 for d in dtypes}
+
+
+def cpu_bf16_speedup(cache: Path | None = None) -> tuple[float, bool]:
+    """bf16 / fp32 matmul throughput on this CPU, measured once per host (host_key) and cached in
+    cache_dir()/precision.json; returns (speedup, measured now)."""
+    path = (cache or cache_dir()) / "precision.json"
+    key = host_key()
     try:
-        return "amx_bf16" in open("/proc/cpuinfo").read().split()
-    except OSError:
-        return False
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), dict) and "bf16_speedup" in known[key]:
+        return float(known[key]["bf16_speedup"]), False
+    shape = PROBE_SHAPE
+    if not torch.backends.mkldnn.is_available():      # oneDNN runs CPU bf16 matmuls; without it bf16 is emulated
+        speeds = {torch.float32: 1.0, torch.bfloat16: 0.0}
+    else:   # a small probe first: where bf16 is emulated (~1 GFLOPS) the full shape would take a minute
+        speeds = measure_matmul_gflops(torch.float32, PROBE_SHAPE, repeats=2, other=torch.bfloat16)
+        if speeds[torch.bfloat16] >= speeds[torch.float32] / 2:
+            shape = MATMUL_SHAPE
+            speeds = measure_matmul_gflops(torch.float32, shape, other=torch.bfloat16)
+    entry = {"fp32_gflops": round(speeds[torch.float32], 1), "bf16_gflops": round(speeds[torch.bfloat16], 1),
+             "bf16_speedup": round(speeds[torch.bfloat16] / speeds[torch.float32], 3), "shape": list(shape)}
+    known = (known if isinstance(known, dict) else {}) | {key: entry}
+    with contextlib.suppress(OSError):                # a read-only home only costs a measurement next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(known, indent=1))
+    return entry["bf16_speedup"], True
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """auto -> bf16 on fast-bf16 CPUs and bf16-capable GPUs, fp16 on older GPUs, else fp32."""
+def resolve_precision(precision: str, device: str, notes: list[str] | None = None) -> str:
+    """auto -> on CPU bf16 when measured matmuls run >= BF16_MIN_SPEEDUP x faster than fp32, else fp32; on GPU
+    bf16 where supported, else fp16. `notes` gets one line saying what was measured."""
     if precision == "auto":
         if device == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
+        speedup, now = cpu_bf16_speedup()
+        chosen = "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"
+        if notes is not None:
+            notes.append(f"precision auto: {chosen} (bf16 matmuls {speedup:.2f}x fp32 on this CPU, "
+                         f"{'measured now' if now else 'measured before'}; cached in {cache_dir() / 'precision.json'};"
+                         f" --set train.precision=fp32|bf16 to choose)")
+        return chosen
     if precision == "fp16" and device != "cuda":
-        raise ConfigError("train.precision=fp16 needs a GPU; on CPU use bf16 (fast with AMX/AVX512-BF16) or fp32")
+        raise ConfigError("train.precision=fp16 needs a GPU; on CPU use bf16 (fast where bf16 matmuls are) or fp32")
     return precision
 
 

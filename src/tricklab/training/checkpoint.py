@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,27 +16,28 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import TrickLabError
+from ..runfiles import atomic_open, atomic_write, confine
+
+atomic_write_text = atomic_write   # the name of 0.1
+STEP_RE = re.compile(r"step-\d{8}")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def remove(p: Path) -> None:
+    """Remove a file, a folder, or a link (never what a link points to)."""
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+    elif p.exists():
+        shutil.rmtree(p)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move a fully written folder into place (the old one, if any, is removed after)."""
     old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
+    remove(old)
+    if final.exists() or final.is_symlink():
         os.replace(final, old)
     os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
+    remove(old)
 
 
 def rng_state() -> dict[str, Any]:
@@ -56,19 +58,20 @@ def save_checkpoint(root: Path, step: int, model_state: dict[str, torch.Tensor],
                     state: dict[str, Any], keep: int = 1) -> Path:
     """blobs: name -> object saved with torch.save (optimizer, scheduler, tricks; tensors/numbers only)."""
     root.mkdir(parents=True, exist_ok=True)
+    confine(root.parent, root, "the checkpoints folder")         # never written through a link out of the run
     final = root / f"step-{step:08d}"
     tmp = root / f"step-{step:08d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove(tmp)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
     blobs = dict(blobs, torch_rng=torch.get_rng_state(),
                  cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
     for name, obj in blobs.items():
-        torch.save(obj, tmp / f"{name}.pt")
-    (tmp / "state.json").write_text(json.dumps(dict(state, rng=rng_state())))
+        with atomic_open(tmp / f"{name}.pt", "wb") as f:
+            torch.save(obj, f)
+    atomic_write(tmp / "state.json", json.dumps(dict(state, rng=rng_state())))
     replace_dir(tmp, final)
-    atomic_write_text(root / "latest", final.name)
+    atomic_write(root / "latest", final.name)
     for old in sorted(root.glob("step-*")):
         if old.is_dir() and old.name != final.name and not old.name.endswith(".tmp"):
             if len([p for p in root.glob("step-*") if p.is_dir()]) > keep:
@@ -77,10 +80,19 @@ def save_checkpoint(root: Path, step: int, model_state: dict[str, torch.Tensor],
 
 
 def latest_checkpoint(root: Path) -> Path | None:
+    """The checkpoint `root/latest` names: a step-NNNNNNNN folder of `root`, inside the run folder (root's parent)
+    once links are resolved; anything else is refused with one line (a run folder is not trusted to point out)."""
     ptr = root / "latest"
     if not ptr.is_file():
         return None
-    p = root / ptr.read_text().strip()
+    fix = f"delete {ptr} (and any link in {root}) to train again from the start, or restore the run folder"
+    confine(root.parent, ptr, "the checkpoint pointer", fix)
+    name = ptr.read_text(encoding="utf-8", errors="replace").strip()
+    if not STEP_RE.fullmatch(name):
+        raise TrickLabError(f"{ptr}: names {name[:80]!r}, not a checkpoint of this run (step-NNNNNNNN); fix: {fix}")
+    p = root / name
+    if p.exists() or p.is_symlink():
+        confine(root.parent, p, "the checkpoint", fix)
     return p if (p / "state.json").is_file() else None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,14 +24,17 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data import collate
+from ..data.invalid import SKIPPED_FILE, skipped_note, write_skipped
 from ..evaluation.final import finish
 from ..evaluation.metrics import compute_metrics, is_better
 from ..evaluation.model_card import detect_language, write_model_card
 from ..model import save_model
 from ..model.runtime import all_logits
-from .checkpoint import replace_dir, save_checkpoint
+from ..runfiles import RunLock, atomic_write, writable
+from .checkpoint import remove, replace_dir, save_checkpoint
 from .provenance import note_resume, write_run_json
-from .setup import Run, setup
+from .setfit import fit_setfit, setfit_note
+from .setup import Run, run_config, setup
 from .step import accumulate_gradients, optimizer_step
 from .tracking import log_scalars, start_tracking
 
@@ -46,13 +50,26 @@ def train(cfg: Config | None, data: str | Path | None = None, dev: str | Path | 
     when `data` is None, its recorded data files (run.json); other data or versions are refused unless `force`.
     overwrite: replace the run in `out` (without it, a folder holding a run is refused).
     on_evaluate(step, dev_metrics): called after every dev evaluation (`tricklab tune` reports to its pruner there);
-    an exception it raises stops the run and propagates (the run folder keeps its last checkpoint)."""
-    run = setup(cfg, data, dev, test, Path(out), resume, force=force, overwrite=overwrite)
+    an exception it raises stops the run and propagates (the run folder keeps its last checkpoint).
+
+    The run folder is locked for the run's life (runfiles.RunLock): a second process writing it is refused."""
+    out = Path(out)
+    run_config(cfg, out, resume, overwrite)            # a folder that must not be touched is refused before the lock
+    main_rank = os.environ.get("RANK", "0") == "0"     # under torchrun/accelerate launch, rank 0 holds the lock
+    with RunLock(out) if main_rank else contextlib.nullcontext():
+        return train_locked(cfg, data, dev, test, out, resume, progress, force, overwrite, command, on_evaluate)
+
+
+def train_locked(cfg: Config | None, data: str | Path | None, dev: str | Path | None, test: str | Path | None,
+                 out: Path, resume: bool, progress: bool, force: bool, overwrite: bool, command: str | None,
+                 on_evaluate: Callable[[int, dict[str, Any]], None] | None) -> dict[str, Any]:
+    run = setup(cfg, data, dev, test, out, resume, force=force, overwrite=overwrite)
     run.on_evaluate = on_evaluate
     announce(run)
     start_tracking(run.accelerator, run.cfg, run.out)
+    writable(run.out / "log.jsonl", run.out)           # appended to: never through a link out of the run
     with open(run.out / "log.jsonl", "a", encoding="utf-8") if run.main else contextlib.nullcontext() as log:
-        fit(run, log, progress)
+        (fit_few_shot if run.cfg.train.strategy == "setfit" else fit)(run, log, progress)
     acc = run.accelerator
     acc.wait_for_everyone()
     st = run.state
@@ -77,11 +94,18 @@ def dataset_name(data: str | Path) -> str:
     return p.name if p.is_dir() else p.parent.name if p.stem == "train" else p.stem
 
 
+# what a run writes in its folder (finish: evaluation/final.py; model/ and checkpoints/ are folders)
+RUN_OUTPUTS = ("config.yaml", "run.json", "log.jsonl", "metrics.json", "predictions.npz", "bad_cases.tsv",
+               "confusion_matrix.png", "reliability.png", "skipped_rows.tsv", "model", "model.tmp", "checkpoints")
+
+
 def announce(run: Run) -> None:
     """Write the resolved config; print the notes and one line of what is about to happen."""
     if not run.main:
         return
     run.out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_OUTPUTS:       # refused before training, not after it: no write through a link out of the run
+        writable(run.out / name, run.out)
     run.cfg.save(run.out / "config.yaml")
     if run.forced is None:
         write_run_json(run.out, run.data_record)
@@ -89,14 +113,45 @@ def announce(run: Run) -> None:
         note_resume(run.out, run.data_record, run.forced)
         if run.forced:
             run.notes.append("--force: resuming despite: " + "; ".join(run.forced))
-    if run.cfg.train.checkpoint:
+        dropped = truncate_log(run.out / "log.jsonl", run.state.step)
+        if dropped:
+            run.notes.append(f"log.jsonl: {dropped} record(s) past step {run.state.step} dropped (they are logged "
+                             f"again from the checkpoint)")
+    if run.bundle.skipped is not None:
+        write_skipped(run.out / SKIPPED_FILE, run.bundle.skipped)
+        run.notes.append(skipped_note(run.bundle.skipped, run.out / SKIPPED_FILE))
+    if run.cfg.train.strategy == "setfit":
+        run.notes.append(setfit_note(run, len(run.enc.train)))
+    elif run.cfg.train.checkpoint:
         run.notes.append(checkpoint_note(run))
     for n in run.notes:
         tqdm.write(f"note: {n}")
+    for w in run.warnings:
+        tqdm.write(f"warning: {w}")
     b, lm = run.bundle, run.bundle.label_map
     tqdm.write(f"train {len(b.train)} | dev {len(b.dev)}" + (f" | test {len(b.test)}" if b.test else "")
                + f" | {lm.num_labels} {'labels' if b.task != 'regression' else 'output'} | precision {run.precision}"
                + f" | {run.total_steps} steps | {run.world} process(es) on {run.device.type}")
+
+
+def truncate_log(path: Path, step: int) -> int:
+    """--resume: drop the log records past the checkpoint's step, the final records and lines torn by a kill (the
+    resumed run logs those steps again); returns how many were dropped."""
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and rec.get("step", 0) <= step and not any(k.startswith("final/") for k in rec):
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write(path, "".join(ln + "\n" for ln in keep))
+    return dropped
 
 
 def checkpoint_note(run: Run) -> str:
@@ -175,9 +230,7 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
                 epoch = st.epoch + 1
                 if end_of_epoch:  # the checkpoint then points at the next epoch's start
                     st.epoch, st.batch = st.epoch + 1, 0
-                m = evaluate_and_keep_best(run)
-                record(run, log, {"step": st.step, "total_steps": run.total_steps, "epoch": epoch,
-                                  **{f"dev/{k}": v for k, v in m.items() if isinstance(v, float)}})
+                m = evaluate_and_record(run, log, epoch)
                 also = f", macro-F1 {m['macro_f1']:.4f}" if run.metric != "macro_f1" and "macro_f1" in m else ""
                 bar.set_postfix_str(f"dev {run.metric} {m[run.metric]:.4f} (best {st.best:.4f}){also}", refresh=False)
                 if tc.checkpoint:
@@ -194,6 +247,15 @@ def fit(run: Run, log: TextIO | None, progress: bool) -> None:
             st.train_seconds += time.perf_counter() - t0
             st.epoch, st.batch = st.epoch + 1, 0
     bar.close()
+
+
+def fit_few_shot(run: Run, log: TextIO | None, progress: bool) -> None:
+    """train.strategy=setfit (training/setfit.py): the body on sentence pairs, the logistic-regression head, then
+    one dev evaluation, which saves the model."""
+    fit_setfit(run, lambda rec: record(run, log, rec), progress)
+    m = evaluate_and_record(run, log, run.state.epoch)
+    if run.on_evaluate is not None:
+        run.on_evaluate(run.state.step, m)
 
 
 def train_step(run: Run, group: list) -> tuple[dict[str, float], bool]:
@@ -215,6 +277,14 @@ def train_step(run: Run, group: list) -> tuple[dict[str, float], bool]:
     return parts, stepped
 
 
+def evaluate_and_record(run: Run, log: TextIO | None, epoch: int) -> dict[str, Any]:
+    """evaluate_and_keep_best, and its dev metrics as a log record; returns them."""
+    m = evaluate_and_keep_best(run)
+    record(run, log, {"step": run.state.step, "total_steps": run.total_steps, "epoch": epoch,
+                      **{f"dev/{k}": v for k, v in m.items() if isinstance(v, float)}})
+    return m
+
+
 def evaluate_and_keep_best(run: Run) -> dict[str, Any]:
     """Dev metrics under the tricks' evaluation weights (EMA shadows); when the dev metric improves, those are the
     weights saved in out/model. Returns the dev metrics."""
@@ -229,6 +299,7 @@ def evaluate_and_keep_best(run: Run) -> dict[str, Any]:
             st.best, st.best_step, st.bad_evals = m[run.metric], st.step, 0
             if run.main:
                 tmp = run.out / "model.tmp"
+                remove(tmp)                             # a leftover (or a planted link) is never written through
                 save_model(run.raw_model, run.tokenizer, tmp, run.meta)
                 replace_dir(tmp, run.out / "model")
         else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import json
 import subprocess
 import sys
 import time
@@ -23,10 +22,12 @@ from typing import Any
 
 from ..data import locate
 from ..errors import TrickLabError
+from ..runfiles import read_json, write_json
 
 RUN_FILE = "run.json"
 PACKAGES = ("torch", "transformers", "tricklab")
 ROLES = ("train", "dev", "test", "class_file")
+RUN_FIX = "restore {path} from a copy, or delete it and give the run's --data (and --dev/--test) again"
 
 
 def git_commit() -> dict[str, Any] | None:
@@ -76,7 +77,7 @@ def data_record(data: str | Path, dev: str | Path | None, test: str | Path | Non
 def write_run_json(out: Path, record: dict[str, Any]) -> None:
     info = {"versions": versions(), "data": record, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "command": sys.argv if sys.argv and sys.argv[0] else None, "resumes": []}
-    (out / RUN_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(out / RUN_FILE, info)
 
 
 def differences(saved: dict[str, Any], record: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -110,7 +111,7 @@ def resume_data(out: Path, data: str | Path | None, dev: str | Path | None, test
     """--resume: (data, dev, test) to continue on, their record, and the differences forced past (empty unless
     force). Without --data the recorded arguments; refuses differing data or versions unless `force`."""
     path = out / RUN_FILE
-    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    saved = read_json(path, RUN_FIX.format(path=path)) if path.is_file() else None
     if data is None:
         if saved is None:
             raise TrickLabError(f"--resume: {out} has no {RUN_FILE} (a run from an older tricklab) to tell its data; "
@@ -135,7 +136,7 @@ def note_resume(out: Path, record: dict[str, Any], forced: list[str]) -> None:
     path = out / RUN_FILE
     if not path.is_file():
         write_run_json(out, record)
-    info = json.loads(path.read_text(encoding="utf-8"))
+    info = read_json(path, RUN_FIX.format(path=path))
     info.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
                                            "data": record, "forced": forced})
-    path.write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(path, info)

@@ -16,15 +16,17 @@ from accelerate.utils import set_seed
 
 from .. import losses as _losses  # noqa: F401  (registration)
 from .. import tricks as _tricks  # noqa: F401
-from ..config import Config, TrainConfig, load_config
+from ..config import Config, TrainConfig, load_config, validate_setfit
 from ..data import DataBundle, Encoded, encode, load_data, needs_lowercase, train_batches
-from ..data.balance import balanced_weights, check_sampler, imbalance_note
+from ..data.balance import balanced_weights, check_sampler, coverage_warnings, imbalance_note
+from ..data.pairs import epoch_pair_batches
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 from ..model import build_classifier, decoder_backbone, prior_bias
 from ..model.runtime import resolve_precision
 from ..registry import TRICKS, load_plugins
+from ..runfiles import LOCK_FILE
 from ..tricks import Trick
 from ..types import TrainContext
 from .checkpoint import latest_checkpoint, load_checkpoint
@@ -76,6 +78,7 @@ class Run:
     metric: str                          # the dev metric that picks the best checkpoint
     state: State = field(default_factory=State)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # printed as `warning:` before training
     data_record: dict[str, Any] = field(default_factory=dict)   # run.json's data files (provenance.py)
     sample_weights: np.ndarray | None = None   # (N,) data.sampler=balanced: draw probabilities of the train rows
     forced: list[str] | None = None      # --resume: the differences forced past (None: a fresh run)
@@ -151,32 +154,39 @@ def run_config(cfg: Config | None, out: Path, resume: bool, overwrite: bool = Fa
     if is_run_folder(out) and not overwrite:
         raise TrickLabError(f"{out} already holds a run; fix: --resume to continue it, --overwrite to replace it, or "
                             f"choose another --out")
-    if overwrite and out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
+    if overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not is_run_folder(out):
         raise TrickLabError(f"--overwrite: {out} is not a run folder (no {', '.join(RUN_MARKERS)}); it is left as it "
                             f"is; fix: choose another --out")
     return cfg
 
 
 def clear_run_folder(out: Path) -> None:
-    """--overwrite: remove the previous run (run_config checked that `out` is a run folder)."""
+    """--overwrite: remove the previous run (run_config checked that `out` is a run folder); the lock file stays, as
+    this process holds it."""
     import shutil
 
     if out.is_dir():
-        shutil.rmtree(out)
+        for p in out.iterdir():
+            if p.name == LOCK_FILE:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 
-def make_accelerator(cfg: Config, out: Path) -> tuple[Accelerator, str]:
-    """The Accelerator with the run's precision and trackers (tracking.report_to)."""
+def make_accelerator(cfg: Config, out: Path, notes: list[str]) -> tuple[Accelerator, str]:
+    """The Accelerator with the run's precision (auto: measured, see model/runtime.py) and trackers."""
     tc = cfg.train
-    precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    if tc.threads:                                     # before measuring: the speeds depend on the thread count
+        torch.set_num_threads(tc.threads)
+    precision = resolve_precision(tc.precision, "cuda" if torch.cuda.is_available() else "cpu", notes)
     # one process may train several runs (tests, grids) with other precisions; accelerate has no public reset
     # (pyproject caps accelerate below 2; tests/test_dependencies.py checks that this method exists)
     AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
                               **accelerator_trackers(cfg.tracking, out))
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
     return accelerator, precision
 
@@ -279,24 +289,32 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     else:
         record = data_record(data, dev, test)
     tc = cfg.train
-    accelerator, precision = make_accelerator(cfg, out)
+    precision_notes: list[str] = []
+    accelerator, precision = make_accelerator(cfg, out, precision_notes)
     if overwrite and not resume:
         if accelerator.is_main_process:
             clear_run_folder(out)
         accelerator.wait_for_everyone()
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
+    record["columns"] = bundle.columns                             # how each file's columns were chosen (run.json)
     cfg.task = bundle.task
+    if tc.strategy == "setfit":
+        validate_setfit(cfg)                                       # the detected task may not be single_label
     metric = dev_metric(cfg, bundle)
     check_sampler(cfg.data.sampler, bundle.task)
     if tc.batch_size < accelerator.num_processes:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch: it must be at least the number "
                           f"of processes ({accelerator.num_processes})")
-    notes = list(bundle.notes) + balance_notes(cfg, bundle)
+    notes = precision_notes + list(bundle.notes) + balance_notes(cfg, bundle)
     model, tok, lower, backbone = build_model(cfg, bundle, notes)
     enc = encode_splits(cfg, bundle, tok, lower, notes)
     weights = balanced_weights(enc.train.labels, bundle.label_map.num_labels) if cfg.data.sampler == "balanced" else None
-    n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index, accelerator.num_processes,
-                                    weights))
+    if tc.strategy == "setfit":   # batches of sentence pairs (training/setfit.py)
+        n_batches = len(epoch_pair_batches(enc.train.labels, tc, 0, accelerator.process_index,
+                                           accelerator.num_processes))
+    else:
+        n_batches = len(process_batches(enc.train.lengths, tc, 0, accelerator.process_index,
+                                        accelerator.num_processes, weights))
     steps_per_epoch = math.ceil(n_batches / tc.grad_accum)
     total_steps = tc.max_steps or math.ceil(steps_per_epoch * tc.epochs)
     if tc.scheduler == "constant" and warmup_steps(tc, total_steps) > 0:
@@ -308,7 +326,9 @@ def setup(cfg: Config | None, data: str | Path | None, dev: str | Path | None, t
     prepared, optimizer = accelerator.prepare(model, optimizer)
     run = Run(cfg, out, accelerator, precision, bundle, tok, run_meta(cfg, bundle, lower, backbone), enc, prepared,
               accelerator.unwrap_model(prepared), losses, tricks, optimizer, scheduler, total_steps, steps_per_epoch,
-              metric, notes=notes, data_record=record, forced=forced, sample_weights=weights)
+              metric, notes=notes, data_record=record, forced=forced, sample_weights=weights,
+              warnings=coverage_warnings(bundle.class_counts(), bundle.label_map.names, len(bundle.train),
+                                         bundle.train.source))   # regression: no classes, the train size only
     if resume:
         restore(run)
     return run
@@ -351,6 +371,8 @@ def restore(run: Run) -> None:
     """--resume: weights, optimizer, schedule, loss and trick states and the loop position from the last checkpoint."""
     ck = latest_checkpoint(run.out / "checkpoints")
     if ck is None:
+        run.notes.append(f"resume: no checkpoint in {run.out / 'checkpoints'} (the run stopped before its first dev "
+                         f"evaluation, or train.checkpoint=false): starting again from step 0")
         return
     model_state, blobs, saved = load_checkpoint(ck)
     run.raw_model.load_state_dict(model_state)

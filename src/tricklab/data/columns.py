@@ -1,0 +1,71 @@
+"""Which column of a delimited file each role (text, text_b, label, soft_label) reads, and why: a setting, a known
+name in the header, or the position. The run prints the choice as a note and keeps it in run.json; a setting that
+names no column of the header gets the header's columns and the closest name (difflib, standard library)."""
+from __future__ import annotations
+
+import difflib
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ..config import DataConfig
+from ..errors import DataError
+
+
+def column_not_found(path: Path, role: str, want: str, header: list[str]) -> DataError:
+    """data.<role>_column names no column of the header: the header's columns and the closest name (difflib)."""
+    names = [h.strip() for h in header]
+    close = difflib.get_close_matches(want.lower(), [n.lower() for n in names], 1, 0.5)
+    best = names[[n.lower() for n in names].index(close[0])] if close else None
+    return DataError(f"{path} line 1: data.{role}_column={want!r}: column not found; the header's columns are: "
+                     f"{', '.join(repr(n) for n in names)}" + (f"; did you mean {best!r}?" if best else "")
+                     + f"; fix: --set data.{role}_column={best or 'NAME'} (a name from the header, or a 0-based index)")
+
+
+def column_choice(path: Path, header: list[str] | None, first: list[str], cfg: DataConfig, ncols: int,
+                  picked: dict[str, int | None]) -> dict[str, Any]:
+    """Which column each role reads and why (a setting, a known name, or the position), and the columns left
+    unused: the run prints it as a note and keeps it in run.json."""
+    set_by = {"text": cfg.text_column, "text_b": cfg.text_b_column, "label": cfg.label_column,
+              "soft_label": cfg.soft_label_column}
+    given = {set_by[r] for r in picked if isinstance(set_by[r], int)}
+    free = [i for i in range(ncols) if i not in given]
+    positional = header is None and not given and ncols == 3 and picked.get("text_b") is not None
+    roles: dict[str, Any] = {}
+    for role, i in picked.items():
+        if i is None:
+            continue
+        if set_by[role] is not None:
+            why = f"data.{role}_column={set_by[role]!r}"
+        elif header is not None:
+            why = f"matched the name {header[i].strip()!r}"
+        elif positional:
+            why = "by position: 3 columns are read as text, text_b, label"
+        else:
+            why = "the only column left" if len(free) == 1 else "the first free column"
+            free = [c for c in free if c != i]
+        roles[role] = {"index": i, "column": header[i].strip() if header is not None else None, "why": why}
+    used = {r["index"] for r in roles.values()}
+    unused = [(header[i].strip() if header is not None else i) for i in range(ncols) if i not in used]
+    return {"file": str(path), "header": header is not None, "columns": ncols,
+            "first_line": None if header is not None else [c.strip()[:30] for c in first[:ncols]],
+            "roles": roles, "unused": unused}
+
+
+class Rows(list):
+    """A file's valid rows, with `columns`: how its columns were chosen (column_choice; None for JSONL)."""
+    columns: dict[str, Any] | None = None
+
+
+def column_note(choice: dict[str, Any], pin: bool = True) -> str:
+    """One line: each role's column and why, the unused columns, and (pin) the settings that pin this choice."""
+    head = "" if choice["header"] else (f" (no header line; first line: "
+                                        f"{', '.join(repr(c) for c in choice['first_line'] or [])})")
+    parts, pins = [], []
+    for role, r in choice["roles"].items():
+        col = repr(r["column"]) if r["column"] is not None else f"column {r['index']}"
+        parts.append(f"{role} = {col} ({r['why']})")
+        pins.append("--set " + shlex.quote(f"data.{role}_column={r['column'] if r['column'] is not None else r['index']}"))
+    unused = ", ".join(repr(c) if isinstance(c, str) else f"column {c}" for c in choice["unused"])
+    return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")
+            + (f"; to choose others or pin this choice: {' '.join(pins)}" if pin else ""))
