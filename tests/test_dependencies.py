@@ -21,7 +21,7 @@ from conftest import write_thucnews
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "tricklab"
 OPTIONAL = ("matplotlib", "onnx", "onnxruntime", "fastapi", "uvicorn", "tensorboard", "tensorboardX", "wandb",
-            "mlflow", "gguf", "httpx", "selenium", "datasets", "pyarrow", "zstandard")
+            "mlflow", "gguf", "httpx", "selenium", "datasets", "pyarrow", "zstandard", "peft")
 # private APIs still used, each because the library has no public one; the version cap in pyproject covers them
 ALLOWED_PRIVATE = {"AcceleratorState._reset_state"}
 
@@ -42,8 +42,10 @@ def test_core_dependencies_are_capped_and_lean():
     extras = {k: {name_of(r) for r in v} for k, v in project()["optional-dependencies"].items()}
     assert {"matplotlib"} <= extras["plots"] and {"onnx", "onnxruntime"} <= extras["onnx"]
     assert {"tensorboard"} <= extras["tensorboard"] and {"wandb"} <= extras["wandb"] and {"mlflow"} <= extras["mlflow"]
+    assert {"peft", "gguf"} <= extras["peft"] and "<1" in next(r for r in project()["optional-dependencies"]["peft"]
+                                                               if name_of(r) == "peft")
     # `make test` / `make demo` install .[test]: every optional feature the tests or the demo use
-    assert {"pytest", "matplotlib", "tensorboard", "onnx", "onnxruntime", "fastapi", "uvicorn"} <= extras["test"]
+    assert {"pytest", "matplotlib", "tensorboard", "onnx", "onnxruntime", "fastapi", "uvicorn", "peft"} <= extras["test"]
     assert {"pyarrow", "zstandard"} <= extras["data"] and {"pyarrow", "zstandard"} <= extras["test"]
     assert "'.[test]'" in (ROOT / "Makefile").read_text()
 

@@ -85,6 +85,7 @@ POOL_REFS = {  # (hidden_states list of (B, T, H), pooler_output (B, H), lengths
     "max": lambda hs, po, lengths, last: torch.stack([hs[-1][b, :L].amax(0) for b, L in enumerate(lengths)]),
     "last4_concat": lambda hs, po, lengths, last: torch.stack([
         torch.cat([h[b, L - 1 if last else 0] for h in hs[-4:]]) for b, L in enumerate(lengths)]),
+    "last": lambda hs, po, lengths, last: torch.stack([hs[-1][b, L - 1] for b, L in enumerate(lengths)]),
     "last4_mean": lambda hs, po, lengths, last: torch.stack([
         sum(h[b, :L] for h in hs[-4:]).div(len(hs[-4:])).mean(0) for b, L in enumerate(lengths)]),
 }

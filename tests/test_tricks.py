@@ -58,6 +58,8 @@ def mini_train(tricks: list, steps: int = 3, accum: int = 1, aux: list | None = 
     for _, loss in losses.values():
         loss.setup(ctx)
     for t in tricks:
+        t.adapt_model(model, ctx)
+    for t in tricks:
         t.setup(model, ctx)
     params = [p for p in model.parameters() if p.requires_grad] + [p for _, l in losses.values() for p in l.parameters()]
     groups = [{"name": "all", "params": params, "lr": 1e-3, "weight_decay": 0.01}]
@@ -114,6 +116,12 @@ def test_every_registered_trick_trains_alone(name):
     model, logged = mini_train([t])
     after = model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if "classifier" in k)
+    if name == "lora":   # the base stays; the adapters (B starts at 0) moved
+        assert all(torch.equal(v, after[k if k in after else k.replace(".weight", ".base_layer.weight")
+                                         .replace(".bias", ".base_layer.bias")]) for k, v in before.items()
+                   if "classifier" not in k)
+        assert any(v.abs().sum() > 0 for k, v in after.items() if "layer.1." in k and "lora_B" in k)
+        return
     assert any(not torch.equal(before[k], after[k]) for k in before if "layer.1." in k)
 
 
@@ -184,11 +192,19 @@ def test_adversarial_restores_embeddings_bit_identical(name, params):
     assert changed                                                # adversarial gradients were added
 
 
-def test_adversarial_refuses_frozen_embeddings():
-    model = tiny_model()
+@pytest.mark.parametrize("name", ["fgm", "pgd"])
+def test_adversarial_attacks_frozen_embeddings_without_training_them(name):
+    """Frozen word embeddings (freeze, lora) are attacked along their gradient but never updated: they require a
+    gradient only during each micro-batch's passes and keep no .grad."""
+    model = tiny_model(dropout=0.0)                                # no dropout: only the attack differs
     TRICKS.build("freeze", embeddings=True).setup(model, make_ctx())
-    with pytest.raises(ConfigError, match="frozen"):
-        TRICKS.build("fgm").setup(model, make_ctx())
+    w = model.encoder.get_input_embeddings().weight
+    e0 = w.detach().clone()
+    clean, _ = mini_train([TRICKS.build("freeze", embeddings=True)], steps=1, model=tiny_model(dropout=0.0))
+    attacked, _ = mini_train([TRICKS.build("freeze", embeddings=True), TRICKS.build(name)], steps=1, model=model)
+    assert not w.requires_grad and w.grad is None and torch.equal(w.detach(), e0)
+    changed = [k for k, v in attacked.state_dict().items() if not torch.equal(v, clean.state_dict()[k])]
+    assert changed and all("word_embeddings" not in k for k in changed)   # the attack changed the update
 
 
 # ---------------------------------------------------------------- EMA
@@ -329,7 +345,8 @@ def test_train_end_to_end_all_tricks_accumulation_resume(tmp_path):
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     keys = set().union(*[r.keys() for r in recs])
     assert {"loss/focal", "loss/supcon", "loss/dice", "loss/rdrop_kl"} <= keys, keys
-    assert max(r["step"] for r in recs) == 4 and (out / "model" / "model.safetensors").is_file()
+    # every trick includes lora: the model folder holds the adapters and the head, not the full weights
+    assert max(r["step"] for r in recs) == 4 and (out / "model" / "adapter_model.safetensors").is_file()
     # resume: extend the finished run by two more steps from its last checkpoint (EMA shadows included)
     cfg2 = load_config(out / "config.yaml")
     cfg2.train.max_steps = 6

@@ -133,6 +133,19 @@ pipeline("text-classification", model="{name}"{trust})(["..."], top_k=None)
 ```"""
 
 
+def adapter_usage(name: str, adapter: dict[str, Any]) -> str:
+    """A folder saved with adapters (trick lora): no full weights, so tricklab (which merges them) loads it."""
+    return (f"""```python
+from tricklab import Predictor                    # pip install 'tricklab[peft]'
+Predictor.from_run("{name}").predict(["..."], top_k=3)
+```
+
+This folder holds {adapter['method']} adapters ({adapter['parameters']:,} parameters: `adapter_model.safetensors`,
+`adapter_config.json`, a PEFT adapter of the encoder) and the classification head (`head.safetensors`), not the
+full weights: loading needs the base model `{adapter['base']}`, into which tricklab merges the adapters. It does
+not load in transformers' pipeline by itself; `tricklab export` writes an ONNX bundle with the merged weights.""")
+
+
 def note(remote: bool, task: str) -> str:
     raw = {"single_label": "softmax", "multi_label": "sigmoid"}.get(task, "output")
     return (("Loading in transformers runs this folder's `modeling_tricklab.py`, which imports the model classes "
@@ -222,9 +235,9 @@ A {task.replace('_', '-')} text classifier fine-tuned with [tricklab](https://py
 {per_class(metrics)}
 ## How to use
 
-{usage(name, remote)}
+{adapter_usage(name, meta["adapter"]) if meta.get("adapter") else usage(name, remote)}
 
-{note(remote, task)}
+{"" if meta.get("adapter") else note(remote, task)}
 
 ## Intended use and limitations
 

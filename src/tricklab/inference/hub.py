@@ -21,6 +21,10 @@ def model_folder(run: str | Path, log: Callable[[str], None] | None = print) -> 
     run = Path(run)
     d = run / "model" if (run / "model").is_dir() else run
     missing = [f for f in NEEDED if not (d / f).is_file()]
+    if (d / "adapter_model.safetensors").is_file():
+        raise TrickLabError(f"--run {run}: {d} holds adapters (trick lora) and the head, not the full weights that a "
+                            f"transformers model folder on the Hub needs; fix: train without --trick lora to push, or "
+                            f"export it: tricklab export --run {run} (the ONNX bundle has the merged weights)")
     if missing:
         raise TrickLabError(f"--run {run}: {d} is not a finished tricklab model folder (missing {', '.join(missing)}); "
                             f"fix: give the --out folder of a finished `tricklab train`")

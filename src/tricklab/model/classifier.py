@@ -20,7 +20,7 @@ from ..runfiles import (atomic_write, check_manifest, check_tokenizer, check_tok
                         write_manifest)
 from ..types import Output
 from .parts import SUMMARY_LAST, ClassifierParts  # noqa: F401  (SUMMARY_LAST: re-exported)
-from .resolve import resolve_model
+from .resolve import pretrained_args, resolve_model
 
 META_FILE = "tricklab.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -52,22 +52,46 @@ def prior_bias(task: str, class_counts: list[int], n: int, eps: float = 1e-4) ->
 
 
 def load_tokenizer(path: str) -> Any:
+    """The tokenizer of a model folder (or .gguf file); one without a pad token (decoder LMs) pads with its
+    end-of-text token (attention masks and `last` pooling ignore what the pads hold)."""
+    where, kw = pretrained_args(path)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(where, **kw)
     except (OSError, ValueError) as e:
         raise ConfigError(f"could not load a tokenizer from {path!r}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_encoder(path: str, name: str | None = None) -> nn.Module:
+    """The pretrained encoder (for a causal LM: its body without the LM head) from a resolved path."""
+    where, kw = pretrained_args(path)
+    try:
+        return AutoModel.from_pretrained(where, **kw)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"could not load model {name or path!r}: {str(e).splitlines()[0]}; fix: give a local "
+                          f"transformers folder, a .gguf file, an alias (m3e-small, minilm-en, smollm2-135m), or a "
+                          f"hub id that is cached (this machine may be offline)") from None
+
+
+def decoder_backbone(model_name: str) -> str | None:
+    """The model type of `model_name` when it is a decoder LM (parts.is_decoder), else None (config only)."""
+    from .parts import is_decoder
+
+    where, kw = pretrained_args(resolve_model(model_name))
+    try:
+        cfg = AutoConfig.from_pretrained(where, **kw)
+    except (OSError, ValueError):
+        return None                               # build_classifier reports it
+    return cfg.model_type if is_decoder(cfg) else None
 
 
 def build_classifier(model_name: str, num_labels: int, pooling: str, head: str, head_args: dict[str, Any],
                      dropout: float) -> tuple[Classifier, Any, str]:
     """A new classifier on pretrained encoder weights: (model, tokenizer, resolved path)."""
     path = resolve_model(model_name)
-    try:
-        encoder = AutoModel.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"could not load model {model_name!r}: {str(e).splitlines()[0]}; fix: give a local "
-                          f"transformers folder, an alias (m3e-small, minilm-en), or a hub id that is cached "
-                          f"(this machine may be offline)") from None
+    encoder = load_encoder(path, model_name)
     return Classifier(encoder, num_labels, pooling, head, head_args, dropout), load_tokenizer(path), path
 
 
@@ -104,11 +128,21 @@ def write_hf_config(out: Path, encoder_config: Any, meta: dict[str, Any], encode
 
 def save_model(model: Classifier, tokenizer: Any, out: Path, meta: dict[str, Any]) -> None:
     """Write model/ : config.json (write_hf_config), model.safetensors, tokenizer files (match_tokenizer),
-    tricklab.json, and manifest.json (every file's size and SHA-256, checked by load_model)."""
+    tricklab.json, and manifest.json (every file's size and SHA-256, checked by load_model). An encoder with
+    adapters (trick lora) saves them alone with the head instead of model.safetensors (adapters.py); tricklab.json's
+    `adapter` names the base model."""
     out.mkdir(parents=True, exist_ok=True)
     write_hf_config(out, model.encoder.config, meta, type(model.encoder).__name__)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    from .adapters import HEAD_WEIGHTS, has_adapters, save_adapters
+
+    if has_adapters(model.encoder):
+        meta = dict(meta, adapter=save_adapters(model.encoder, out, meta["model"]["backbone"]))
+        prefix = model.encoder_name + "."
+        head = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(prefix)}
+        save_file(head, str(out / HEAD_WEIGHTS), metadata={"format": "pt"})
+    else:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(out))
     match_tokenizer(out, meta)
     write_json(out / META_FILE, meta)
@@ -187,11 +221,23 @@ def load_model(model_dir: str | Path) -> tuple[Classifier, Any, dict[str, Any]]:
     fix = check_model_folder(d)
     meta = read_json(d / META_FILE, fix)
     load_plugins(meta.get("plugins", []))                     # plugin heads / poolings register themselves
+    if meta.get("adapter"):
+        model = load_with_adapters(d, meta)
+    else:
+        model = load_full(d, meta, fix)
+    model.eval()
+    tok = load_tokenizer(str(d))
+    check_tokenizer(tok, d, fix)
+    return model, tok, meta
+
+
+def load_full(d: Path, meta: dict[str, Any], fix: str) -> Classifier:
+    """A model/ folder with its full weights (model.safetensors)."""
+    m = meta["model"]
     try:
         encoder = AutoModel.from_config(encoder_config(d))
     except (OSError, ValueError, KeyError) as e:
         raise TrickLabError(f"{d / 'config.json'}: unreadable ({str(e).splitlines()[0]}); fix: {fix}") from None
-    m = meta["model"]
     model = Classifier(encoder, meta["num_labels"], m["pooling"], m["head"], m.get("head_args", {}), m.get("dropout", 0.1))
     try:
         state = load_file(str(d / WEIGHTS_FILE))
@@ -203,7 +249,27 @@ def load_model(model_dir: str | Path) -> tuple[Classifier, Any, dict[str, Any]]:
     if missing or unexpected:
         raise ConfigError(f"{d / WEIGHTS_FILE}: weights do not match the model (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
-    model.eval()
-    tok = load_tokenizer(str(d))
-    check_tokenizer(tok, d, fix)
-    return model, tok, meta
+    return model
+
+
+def load_with_adapters(d: Path, meta: dict[str, Any]) -> Classifier:
+    """A model/ folder with adapters: the base model recorded at training, the adapters merged into it
+    (adapters.merge_adapters), the saved head."""
+    from .adapters import HEAD_WEIGHTS, merge_adapters
+
+    base, m = meta["adapter"]["base"], meta["model"]
+    if not Path(base).exists() and (base.startswith(("/", ".", "~")) or base.count("/") != 1):
+        raise ConfigError(f"{d}: its adapters need their base model {base!r} (recorded at training), which is not "
+                          f"there; fix: put the base model back at that path, or edit adapter.base in "
+                          f"{d / META_FILE} to where it is now")
+    model = Classifier(load_encoder(base), meta["num_labels"], m["pooling"], m["head"], m.get("head_args", {}),
+                       m.get("dropout", 0.1))
+    merged = merge_adapters(model.encoder, d)
+    model.add_module(model.encoder_name, merged)
+    state = load_file(str(d / HEAD_WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(model.encoder_name + ".")]
+    if missing or unexpected:
+        raise ConfigError(f"{d / HEAD_WEIGHTS}: the head does not match the model (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
+    return model

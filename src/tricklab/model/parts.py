@@ -19,6 +19,16 @@ from . import pooling as _pooling  # noqa: F401
 SUMMARY_LAST = {"xlnet"}
 
 
+def is_decoder(config: Any) -> bool:
+    """A causal (decoder-only) LM body: a model type with a causal-LM class and no masked-LM one (LLaMA, Qwen2,
+    GPT-2, Mistral, ...; not BERT/RoBERTa, which have both, nor XLNet)."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    t = getattr(config, "model_type", "")
+    return t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and t not in MODEL_FOR_MASKED_LM_MAPPING_NAMES and t not in SUMMARY_LAST
+
+
 class ClassifierParts:
     """encoder -> pooling -> dropout -> head, shared by `Classifier` (an nn.Module, used for training and
     prediction) and `hf.TrickLabForSequenceClassification` (the same modules as a transformers model, so one
@@ -35,13 +45,16 @@ class ClassifierParts:
         hidden = encoder.config.hidden_size
         if self.pool is not None and self.pool.needs_pooler and getattr(encoder, "pooler", None) is None:
             raise ConfigError(f"model.pooling=pooler: this {encoder.config.model_type} encoder has no pooler layer; "
-                              f"fix: --set model.pooling=mean (or max, cls)")
+                              f"fix: --set model.pooling="
+                              + ("last (the decoder's last real token)" if is_decoder(encoder.config)
+                                 else "mean (or max, cls)"))
         if self.pool is not None:
             self.pool.summary_last = encoder.config.model_type in SUMMARY_LAST
         if (self.pool is None or not self.pool.needs_pooler) and getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # unused weights would stall DDP and waste time
         in_dim = hidden if self.pool is None else self.pool.out_dim(hidden, encoder.config.num_hidden_layers)
         self.dropout = nn.Dropout(dropout)
+        self.causal_body = is_decoder(encoder.config)
         try:
             self.classifier = head_cls(in_dim, num_labels, dropout, **self.head_args)
         except TypeError as e:
@@ -60,7 +73,9 @@ class ClassifierParts:
         layer.bias.copy_(bias)
 
     def classify(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Output:
-        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        kw: dict[str, Tensor] = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        if getattr(self, "causal_body", False):   # positions count real tokens only: left padding = right padding
+            kw["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         all_layers = self.pool is not None and self.pool.needs_all_layers
         enc = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=all_layers,
                            return_dict=True, **kw)

@@ -36,6 +36,22 @@ def summary_token(h: Tensor, mask: Tensor, last: bool) -> Tensor:
     return h[torch.arange(h.shape[0], device=h.device), pos]
 
 
+def last_real_token(h: Tensor, mask: Tensor) -> Tensor:
+    """(B, T, H) -> (B, H): the state at each row's last real (mask = 1) position, whichever side the padding is
+    on: index = max over t of t·mask[t] (a row without real tokens reads position 0)."""
+    pos = (mask.bool() * torch.arange(mask.shape[1], device=mask.device)).argmax(1)   # (B,)
+    return h[torch.arange(h.shape[0], device=h.device), pos]
+
+
+@POOLINGS.register("last")
+class LastPooling(Pooling):
+    """The last real token's last-layer state, for decoder LMs (causal attention: only the last token has read
+    the whole text). Left or right padding alike."""
+
+    def __call__(self, enc_out, mask):
+        return last_real_token(enc_out.last_hidden_state, mask)
+
+
 @POOLINGS.register("pooler")
 class PoolerPooling(Pooling):
     """The encoder's own pooler (BERT: tanh(W·h_CLS)), as in the original BERT classifier."""

