@@ -286,6 +286,116 @@ def test_bad_params_raise_config_error(name, params, match):
         TRICKS.build(name, **params)
 
 
+# ---------------------------------------------------------------- EMA / LLRD / adversarial: details
+
+
+class Wrapped(nn.Module):
+    """Stands for DDP: the model under .module."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.module = model
+
+
+def test_ema_setup_defaults_decay_schedule_and_wrapped_model():
+    model = tiny_model()
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)      # frozen: no shadow
+    ema = TRICKS.build("ema")
+    assert ema.decay == 0.999 and ema.warmup is True and ema.num_updates == 0
+    assert ema.state_dict() == {"num_updates": 0, "shadow": {}}
+    ema.setup(Wrapped(model.to(torch.bfloat16)), make_ctx())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert ema.names == trainable and "bert.embeddings.word_embeddings.weight" not in ema.names
+    assert all(s.dtype == torch.float32 for s in ema.shadow)                   # float32 copies of bf16 weights
+    params = dict(model.named_parameters())
+    for n, s in zip(ema.names, ema.shadow):
+        torch.testing.assert_close(s, params[n].detach().float())
+    with torch.no_grad():
+        params[ema.names[0]].add_(1.0)                                         # a copy, not a view
+    assert not torch.equal(ema.shadow[0], params[ema.names[0]].float())
+    assert [id(p) for p in ema._params(Wrapped(model))] == [id(params[n]) for n in ema.names]
+    for t, want in ((0, 1 / 10), (5, 6 / 15), (40, 41 / 50)):                  # d_t = min(decay, (1 + t) / (10 + t))
+        ema.num_updates = t
+        assert ema.current_decay() == pytest.approx(want, rel=1e-12)
+    small = TRICKS.build("ema", decay=0.3)
+    small.num_updates = 5
+    assert small.current_decay() == 0.3
+    fixed = TRICKS.build("ema", decay=0.95, warmup=False)
+    assert fixed.current_decay() == 0.95 and TRICKS.build("ema", warmup=0).warmup is False
+
+
+def test_ema_state_checks_and_errors():
+    model = tiny_model()
+    ema = TRICKS.build("ema", decay=0.9)
+    ema.setup(model, make_ctx())
+    state = ema.state_dict()
+    assert list(state["shadow"]) == ema.names and state["num_updates"] == 0
+    fresh = TRICKS.build("ema", decay=0.9)
+    fresh.setup(model, make_ctx())
+    half = {"num_updates": 3.0, "shadow": {n: s.double() + 1 for n, s in state["shadow"].items()}}
+    fresh.load_state_dict(half)
+    assert fresh.num_updates == 3 and type(fresh.num_updates) is int
+    assert all(s.dtype == torch.float32 and torch.equal(s, state["shadow"][n] + 1)
+               for n, s in zip(fresh.names, fresh.shadow))
+    del half["shadow"][ema.names[1]]
+    with pytest.raises(ConfigError, match=rf"^trick ema: the checkpoint has no EMA shadow for \['{ema.names[1]}'\]; "
+                                          r"fix: resume with the same model and tricks as the checkpointed run$"):
+        fresh.load_state_dict(half)
+    other = tiny_model()
+    other.classifier = nn.Linear(32, C)                                        # same names: fine
+    ema._params(other)
+    del other.classifier
+    with pytest.raises(RuntimeError, match=r"^ema: the model lost parameters \['classifier.weight', "
+                                           r"'classifier.bias'\] after setup$"):
+        ema._params(other)
+    for bad in (1.0, 0, -0.5, "0.9"):
+        with pytest.raises(ConfigError, match=rf"^trick ema: decay must be in \(0, 1\) \(0.99-0.9999 is usual\), "
+                                              rf"got {bad!r}$"):
+            TRICKS.build("ema", decay=bad)
+
+
+def test_llrd_depths_names_and_groups():
+    model = tiny_model()
+    depth, L = encoder_depths(Wrapped(model))
+    assert L == 2
+    for n, _ in model.named_parameters():
+        if not n.startswith("bert."):
+            assert n not in depth, n                                           # head parameters are not listed
+        elif n.startswith("bert.embeddings."):
+            assert depth[n] == 0, n
+        elif n.startswith("bert.encoder.layer."):
+            assert depth[n] == int(n.split(".")[3]) + 1, n
+        else:
+            assert n.startswith("bert.pooler.") and depth[n] == 3, n
+    bare = nn.Module()                                                         # no encoder_name: "encoder."
+    bare.encoder = nn.ModuleDict({"layer": nn.ModuleList([nn.Linear(2, 2) for _ in range(3)]), "wte": nn.Embedding(4, 2)})
+    bare.head = nn.Linear(2, 2)
+    depth, L = encoder_depths(bare)
+    assert L == 3 and depth == {"encoder.layer.0.weight": 1, "encoder.layer.0.bias": 1, "encoder.layer.1.weight": 2,
+                                "encoder.layer.1.bias": 2, "encoder.layer.2.weight": 3, "encoder.layer.2.bias": 3,
+                                "encoder.wte.weight": 0}
+    t = TRICKS.build("llrd", decay=0.5)
+    groups = [{"name": "enc", "params": [p for n, p in model.named_parameters() if n.startswith("bert.")], "lr": 1.0,
+               "weight_decay": 0.1},
+              {"params": list(model.classifier.parameters()), "lr": 2.0, "weight_decay": 0.0}]   # no names, no name
+    out = t.param_groups(Wrapped(model), groups)                               # not set up: sets itself up
+    assert t.num_layers == 2
+    assert [(g.get("name"), g["lr"], g["weight_decay"], len(g["params"])) for g in out] == [
+        ("enc/embeddings", 0.25, 0.1, 5), ("enc/layer1", 0.5, 0.1, 16), ("enc/layer2", 1.0, 0.1, 16),
+        ("enc/top", 1.0, 0.1, 2), (None, 2.0, 0.0, 2)]
+    assert all("param_names" not in g for g in out)
+    assert [t.scale(d) for d in range(4)] == [0.25, 0.5, 1.0, 1.0]
+    assert TRICKS.build("llrd").decay == 0.9 and TRICKS.build("llrd", decay=1).decay == 1.0
+    for bad in (0, 1.5, "0.9"):
+        with pytest.raises(ConfigError, match=rf"^trick llrd: decay must be in \(0, 1\] \(0.8-0.95 is usual\), got {bad!r}$"):
+            TRICKS.build("llrd", decay=bad)
+    flat = nn.Module()
+    flat.encoder = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ConfigError, match=r"^trick llrd: found no numbered layers \(.layer.N. / .layers.N. / .h.N.\) "
+                                          r"in Sequential; fix: drop llrd for this encoder$"):
+        TRICKS.build("llrd").setup(flat, make_ctx())
+
+
 # ---------------------------------------------------------------- end to end through train()
 
 
