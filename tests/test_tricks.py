@@ -396,6 +396,90 @@ def test_llrd_depths_names_and_groups():
         TRICKS.build("llrd").setup(flat, make_ctx())
 
 
+def test_adversarial_helpers_embeddings_hook_and_unit_step():
+    from tricklab.tricks.fgm import EmbeddingGrad, _unit_step, word_embeddings
+
+    model = tiny_model()
+    emb = model.encoder.get_input_embeddings().weight
+    assert word_embeddings(model) is emb and word_embeddings(Wrapped(model)) is emb
+    bare = tiny_model().bert                                   # an encoder without a Classifier around it
+    assert word_embeddings(bare) is bare.get_input_embeddings().weight
+    holder = nn.Module()                                       # get_input_embeddings on the outer model only
+    holder.encoder = nn.Linear(2, 2)
+    holder.get_input_embeddings = lambda: model.bert.embeddings.word_embeddings
+    assert word_embeddings(holder) is emb
+    for broken in (nn.Linear(2, 2), holder.encoder):
+        with pytest.raises(ConfigError, match=r"^adversarial training: cannot find the word embeddings of Linear "
+                                              r"\(no get_input_embeddings\(\)\); fix: drop the fgm/pgd trick"):
+            word_embeddings(broken)
+    nothing = nn.Module()
+    nothing.get_input_embeddings = lambda: None
+    with pytest.raises(ConfigError, match="cannot find the word embeddings of Module"):
+        word_embeddings(nothing)
+    # the hook: one per weight, moved when the weight changes, each backward's own gradient, taken once
+    rec = EmbeddingGrad()
+    w = nn.Parameter(torch.randn(4, 3))
+    rec.attach(w)
+    rec.attach(w)
+    (w * 2).sum().backward()
+    assert torch.equal(rec.grad, torch.full((4, 3), 2.0)) and not rec.grad.requires_grad
+    (w * 3).sum().backward()
+    assert torch.equal(rec.take(), torch.full((4, 3), 3.0)) and rec.take() is None and rec.grad is None
+    v = nn.Parameter(torch.randn(2))
+    rec.attach(v)
+    (w * 5).sum().backward()                                   # the old weight's hook is gone
+    assert rec.take() is None
+    v.sum().backward()
+    assert torch.equal(rec.take(), torch.ones(2))
+    # the step: size · g / ‖g‖ over the whole matrix; None for a missing, zero or non-finite gradient
+    g = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_unit_step(g, 0.7), 0.7 * g / g.pow(2).sum().sqrt())
+    assert _unit_step(g.to(torch.bfloat16), 1.0).dtype == torch.bfloat16
+    assert _unit_step(None, 1.0) is None and _unit_step(torch.zeros(3, 2), 1.0) is None
+    assert _unit_step(torch.tensor([1.0, float("nan")]), 1.0) is None
+    assert _unit_step(torch.tensor([1.0, float("inf")]), 1.0) is None
+    big = torch.full((2, 2), 3e38)                              # its norm overflows fp32 unless computed with care
+    assert _unit_step(big, 1.0) is None or torch.isfinite(_unit_step(big, 1.0)).all()
+
+
+@pytest.mark.parametrize("name,params,match", [
+    ("fgm", {"epsilon": -1}, r"^trick fgm: epsilon must be a positive number \(1.0 is usual\), got -1$"),
+    ("fgm", {"epsilon": "1"}, r"^trick fgm: epsilon must be a positive number"),
+    ("pgd", {"epsilon": 0}, r"^trick pgd: epsilon must be a positive number, got 0$"),
+    ("pgd", {"alpha": -0.3}, r"^trick pgd: alpha must be a positive number, got -0.3$"),
+    ("pgd", {"alpha": "x"}, r"^trick pgd: alpha must be a positive number, got 'x'$"),
+    ("pgd", {"steps": 2.0}, r"^trick pgd: steps must be an integer >= 1 \(3 is usual\), got 2.0$"),
+    ("pgd", {"steps": 0}, r"^trick pgd: steps must be an integer >= 1"),
+])
+def test_adversarial_bad_params_one_clear_line(name, params, match):
+    with pytest.raises(ConfigError, match=match):
+        TRICKS.build(name, **params)
+    ok = TRICKS.build(name, **{k: v for k, v in {"epsilon": 1e-3, "alpha": 1e-3, "steps": 1}.items()
+                               if name == "pgd" or k == "epsilon"})
+    assert ok.epsilon == 1e-3
+    assert TRICKS.build("fgm").epsilon == 1.0
+    pgd = TRICKS.build("pgd")
+    assert (pgd.epsilon, pgd.alpha, pgd.steps) == (1.0, 0.3, 3)
+
+
+def test_adversarial_frozen_message_and_no_gradient_no_attack():
+    model = tiny_model()
+    for name in ("fgm", "pgd"):
+        t = TRICKS.build(name)
+        t.setup(model, make_ctx())
+        calls = []
+        t.after_backward(model, lambda: calls.append(1))        # no backward reached the embeddings: nothing to do
+        assert calls == []
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    for name in ("fgm", "pgd"):
+        with pytest.raises(ConfigError, match=rf"^trick {name}: the word embeddings are frozen, so they have no "
+                                              rf"gradient to attack along; fix: use freeze with embeddings: false, "
+                                              rf"or drop {name}$"):
+            TRICKS.build(name).setup(model, make_ctx())
+        with pytest.raises(ConfigError, match=rf"^trick {name}: the word embeddings are frozen"):
+            TRICKS.build(name).after_backward(model, lambda: None)
+
+
 # ---------------------------------------------------------------- end to end through train()
 
 
