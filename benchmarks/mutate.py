@@ -54,7 +54,7 @@ TARGETS: list[tuple[str, list[str], list[str]]] = [
     ("model", ["src/tricklab/model/pooling.py", "src/tricklab/model/heads.py"],
      ["tests/test_model.py", "tests/test_padding.py"]),
     ("batching", ["src/tricklab/data/batching.py"],
-     ["tests/test_long_text.py", "tests/test_padding.py", "tests/test_train.py::test_lowercase_auto_detection",
+     ["tests/test_batching.py", "tests/test_long_text.py", "tests/test_padding.py", "tests/test_train.py::test_lowercase_auto_detection",
       "-k", "not (each_policy or serve or onnx or xlnet)"]),
     ("stats", ["src/tricklab/ablation/stats.py"],
      ["tests/test_compare.py", "-k", "t_interval or paired or mcnemar or verdict or report_"]),
