@@ -80,6 +80,10 @@ def test_eval_batches_longest_first_stable():
     got = eval_batches(lengths, 3)
     assert [b.tolist() for b in got] == [[1, 4, 5], [0, 2, 6], [3]]
     assert [b.tolist() for b in eval_batches(lengths, 10)] == [[1, 4, 5, 0, 2, 6, 3]]
+    many = np.random.default_rng(0).integers(1, 6, size=200)                 # many ties: a stable sort is needed
+    want = sorted(range(200), key=lambda i: -many[i])                         # Python's sort is stable
+    got = eval_batches(many, 16)
+    assert np.concatenate(got).tolist() == want and [len(b) for b in got] == [16] * 12 + [8]
 
 
 def enc_of(ids, tt=None, labels=None, extra=None):
@@ -110,6 +114,9 @@ def test_collate_labels_per_task():
     b = collate(enc_of(ids, labels=[0.5, -1.25, 3.0]), np.array([1, 2]), 0, "regression")
     assert b.labels.tolist() == [-1.25, 3.0] and b.labels.dtype == torch.float32
     assert collate(enc_of(ids, labels=[0, 1, 2]), np.array([0]), 0, None).labels is None   # predicting: no labels
+    assert collate(enc_of(ids), np.array([0]), 0, "single_label").labels is None           # unlabelled rows
+    b = collate(enc_of(ids, labels=[1, 5, 3]), np.array([1, 2]), 0, "regression")          # integer scores
+    assert b.labels.tolist() == [5.0, 3.0] and b.labels.dtype == torch.float32
 
 
 def test_encoded_expand_and_aggregate():
