@@ -718,14 +718,14 @@ def test_kd_supcon_bad_params_one_clear_line(params, match):
 
 def test_kd_errors_name_the_mismatch():
     loss = LOSSES.build("kd", soft_labels="logits")
-    b = Batch({}, torch.zeros(4, dtype=torch.long), torch.arange(4))
+    b = Batch({}, torch.zeros(5, dtype=torch.long), torch.arange(5))
     with pytest.raises(ConfigError, match=r"^loss kd: soft_labels is set but the batch has no soft labels; fix: give "
                                           r"the data a soft-label column \(one probability or logit per class\), "
                                           r"or use teacher: <run>$"):
-        loss(Output(torch.zeros(4, C), None), b)
-    b.extra["soft_labels"] = torch.zeros(4, C + 1)
+        loss(Output(torch.zeros(5, C), None), b)
+    b.extra["soft_labels"] = torch.zeros(5, C + 1)
     with pytest.raises(ConfigError, match=rf"^loss kd: teacher gives {C + 1} classes but the model {C}$"):
-        loss(Output(torch.zeros(4, C), None), b)
+        loss(Output(torch.zeros(5, C), None), b)
 
 
 class FakeTeacher(nn.Module):
