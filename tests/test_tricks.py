@@ -480,6 +480,60 @@ def test_adversarial_frozen_message_and_no_gradient_no_attack():
             TRICKS.build(name).after_backward(model, lambda: None)
 
 
+def test_freeze_defaults_boundaries_wrapped_and_messages():
+    model = tiny_model()
+    t = TRICKS.build("freeze")                                   # defaults: embeddings only
+    t.setup(Wrapped(model), make_ctx())
+    emb = [n for n, _ in model.named_parameters() if n.startswith("bert.embeddings.")]
+    assert t.frozen == emb and all(p.requires_grad != (n in emb) for n, p in model.named_parameters())
+    all_blocks = TRICKS.build("freeze", embeddings=False, layers=2)  # layers == L: every block, fine
+    m2 = tiny_model()
+    all_blocks.setup(m2, make_ctx())
+    assert all_blocks.frozen == [n for n, _ in m2.named_parameters() if n.startswith("bert.encoder.layer.")]
+    with pytest.raises(ConfigError, match=r"^trick freeze: layers=3 but the encoder has 2 blocks; fix: layers <= 2$"):
+        TRICKS.build("freeze", layers=3).setup(tiny_model(), make_ctx())
+    with pytest.raises(ConfigError, match=r"^trick freeze: nothing to freeze; fix: embeddings: true and/or layers: N$"):
+        TRICKS.build("freeze", embeddings=False).setup(tiny_model(), make_ctx())
+    for bad in (-1, 1.0, True, "1"):
+        with pytest.raises(ConfigError, match=rf"^trick freeze: layers must be an integer >= 0 \(bottom blocks to "
+                                              rf"freeze\), got {bad!r}$"):
+            TRICKS.build("freeze", layers=bad)
+
+
+def test_ema_load_state_follows_the_shadow_device_and_lists_three_missing():
+    model = tiny_model()
+    ema = TRICKS.build("ema")
+    ema.setup(model, make_ctx())
+    state = ema.state_dict()
+    on_meta = TRICKS.build("ema")
+    on_meta.setup(tiny_model().to("meta"), make_ctx())                 # the model (and shadows) elsewhere
+    on_meta.load_state_dict(state)                                   # a checkpoint read on cpu: moved there
+    assert all(s.device.type == "meta" for s in on_meta.shadow) and len(on_meta.shadow) == len(state["shadow"])
+    frozen = tiny_model().requires_grad_(False)
+    empty = TRICKS.build("ema")
+    empty.setup(frozen, make_ctx())
+    empty.load_state_dict({"num_updates": 4, "shadow": {}})           # nothing trainable: nothing to load
+    assert empty.shadow == [] and empty.num_updates == 4
+    fresh = TRICKS.build("ema")
+    fresh.setup(model, make_ctx())
+    with pytest.raises(ConfigError, match=rf"^trick ema: the checkpoint has no EMA shadow for "
+                                          rf"\['{ema.names[0]}', '{ema.names[1]}', '{ema.names[2]}'\]; fix"):
+        fresh.load_state_dict({"num_updates": 1, "shadow": {}})      # many missing: the first three named
+
+
+def test_llrd_head_first_and_unnamed_group():
+    model = tiny_model()
+    t = TRICKS.build("llrd", decay=0.5)
+    t.setup(model, make_ctx())
+    mixed = [(n, p) for n, p in model.named_parameters()]              # encoder first, head last, one group
+    assert mixed[-1][0].startswith("classifier.")
+    out = t.param_groups(model, [{"params": [p for _, p in mixed], "param_names": [n for n, _ in mixed], "lr": 1.0}])
+    assert [g.get("name") for g in out] == [None, "group/embeddings", "group/layer1", "group/layer2", "group/top"]
+    assert out[0]["param_names"] == ["classifier.weight", "classifier.bias"] and out[0]["lr"] == 1.0
+    assert [g["lr"] for g in out[1:]] == [0.25, 0.5, 1.0, 1.0]
+    assert [n for g in out for n in g["param_names"]] == [n for n, _ in mixed[-2:]] + [n for n, _ in mixed[:-2]]
+
+
 # ---------------------------------------------------------------- end to end through train()
 
 
