@@ -124,6 +124,10 @@ def test_reliability_bins_and_ece_match_loop(bins):
         assert ece(probs, gold) == ece(probs, gold, 15)
         assert all(a == pytest.approx(b) for a, b in zip(reliability_bins(probs, gold), want))
     assert ece(np.zeros((0, 3)), [], bins) == 0.0
+    # float32 probabilities (a model's softmax) are binned by their exact value: 0.6f is 0.60000002 > 3/5,
+    # which float32 arithmetic (0.6f * 5 == 3.0f) would put in the bin below
+    conf, acc, count = reliability_bins(np.array([[0.6, 0.4]], dtype=np.float32), [0], 5)
+    assert count.tolist() == [0, 0, 0, 1, 0] and conf[3] == pytest.approx(0.6) and acc[3] == 1
     # confidence at or below 1/bins (as many classes as bins) falls in the first bin
     conf, acc, count = reliability_bins(np.full((2, bins), 1 / bins), [0, 1], bins)
     assert count[0] == 2 and count.sum() == 2 and conf[0] == pytest.approx(1 / bins) and acc[0] == 0.5
