@@ -823,3 +823,50 @@ def test_supcon_defaults_projection_head_and_setup():
     with pytest.raises(ConfigError, match=r"^loss supcon: projection needs the feature size; fix: add in_dim: <size "
                                           r"of out.pooled> \(the encoder's hidden size for pooler/cls/mean pooling\)$"):
         LOSSES.build("supcon", projection=3).setup(ctx)
+
+
+# ---------------------------------------------------------------- Dice, MSE-corr, BCE: defaults and edge cases
+
+
+def test_dice_defaults_and_sigmoid_with_class_indices():
+    from tricklab.losses.functional import dice_loss as dice_fn
+
+    x, y, _ = rand_case(6, 4, seed=21)                           # B = 6 != C = 4
+    onehot = F.one_hot(y, 4).double()
+    # defaults: smooth 1, no square, alpha 0, softmax for class indices (function and registered module)
+    assert_matches(lambda z: dice_fn(z, y), lambda z: ref_dice(z, onehot, False, 1.0, False, 0.0), x)
+    assert_matches(module_fn("dice", {}, "single_label", y, None), lambda z: ref_dice(z, onehot, False, 1.0, False, 0.0), x)
+    # sigmoid=True with class indices: one sigmoid per class against the one-hot targets
+    assert_matches(lambda z: dice_fn(z, y, sigmoid=True), lambda z: ref_dice(z, onehot, True, 1.0, False, 0.0), x)
+    assert_matches(lambda z: dice_fn(z, y, 0.5, True, False, 0.3), lambda z: ref_dice(z, onehot, True, 0.5, False, 0.3), x)
+    d = LOSSES.build("dice")
+    assert (d.smooth, d.square, d.alpha) == (1.0, False, 0.0)
+    assert_matches(module_fn("dice", {"smooth": 0}, "single_label", y, None),        # smooth 0 is allowed
+                   lambda z: ref_dice(z, onehot, False, 0.0, False, 0.0), x)
+    for bad in (True, "0.5", -1):
+        with pytest.raises(ConfigError, match="alpha"):
+            LOSSES.build("dice", alpha=bad)
+
+
+def test_mse_corr_defaults_two_examples_and_constant_predictions():
+    from tricklab.losses.functional import pearson
+
+    x, y = torch.tensor([1.0, 2.0]), torch.tensor([2.0, 1.0])       # two examples: r = -1, defined
+    assert mse_corr_loss(x, y).item() == pytest.approx(1.0 + 1.0 * 2.0)   # default weight 1
+    loss = LOSSES.build("mse_corr")
+    assert loss(Output(x[:, None], None), Batch({}, y, torch.arange(2))).item() == pytest.approx(3.0)
+    assert mse_corr_loss(x[:1], y[:1]).item() == pytest.approx(1.0)    # one example: no correlation term
+    const = torch.full((5,), 0.3)                                     # e.g. a fresh head: finite, r taken as 0
+    t = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert pearson(const, t).item() == 0.0 and pearson(t, const).item() == 0.0
+    assert mse_corr_loss(const, t).item() == pytest.approx(((const - t) ** 2).mean().item() + 1.0)
+
+
+def test_bce_pos_weight_not_saved_and_bad_spec():
+    ctx = ctx_for("multi_label", [3, 5, 2])
+    loss = LOSSES.build("bce", pos_weight=2.0)
+    loss.setup(ctx)
+    assert "pos_weight" not in loss.state_dict() and torch.equal(loss.pos_weight, torch.full((3,), 2.0))
+    for bad in ("abc", (1.0, 2.0, 3.0), [1.0, 2.0]):
+        with pytest.raises(ConfigError, match=r"^loss bce: pos_weight must be a number, 'balanced' or 3 numbers, got"):
+            LOSSES.build("bce", pos_weight=bad).setup(ctx)
