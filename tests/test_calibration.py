@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_cfg
-from tricklab.evaluation.calibration import ece, fit_temperature, nll, plot_reliability, reliability_bins, scaled_probs
+from tricklab.evaluation.calibration import (calibration_metrics, ece, fit_temperature, nll, plot_reliability,
+                                              reliability_bins, scaled_probs)
 from tricklab.cli import main as cli_main
 from tricklab.data.readers import Row
 from tricklab.errors import ConfigError
@@ -66,6 +67,123 @@ def test_reliability_png(tmp_path):
     z = rng.normal(0, 4, size=(300, 4))
     plot_reliability(z, z.argmax(1) * (rng.random(300) > 0.3), 2.0, tmp_path / "r.png", "test")
     assert (tmp_path / "r.png").stat().st_size > 5000
+
+
+def ref_softmax(z: np.ndarray, t: float) -> np.ndarray:
+    e = np.exp(z / t - (z / t).max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("t", [0.3, 1.0, 2.5])
+def test_scaled_probs_and_nll_reference(t):
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 3, size=(40, 4))
+    y = rng.integers(0, 4, size=40)
+    p = ref_softmax(z, t)
+    assert scaled_probs(z, t) == pytest.approx(p, abs=1e-12)
+    assert scaled_probs(z.astype(np.float32), t).dtype == np.float64
+    assert nll(z, y, t) == pytest.approx(-np.mean(np.log(p[np.arange(40), y])), rel=1e-12)
+    assert nll(z, list(y), t) == nll(z, y, t) and isinstance(nll(z, y, t), float)
+    assert nll(np.zeros((0, 4)), [], t) == 0.0
+    assert scaled_probs(z) == pytest.approx(ref_softmax(z, 1.0), abs=1e-12)   # default T = 1
+    assert nll(z, y) == pytest.approx(nll(z, y, 1.0))
+    z32 = z.astype(np.float32)          # computed in float64 whatever the input's dtype
+    p32 = ref_softmax(z32.astype(np.float64), t)
+    assert scaled_probs(z32, t) == pytest.approx(p32, rel=1e-13, abs=0)
+    assert nll(z32, y, t) == pytest.approx(-np.mean(np.log(p32[np.arange(40), y])), rel=1e-13)
+    assert nll(z, y.astype(np.float64), t) == nll(z, y, t)       # labels read as floats (JSON) still index
+
+
+def ref_bins(probs: np.ndarray, gold: np.ndarray, bins: int):
+    """Loop over examples: bin k holds confidences in (k/bins, (k+1)/bins], bin 0 also holds 0."""
+    conf, acc, count = np.zeros(bins), np.zeros(bins), np.zeros(bins)
+    for p, y in zip(probs, gold):
+        c = p.max()
+        k = next(k for k in range(bins) if c <= (k + 1) / bins) if c > 0 else 0
+        conf[k] += c
+        acc[k] += float(p.argmax() == y)
+        count[k] += 1
+    safe = np.maximum(count, 1)
+    return conf / safe, acc / safe, count
+
+
+@pytest.mark.parametrize("bins", [1, 4, 15])
+def test_reliability_bins_and_ece_match_loop(bins):
+    rng = np.random.default_rng(bins)
+    z = rng.normal(0, 2, size=(200, 3))
+    probs = ref_softmax(z, 1.0)
+    probs[:4] = [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.4, 0.6, 0.0]]   # edges k/bins exactly
+    gold = rng.integers(0, 3, size=200)
+    got, want = reliability_bins(probs, gold, bins), ref_bins(probs, gold, bins)
+    for g, w in zip(got, want):
+        assert g.shape == (bins,) and g == pytest.approx(w, abs=1e-12)
+    conf, acc, count = want
+    assert ece(probs, gold, bins) == pytest.approx((count / 200 * np.abs(acc - conf)).sum(), abs=1e-12)
+    assert ece(probs, list(gold), bins) == ece(probs, gold, bins)
+    if bins == 15:   # the default
+        assert ece(probs, gold) == ece(probs, gold, 15)
+        assert all(a == pytest.approx(b) for a, b in zip(reliability_bins(probs, gold), want))
+    assert ece(np.zeros((0, 3)), [], bins) == 0.0
+    # float32 probabilities (a model's softmax) are binned by their exact value: 0.6f is 0.60000002 > 3/5,
+    # which float32 arithmetic (0.6f * 5 == 3.0f) would put in the bin below
+    conf, acc, count = reliability_bins(np.array([[0.6, 0.4]], dtype=np.float32), [0], 5)
+    assert count.tolist() == [0, 0, 0, 1, 0] and conf[3] == pytest.approx(0.6) and acc[3] == 1
+    # confidence at or below 1/bins (as many classes as bins) falls in the first bin
+    conf, acc, count = reliability_bins(np.full((2, bins), 1 / bins), [0, 1], bins)
+    assert count[0] == 2 and count.sum() == 2 and conf[0] == pytest.approx(1 / bins) and acc[0] == 0.5
+
+
+def test_calibration_metrics_reference():
+    rng = np.random.default_rng(9)
+    z = rng.normal(0, 3, size=(60, 4))
+    y = rng.integers(0, 4, size=60)
+    m = calibration_metrics(z, y, 1.7)
+    assert set(m) == {"ece_calibrated", "loss_calibrated", "temperature"}
+    p = ref_softmax(z, 1.7)
+    conf, acc, count = ref_bins(p, y, 15)
+    assert m["ece_calibrated"] == pytest.approx((count / 60 * np.abs(acc - conf)).sum(), abs=1e-12)
+    assert m["loss_calibrated"] == pytest.approx(-np.mean(np.log(p[np.arange(60), y])), rel=1e-12)
+    assert m["temperature"] == 1.7 and type(m["temperature"]) is float
+    assert type(calibration_metrics(z, y, np.float32(2.0))["temperature"]) is float
+
+
+def test_temperature_fit_hits_bounds_and_beats_grid():
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 1, size=(400, 3))
+    y = z.argmax(1)                                   # always right: sharper is always better, T -> lower bound
+    assert fit_temperature(z, y) == pytest.approx(0.05, rel=1e-3)
+    y_rand = rng.integers(0, 3, size=400)             # labels unrelated to z: flatter is better, T -> large
+    t = fit_temperature(z * 0.01 + rng.normal(0, 5, size=(400, 3)), y_rand)
+    assert t > 5
+    # an interior optimum: the fit is at least as good as the best T on a fine grid
+    p = ref_softmax(z * 3, 1.0)
+    y2 = (rng.random((400, 1)) > p.cumsum(1)).sum(1)
+    t2 = fit_temperature(z * 6, y2)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 2001))
+    best = min(nll(z * 6, y2, g) for g in grid)
+    assert 1.2 < t2 < 3.5 and nll(z * 6, y2, t2) <= best + 1e-7
+    assert fit_temperature(list(map(list, z * 6)), list(y2)) == pytest.approx(t2)
+    assert fit_temperature(z[:1], y[:1]) < 0.06    # one example is fitted too
+
+
+def test_reliability_png_returns_false_without_matplotlib(tmp_path, monkeypatch):
+    import tricklab.evaluation.plots as plots
+
+    z = np.random.default_rng(2).normal(0, 4, size=(30, 3))
+    assert plot_reliability(z, z.argmax(1), 1.5, tmp_path / "r.png") is True
+    monkeypatch.setattr(plots, "available", lambda: False)
+    assert plot_reliability(z, z.argmax(1), 1.5, tmp_path / "s.png", "x") is False
+    assert not (tmp_path / "s.png").exists()
+    monkeypatch.undo()
+    import tricklab.evaluation.calibration as calibration
+
+    seen = []
+    monkeypatch.setattr(calibration, "_reliability_axes", lambda *a: seen.append(a))
+    assert plot_reliability(z, z.argmax(1), 1.5, tmp_path / "t.png", "标题 ok", bins=7) is True
+    assert plot_reliability(z, z.argmax(1), 2.5, tmp_path / "u.png") is True
+    (a, b) = seen
+    assert a[1] is z and a[3:5] == (1.5, tmp_path / "t.png")
+    assert a[5].endswith("ok") and a[6] == 7 and b[5] == "" and b[6] == 15 and b[3] == 2.5
 
 
 def _rows(texts, pair=False):

@@ -663,3 +663,210 @@ REFERENCE_TESTED = {"ce", "bce", "focal", "dice", "mse", "mse_corr", "kd",
 
 def test_every_registered_loss_has_a_reference_test():
     assert set(LOSSES) <= REFERENCE_TESTED, f"write a value+gradient reference test for {set(LOSSES) - REFERENCE_TESTED}"
+
+
+# ---------------------------------------------------------------- KD and SupCon: configuration and wiring
+
+
+def test_kd_defaults_alpha0_and_pure_distillation_without_labels():
+    """Defaults alpha 0.5, T 2 (the docstring's); alpha 0 is the hard loss alone; alpha 1 needs no gold labels."""
+    x, y, _ = rand_case(6, C, seed=3)
+    z_t = torch.randn(6, C, generator=torch.Generator().manual_seed(4))
+    fn = module_fn("kd", {"soft_labels": "logits"}, "single_label", y, None, extra={"soft_labels": z_t})
+    assert_matches(fn, lambda z: ref_kd(z, z_t.double(), "logits", 2.0, 0.5, y), x)
+    fn = module_fn("kd", {"soft_labels": "logits", "alpha": 0}, "single_label", y, None, extra={"soft_labels": z_t})
+    assert_matches(fn, lambda z: ref_ce(z, y), x)
+    loss = LOSSES.build("kd", soft_labels="logits", alpha=1, temperature=1.5)
+    unlabelled = Batch({}, None, torch.arange(6), extra={"soft_labels": z_t})
+    got = loss(Output(x, x), unlabelled)
+    torch.testing.assert_close(got.double(), ref_kd(x.double(), z_t.double(), "logits", 1.5, 1.0, y), rtol=1e-5, atol=1e-6)
+
+
+def test_kd_hard_loss_is_set_up_and_configurable(tmp_path):
+    loss = LOSSES.build("kd", soft_labels="probs", hard={"name": "supcon", "projection": 4})
+    assert loss.hard.head is None
+    loss.setup(make_ctx("single_label"))                       # the hard loss gets the context: feature_dim 32
+    assert isinstance(loss.hard.head, nn.Sequential) and loss.hard.head[0].in_features == 32
+    with pytest.raises(ConfigError, match=r"^loss kd: hard must name another loss \(ce, supcon, focal, ...\), got"):
+        LOSSES.build("kd", soft_labels="probs", hard="kd")
+    with pytest.raises(ConfigError, match=r"^loss kd: hard must name another loss.*got \{'temperature': 0.1\}"):
+        LOSSES.build("kd", soft_labels="probs", hard={"temperature": 0.1})
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"soft_labels": "probs", "temperature": 0}, r"^loss kd: temperature must be > 0 \(1-4 is usual\), got 0$"),
+    ({"soft_labels": "probs", "temperature": "2"}, r"^loss kd: temperature must be > 0 .*got '2'$"),
+    ({"soft_labels": "probs", "alpha": -0.1}, r"^loss kd: alpha must be in \[0, 1\] .*got -0.1$"),
+    ({"soft_labels": "probs", "alpha": "1"}, r"^loss kd: alpha must be in \[0, 1\]"),
+    ({"soft_labels": "probs", "teacher": "x"},
+     r"^loss kd: give exactly one of teacher: <run folder> or soft_labels: probs\|logits "
+     r"\(got teacher='x', soft_labels='probs'\)$"),
+    ({"soft_labels": "p"}, r"^loss kd: soft_labels must be 'probs' or 'logits' \(what the column holds\), got 'p'$"),
+    ({"temperature": -1}, r"^loss supcon: temperature must be a positive number \(0.07 is usual\), got -1$"),
+    ({"base_temperature": 0}, r"^loss supcon: base_temperature must be a positive number .*got 0$"),
+    ({"base_temperature": "x"}, r"^loss supcon: base_temperature must be"),
+    ({"contrast_mode": "One"}, r"^loss supcon: contrast_mode must be 'all' or 'one', got 'One'$"),
+    ({"projection": 0}, r"^loss supcon: projection must be an output size \(e.g. 128\) or null, got 0$"),
+    ({"projection": "8"}, r"^loss supcon: projection must be an output size"),
+    ({"projection": 2.0}, r"^loss supcon: projection must be an output size"),
+])
+def test_kd_supcon_bad_params_one_clear_line(params, match):
+    name = "kd" if match.startswith("^loss kd") else "supcon"
+    with pytest.raises(ConfigError, match=match):
+        LOSSES.build(name, **params)
+
+
+def test_kd_errors_name_the_mismatch():
+    loss = LOSSES.build("kd", soft_labels="logits")
+    b = Batch({}, torch.zeros(5, dtype=torch.long), torch.arange(5))
+    with pytest.raises(ConfigError, match=r"^loss kd: soft_labels is set but the batch has no soft labels; fix: give "
+                                          r"the data a soft-label column \(one probability or logit per class\), "
+                                          r"or use teacher: <run>$"):
+        loss(Output(torch.zeros(5, C), None), b)
+    b.extra["soft_labels"] = torch.zeros(5, C + 1)
+    with pytest.raises(ConfigError, match=rf"^loss kd: teacher gives {C + 1} classes but the model {C}$"):
+        loss(Output(torch.zeros(5, C), None), b)
+
+
+class FakeTeacher(nn.Module):
+    """A teacher whose parameters sit on `device`; records where it is moved; logits = 2·one-hot(first id mod C)."""
+
+    def __init__(self, device: str):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1, device=device))
+        self.moves: list = []
+
+    def to(self, device):  # noqa: D401
+        self.moves.append(device)
+        return self
+
+    def forward(self, input_ids, attention_mask):
+        return Output(2.0 * F.one_hot(input_ids[:, 0] % C, C).float(), None)
+
+
+def test_kd_teacher_follows_the_batch_device():
+    loss = LOSSES.build("kd", teacher="unused", alpha=1.0, temperature=2.0)
+    b = make_batch("single_label", n=4)
+    loss._teacher = [FakeTeacher("meta")]                  # elsewhere than the batch (cpu): moved to it
+    student = torch.randn(4, C)
+    got = loss(Output(student, None), b)
+    assert loss._teacher[0].moves == [torch.device("cpu")]
+    t_logits = 2.0 * F.one_hot(b.inputs["input_ids"][:, 0] % C, C).double()
+    torch.testing.assert_close(got.double(), ref_kd(student.double(), t_logits, "logits", 2.0, 1.0, b.labels),
+                               rtol=1e-5, atol=1e-6)
+    loss._teacher = [FakeTeacher("cpu")]                   # already there: not moved
+    loss(Output(student, None), b)
+    assert loss._teacher[0].moves == []
+
+
+def save_teacher(path, names=("c0", "c1", "c2"), num_labels=C):
+    from transformers import BertTokenizerFast
+
+    from tricklab.model import save_model
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(vocab))
+    meta = {"task": "single_label", "num_labels": num_labels, "labels": {"names": list(names)},
+            "model": {"pooling": "pooler", "head": "linear", "head_args": {}, "dropout": 0.1}}
+    save_model(tiny_model(num_labels, seed=1).eval(), BertTokenizerFast(vocab_file=str(path / "vocab.txt")),
+               path / "model", meta)
+    return path / "model"
+
+
+def test_kd_teacher_setup_model_folder_device_and_label_checks(tmp_path):
+    model_dir = save_teacher(tmp_path / "run")
+    loss = LOSSES.build("kd", teacher=str(model_dir))       # the model folder itself, not the run folder
+    ctx = make_ctx("single_label")
+    loss.setup(ctx)
+    (teacher,) = loss._teacher
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    loss = LOSSES.build("kd", teacher=str(tmp_path / "run"))
+    ctx.device = torch.device("meta")                        # the run's device: the teacher is moved there
+    loss.setup(ctx)
+    assert next(loss._teacher[0].parameters()).device.type == "meta"
+    with pytest.raises(ConfigError, match=r"^loss kd: teacher \S+ has 3 labels but this run has 2; fix: distil"):
+        LOSSES.build("kd", teacher=str(tmp_path / "run")).setup(make_ctx("single_label", num_labels=2))
+    other = make_ctx("single_label")
+    other.label_names = ["c0", "c2", "c1"]
+    with pytest.raises(ConfigError, match=r"^loss kd: teacher \S+ labels \['c0', 'c1', 'c2'\] differ from this run's "
+                                          r"\['c0', 'c2', 'c1'\]; fix: use the same class list$"):
+        LOSSES.build("kd", teacher=str(tmp_path / "run")).setup(other)
+
+
+def test_supcon_defaults_projection_head_and_setup():
+    g = torch.Generator().manual_seed(5)
+    pooled, labels = torch.randn(8, 6, generator=g), torch.tensor([0, 1, 0, 2, 1, 2, 0, 1])
+    b = Batch({}, labels, torch.arange(8))
+    torch.testing.assert_close(LOSSES.build("supcon")(Output(None, pooled), b),
+                               supcon_loss(pooled[:, None], labels, 0.07, 0.07, "all"))
+    one = LOSSES.build("supcon", contrast_mode="one", temperature=0.2)
+    b2 = Batch({}, labels.repeat(2), torch.arange(16), views=2)
+    two = torch.cat([pooled, pooled.flip(0)])
+    torch.testing.assert_close(one(Output(None, two), b2),
+                               supcon_loss(torch.stack([pooled, pooled.flip(0)], 1), labels, 0.2, 0.07, "one"))
+    assert LOSSES.build("supcon", in_dim=6).head is None      # no projection asked: none built
+    loss = LOSSES.build("supcon", projection=1, in_dim=6)       # Linear(6, 6) - ReLU - Linear(6, 1), as in the paper
+    lin1, relu, lin2 = loss.head
+    assert (lin1.in_features, lin1.out_features, lin2.in_features, lin2.out_features) == (6, 6, 6, 1)
+    assert isinstance(relu, nn.ReLU)
+    z = lin2(torch.relu(lin1(pooled)))
+    torch.testing.assert_close(loss(Output(None, pooled), b), supcon_loss(z[:, None], labels, 0.07, 0.07, "all"))
+    late = LOSSES.build("supcon", projection=3)                 # no in_dim: built at setup from feature_dim
+    late.setup(make_ctx("single_label"))
+    head = late.head
+    assert head[0].in_features == 32 and head[2].out_features == 3
+    late.setup(make_ctx("single_label"))
+    assert late.head is head                                     # set up twice (resume): the trained head is kept
+    ctx = make_ctx("single_label")
+    ctx.data = {}
+    with pytest.raises(ConfigError, match=r"^loss supcon: projection needs the feature size; fix: add in_dim: <size "
+                                          r"of out.pooled> \(the encoder's hidden size for pooler/cls/mean pooling\)$"):
+        LOSSES.build("supcon", projection=3).setup(ctx)
+
+
+# ---------------------------------------------------------------- Dice, MSE-corr, BCE: defaults and edge cases
+
+
+def test_dice_defaults_and_sigmoid_with_class_indices():
+    from tricklab.losses.functional import dice_loss as dice_fn
+
+    x, y, _ = rand_case(6, 4, seed=21)                           # B = 6 != C = 4
+    onehot = F.one_hot(y, 4).double()
+    # defaults: smooth 1, no square, alpha 0, softmax for class indices (function and registered module)
+    assert_matches(lambda z: dice_fn(z, y), lambda z: ref_dice(z, onehot, False, 1.0, False, 0.0), x)
+    assert_matches(module_fn("dice", {}, "single_label", y, None), lambda z: ref_dice(z, onehot, False, 1.0, False, 0.0), x)
+    # sigmoid=True with class indices: one sigmoid per class against the one-hot targets
+    assert_matches(lambda z: dice_fn(z, y, sigmoid=True), lambda z: ref_dice(z, onehot, True, 1.0, False, 0.0), x)
+    assert_matches(lambda z: dice_fn(z, y, 0.5, True, False, 0.3), lambda z: ref_dice(z, onehot, True, 0.5, False, 0.3), x)
+    d = LOSSES.build("dice")
+    assert (d.smooth, d.square, d.alpha) == (1.0, False, 0.0)
+    assert_matches(module_fn("dice", {"smooth": 0}, "single_label", y, None),        # smooth 0 is allowed
+                   lambda z: ref_dice(z, onehot, False, 0.0, False, 0.0), x)
+    for bad in (True, "0.5", -1):
+        with pytest.raises(ConfigError, match="alpha"):
+            LOSSES.build("dice", alpha=bad)
+
+
+def test_mse_corr_defaults_two_examples_and_constant_predictions():
+    from tricklab.losses.functional import pearson
+
+    x, y = torch.tensor([1.0, 2.0]), torch.tensor([2.0, 1.0])       # two examples: r = -1, defined
+    assert mse_corr_loss(x, y).item() == pytest.approx(1.0 + 1.0 * 2.0)   # default weight 1
+    loss = LOSSES.build("mse_corr")
+    assert loss(Output(x[:, None], None), Batch({}, y, torch.arange(2))).item() == pytest.approx(3.0)
+    assert mse_corr_loss(x[:1], y[:1]).item() == pytest.approx(1.0)    # one example: no correlation term
+    const = torch.full((5,), 0.3)                                     # e.g. a fresh head: finite, r taken as 0
+    t = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert pearson(const, t).item() == 0.0 and pearson(t, const).item() == 0.0
+    assert mse_corr_loss(const, t).item() == pytest.approx(((const - t) ** 2).mean().item() + 1.0)
+
+
+def test_bce_pos_weight_not_saved_and_bad_spec():
+    ctx = ctx_for("multi_label", [3, 5, 2])
+    loss = LOSSES.build("bce", pos_weight=2.0)
+    loss.setup(ctx)
+    assert "pos_weight" not in loss.state_dict() and torch.equal(loss.pos_weight, torch.full((3,), 2.0))
+    for bad in ("abc", (1.0, 2.0, 3.0), [1.0, 2.0]):
+        with pytest.raises(ConfigError, match=r"^loss bce: pos_weight must be a number, 'balanced' or 3 numbers, got"):
+            LOSSES.build("bce", pos_weight=bad).setup(ctx)

@@ -302,6 +302,254 @@ def test_bad_params_raise_config_error(name, params, match):
         TRICKS.build(name, **params)
 
 
+# ---------------------------------------------------------------- EMA / LLRD / adversarial: details
+
+
+class Wrapped(nn.Module):
+    """Stands for DDP: the model under .module."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.module = model
+
+
+def test_ema_setup_defaults_decay_schedule_and_wrapped_model():
+    model = tiny_model()
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)      # frozen: no shadow
+    ema = TRICKS.build("ema")
+    assert ema.decay == 0.999 and ema.warmup is True and ema.num_updates == 0
+    assert ema.state_dict() == {"num_updates": 0, "shadow": {}}
+    ema.setup(Wrapped(model.to(torch.bfloat16)), make_ctx())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert ema.names == trainable and "bert.embeddings.word_embeddings.weight" not in ema.names
+    assert all(s.dtype == torch.float32 for s in ema.shadow)                   # float32 copies of bf16 weights
+    params = dict(model.named_parameters())
+    for n, s in zip(ema.names, ema.shadow):
+        torch.testing.assert_close(s, params[n].detach().float())
+    with torch.no_grad():
+        params[ema.names[0]].add_(1.0)                                         # a copy, not a view
+    assert not torch.equal(ema.shadow[0], params[ema.names[0]].float())
+    assert [id(p) for p in ema._params(Wrapped(model))] == [id(params[n]) for n in ema.names]
+    for t, want in ((0, 1 / 10), (5, 6 / 15), (40, 41 / 50)):                  # d_t = min(decay, (1 + t) / (10 + t))
+        ema.num_updates = t
+        assert ema.current_decay() == pytest.approx(want, rel=1e-12)
+    small = TRICKS.build("ema", decay=0.3)
+    small.num_updates = 5
+    assert small.current_decay() == 0.3
+    fixed = TRICKS.build("ema", decay=0.95, warmup=False)
+    assert fixed.current_decay() == 0.95 and TRICKS.build("ema", warmup=0).warmup is False
+
+
+def test_ema_state_checks_and_errors():
+    model = tiny_model()
+    ema = TRICKS.build("ema", decay=0.9)
+    ema.setup(model, make_ctx())
+    state = ema.state_dict()
+    assert list(state["shadow"]) == ema.names and state["num_updates"] == 0
+    fresh = TRICKS.build("ema", decay=0.9)
+    fresh.setup(model, make_ctx())
+    half = {"num_updates": 3.0, "shadow": {n: s.double() + 1 for n, s in state["shadow"].items()}}
+    fresh.load_state_dict(half)
+    assert fresh.num_updates == 3 and type(fresh.num_updates) is int
+    assert all(s.dtype == torch.float32 and torch.equal(s, state["shadow"][n] + 1)
+               for n, s in zip(fresh.names, fresh.shadow))
+    del half["shadow"][ema.names[1]]
+    with pytest.raises(ConfigError, match=rf"^trick ema: the checkpoint has no EMA shadow for \['{ema.names[1]}'\]; "
+                                          r"fix: resume with the same model and tricks as the checkpointed run$"):
+        fresh.load_state_dict(half)
+    other = tiny_model()
+    other.classifier = nn.Linear(32, C)                                        # same names: fine
+    ema._params(other)
+    del other.classifier
+    with pytest.raises(RuntimeError, match=r"^ema: the model lost parameters \['classifier.weight', "
+                                           r"'classifier.bias'\] after setup$"):
+        ema._params(other)
+    for bad in (1.0, 0, -0.5, "0.9"):
+        with pytest.raises(ConfigError, match=rf"^trick ema: decay must be in \(0, 1\) \(0.99-0.9999 is usual\), "
+                                              rf"got {bad!r}$"):
+            TRICKS.build("ema", decay=bad)
+
+
+def test_llrd_depths_names_and_groups():
+    model = tiny_model()
+    depth, L = encoder_depths(Wrapped(model))
+    assert L == 2
+    for n, _ in model.named_parameters():
+        if not n.startswith("bert."):
+            assert n not in depth, n                                           # head parameters are not listed
+        elif n.startswith("bert.embeddings."):
+            assert depth[n] == 0, n
+        elif n.startswith("bert.encoder.layer."):
+            assert depth[n] == int(n.split(".")[3]) + 1, n
+        else:
+            assert n.startswith("bert.pooler.") and depth[n] == 3, n
+    bare = nn.Module()                                                         # no encoder_name: "encoder."
+    bare.encoder = nn.ModuleDict({"layer": nn.ModuleList([nn.Linear(2, 2) for _ in range(3)]), "wte": nn.Embedding(4, 2)})
+    bare.head = nn.Linear(2, 2)
+    depth, L = encoder_depths(bare)
+    assert L == 3 and depth == {"encoder.layer.0.weight": 1, "encoder.layer.0.bias": 1, "encoder.layer.1.weight": 2,
+                                "encoder.layer.1.bias": 2, "encoder.layer.2.weight": 3, "encoder.layer.2.bias": 3,
+                                "encoder.wte.weight": 0}
+    t = TRICKS.build("llrd", decay=0.5)
+    groups = [{"name": "enc", "params": [p for n, p in model.named_parameters() if n.startswith("bert.")], "lr": 1.0,
+               "weight_decay": 0.1},
+              {"params": list(model.classifier.parameters()), "lr": 2.0, "weight_decay": 0.0}]   # no names, no name
+    out = t.param_groups(Wrapped(model), groups)                               # not set up: sets itself up
+    assert t.num_layers == 2
+    assert [(g.get("name"), g["lr"], g["weight_decay"], len(g["params"])) for g in out] == [
+        ("enc/embeddings", 0.25, 0.1, 5), ("enc/layer1", 0.5, 0.1, 16), ("enc/layer2", 1.0, 0.1, 16),
+        ("enc/top", 1.0, 0.1, 2), (None, 2.0, 0.0, 2)]
+    assert all("param_names" not in g for g in out)
+    assert [t.scale(d) for d in range(4)] == [0.25, 0.5, 1.0, 1.0]
+    assert TRICKS.build("llrd").decay == 0.9 and TRICKS.build("llrd", decay=1).decay == 1.0
+    for bad in (0, 1.5, "0.9"):
+        with pytest.raises(ConfigError, match=rf"^trick llrd: decay must be in \(0, 1\] \(0.8-0.95 is usual\), got {bad!r}$"):
+            TRICKS.build("llrd", decay=bad)
+    flat = nn.Module()
+    flat.encoder = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ConfigError, match=r"^trick llrd: found no numbered layers \(.layer.N. / .layers.N. / .h.N.\) "
+                                          r"in Sequential; fix: drop llrd for this encoder$"):
+        TRICKS.build("llrd").setup(flat, make_ctx())
+
+
+def test_adversarial_helpers_embeddings_hook_and_unit_step():
+    from tricklab.tricks.fgm import EmbeddingGrad, _unit_step, word_embeddings
+
+    model = tiny_model()
+    emb = model.encoder.get_input_embeddings().weight
+    assert word_embeddings(model) is emb and word_embeddings(Wrapped(model)) is emb
+    bare = tiny_model().bert                                   # an encoder without a Classifier around it
+    assert word_embeddings(bare) is bare.get_input_embeddings().weight
+    holder = nn.Module()                                       # get_input_embeddings on the outer model only
+    holder.encoder = nn.Linear(2, 2)
+    holder.get_input_embeddings = lambda: model.bert.embeddings.word_embeddings
+    assert word_embeddings(holder) is emb
+    for broken in (nn.Linear(2, 2), holder.encoder):
+        with pytest.raises(ConfigError, match=r"^adversarial training: cannot find the word embeddings of Linear "
+                                              r"\(no get_input_embeddings\(\)\); fix: drop the fgm/pgd trick"):
+            word_embeddings(broken)
+    nothing = nn.Module()
+    nothing.get_input_embeddings = lambda: None
+    with pytest.raises(ConfigError, match="cannot find the word embeddings of Module"):
+        word_embeddings(nothing)
+    # the hook: one per weight, moved when the weight changes, each backward's own gradient, taken once
+    rec = EmbeddingGrad()
+    w = nn.Parameter(torch.randn(4, 3))
+    rec.attach(w)
+    rec.attach(w)
+    (w * 2).sum().backward()
+    assert torch.equal(rec.grad, torch.full((4, 3), 2.0)) and not rec.grad.requires_grad
+    (w * 3).sum().backward()
+    assert torch.equal(rec.take(), torch.full((4, 3), 3.0)) and rec.take() is None and rec.grad is None
+    v = nn.Parameter(torch.randn(2))
+    rec.attach(v)
+    (w * 5).sum().backward()                                   # the old weight's hook is gone
+    assert rec.take() is None
+    v.sum().backward()
+    assert torch.equal(rec.take(), torch.ones(2))
+    # the step: size · g / ‖g‖ over the whole matrix; None for a missing, zero or non-finite gradient
+    g = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_unit_step(g, 0.7), 0.7 * g / g.pow(2).sum().sqrt())
+    assert _unit_step(g.to(torch.bfloat16), 1.0).dtype == torch.bfloat16
+    assert _unit_step(None, 1.0) is None and _unit_step(torch.zeros(3, 2), 1.0) is None
+    assert _unit_step(torch.tensor([1.0, float("nan")]), 1.0) is None
+    assert _unit_step(torch.tensor([1.0, float("inf")]), 1.0) is None
+    big = torch.full((2, 2), 3e38)                              # its norm overflows fp32 unless computed with care
+    assert _unit_step(big, 1.0) is None or torch.isfinite(_unit_step(big, 1.0)).all()
+
+
+@pytest.mark.parametrize("name,params,match", [
+    ("fgm", {"epsilon": -1}, r"^trick fgm: epsilon must be a positive number \(1.0 is usual\), got -1$"),
+    ("fgm", {"epsilon": "1"}, r"^trick fgm: epsilon must be a positive number"),
+    ("pgd", {"epsilon": 0}, r"^trick pgd: epsilon must be a positive number, got 0$"),
+    ("pgd", {"alpha": -0.3}, r"^trick pgd: alpha must be a positive number, got -0.3$"),
+    ("pgd", {"alpha": "x"}, r"^trick pgd: alpha must be a positive number, got 'x'$"),
+    ("pgd", {"steps": 2.0}, r"^trick pgd: steps must be an integer >= 1 \(3 is usual\), got 2.0$"),
+    ("pgd", {"steps": 0}, r"^trick pgd: steps must be an integer >= 1"),
+])
+def test_adversarial_bad_params_one_clear_line(name, params, match):
+    with pytest.raises(ConfigError, match=match):
+        TRICKS.build(name, **params)
+    ok = TRICKS.build(name, **{k: v for k, v in {"epsilon": 1e-3, "alpha": 1e-3, "steps": 1}.items()
+                               if name == "pgd" or k == "epsilon"})
+    assert ok.epsilon == 1e-3
+    assert TRICKS.build("fgm").epsilon == 1.0
+    pgd = TRICKS.build("pgd")
+    assert (pgd.epsilon, pgd.alpha, pgd.steps) == (1.0, 0.3, 3)
+
+
+def test_adversarial_frozen_message_and_no_gradient_no_attack():
+    model = tiny_model()
+    for name in ("fgm", "pgd"):
+        t = TRICKS.build(name)
+        t.setup(model, make_ctx())
+        calls = []
+        t.after_backward(model, lambda: calls.append(1))        # no backward reached the embeddings: nothing to do
+        assert calls == []
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    for name in ("fgm", "pgd"):
+        with pytest.raises(ConfigError, match=rf"^trick {name}: the word embeddings are frozen, so they have no "
+                                              rf"gradient to attack along; fix: use freeze with embeddings: false, "
+                                              rf"or drop {name}$"):
+            TRICKS.build(name).setup(model, make_ctx())
+        with pytest.raises(ConfigError, match=rf"^trick {name}: the word embeddings are frozen"):
+            TRICKS.build(name).after_backward(model, lambda: None)
+
+
+def test_freeze_defaults_boundaries_wrapped_and_messages():
+    model = tiny_model()
+    t = TRICKS.build("freeze")                                   # defaults: embeddings only
+    t.setup(Wrapped(model), make_ctx())
+    emb = [n for n, _ in model.named_parameters() if n.startswith("bert.embeddings.")]
+    assert t.frozen == emb and all(p.requires_grad != (n in emb) for n, p in model.named_parameters())
+    all_blocks = TRICKS.build("freeze", embeddings=False, layers=2)  # layers == L: every block, fine
+    m2 = tiny_model()
+    all_blocks.setup(m2, make_ctx())
+    assert all_blocks.frozen == [n for n, _ in m2.named_parameters() if n.startswith("bert.encoder.layer.")]
+    with pytest.raises(ConfigError, match=r"^trick freeze: layers=3 but the encoder has 2 blocks; fix: layers <= 2$"):
+        TRICKS.build("freeze", layers=3).setup(tiny_model(), make_ctx())
+    with pytest.raises(ConfigError, match=r"^trick freeze: nothing to freeze; fix: embeddings: true and/or layers: N$"):
+        TRICKS.build("freeze", embeddings=False).setup(tiny_model(), make_ctx())
+    for bad in (-1, 1.0, True, "1"):
+        with pytest.raises(ConfigError, match=rf"^trick freeze: layers must be an integer >= 0 \(bottom blocks to "
+                                              rf"freeze\), got {bad!r}$"):
+            TRICKS.build("freeze", layers=bad)
+
+
+def test_ema_load_state_follows_the_shadow_device_and_lists_three_missing():
+    model = tiny_model()
+    ema = TRICKS.build("ema")
+    ema.setup(model, make_ctx())
+    state = ema.state_dict()
+    on_meta = TRICKS.build("ema")
+    on_meta.setup(tiny_model().to("meta"), make_ctx())                 # the model (and shadows) elsewhere
+    on_meta.load_state_dict(state)                                   # a checkpoint read on cpu: moved there
+    assert all(s.device.type == "meta" for s in on_meta.shadow) and len(on_meta.shadow) == len(state["shadow"])
+    frozen = tiny_model().requires_grad_(False)
+    empty = TRICKS.build("ema")
+    empty.setup(frozen, make_ctx())
+    empty.load_state_dict({"num_updates": 4, "shadow": {}})           # nothing trainable: nothing to load
+    assert empty.shadow == [] and empty.num_updates == 4
+    fresh = TRICKS.build("ema")
+    fresh.setup(model, make_ctx())
+    with pytest.raises(ConfigError, match=rf"^trick ema: the checkpoint has no EMA shadow for "
+                                          rf"\['{ema.names[0]}', '{ema.names[1]}', '{ema.names[2]}'\]; fix"):
+        fresh.load_state_dict({"num_updates": 1, "shadow": {}})      # many missing: the first three named
+
+
+def test_llrd_head_first_and_unnamed_group():
+    model = tiny_model()
+    t = TRICKS.build("llrd", decay=0.5)
+    t.setup(model, make_ctx())
+    mixed = [(n, p) for n, p in model.named_parameters()]              # encoder first, head last, one group
+    assert mixed[-1][0].startswith("classifier.")
+    out = t.param_groups(model, [{"params": [p for _, p in mixed], "param_names": [n for n, _ in mixed], "lr": 1.0}])
+    assert [g.get("name") for g in out] == [None, "group/embeddings", "group/layer1", "group/layer2", "group/top"]
+    assert out[0]["param_names"] == ["classifier.weight", "classifier.bias"] and out[0]["lr"] == 1.0
+    assert [g["lr"] for g in out[1:]] == [0.25, 0.5, 1.0, 1.0]
+    assert [n for g in out for n in g["param_names"]] == [n for n, _ in mixed[-2:]] + [n for n, _ in mixed[:-2]]
+
+
 # ---------------------------------------------------------------- end to end through train()
 
 
