@@ -238,7 +238,7 @@ def test_kd_from_teacher_run_folder_and_scl_recipe(tmp_path):
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab))
-    tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)})    # transformers 5 ignores vocab_file= here
     teacher = tiny_model(seed=1).eval()
     meta = {"task": "single_label", "num_labels": C, "labels": {"names": ["c0", "c1", "c2"]},
             "model": {"pooling": "pooler", "head": "linear", "head_args": {}, "dropout": 0.1}}

@@ -559,7 +559,8 @@ def write_tiny_run_inputs(root):
     words = [f"w{i}" for i in range(60)]
     (root / "enc").mkdir()
     (root / "enc" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
-    BertTokenizerFast(vocab_file=str(root / "enc" / "vocab.txt")).save_pretrained(str(root / "enc"))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words    # transformers 5 ignores vocab_file= here
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}).save_pretrained(str(root / "enc"))
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=65, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=37, max_position_embeddings=64)).save_pretrained(str(root / "enc"))
