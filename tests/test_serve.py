@@ -491,6 +491,26 @@ def test_docs_escape_the_name_and_with_a_token_only_health_is_public():
         assert "<img" not in spec["info"]["description"] and "/predict" in spec["paths"]
 
 
+def test_docs_pages_work_offline_from_packaged_assets():
+    """/docs and /redoc load Swagger UI / ReDoc from the server itself (fastapi-offline's files), not a CDN."""
+    from fastapi.testclient import TestClient
+
+    from tricklab.inference.serve import DOCS_FILES, docs_assets
+
+    assert docs_assets() is not None, "fastapi-offline is in the serve and test extras"
+    with TestClient(create_app(FakeSingle(), "tiny", token=TOKEN)) as c:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for path in ("/docs", "/redoc"):
+            page = c.get(path, headers=auth).text
+            assert "/docs-assets/" in page and "cdn." not in page and "fonts.googleapis" not in page, path
+        for f in DOCS_FILES:
+            r = c.get(f"/docs-assets/{f}", headers=auth)
+            assert r.status_code == 200 and r.content == (docs_assets() / f).read_bytes(), f
+        assert c.get("/docs-assets/swagger-ui.css").status_code == 401          # behind the token like /docs
+        assert c.get("/docs-assets/..%2Fcore.py", headers=auth).status_code == 404
+        assert c.get("/docs-assets/core.py", headers=auth).status_code == 404
+
+
 @pytest.mark.parametrize("bad", ["", " ", "two words"])
 def test_empty_or_blank_token_is_refused(bad, capsys):
     with pytest.raises(ConfigError, match="empty or contains whitespace"):

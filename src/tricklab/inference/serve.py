@@ -284,15 +284,50 @@ def create_app(predictor: Any, name: str = "model", token: str | None = None, ma
     async def page() -> HTMLResponse:
         return HTMLResponse(PAGE.replace("__TITLE__", html.escape(name)))
 
+    _add_docs(app, name)
+    return app
+
+
+DOCS_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+
+
+def docs_assets() -> Path | None:
+    """The Swagger UI / ReDoc files packaged by fastapi-offline (MIT; Swagger UI Apache-2.0, ReDoc MIT), so /docs
+    works without internet; None without it (the pages then load them from FastAPI's default CDN)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "static"
+    return folder if all((folder / f).is_file() for f in DOCS_FILES) else None
+
+
+def _add_docs(app: Any, name: str) -> None:
+    """/docs (Swagger UI) and /redoc, from local files when fastapi-offline is installed (/docs-assets/...)."""
+    from fastapi.responses import FileResponse
+
+    title = html.escape(f"tricklab: {name}")
+    assets = docs_assets()
+    local = {} if assets is None else {"swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
+                                       "swagger_css_url": "/docs-assets/swagger-ui.css",
+                                       "swagger_favicon_url": "/docs-assets/favicon.png"}
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=html.escape(f"tricklab: {name}"))
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=title, **local)
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=html.escape(f"tricklab: {name}"))
+        extra = {} if assets is None else {"redoc_js_url": "/docs-assets/redoc.standalone.js",
+                                           "redoc_favicon_url": "/docs-assets/favicon.png", "with_google_fonts": False}
+        return get_redoc_html(openapi_url="/openapi.json", title=title, **extra)
 
-    return app
+    @app.get("/docs-assets/{file}", include_in_schema=False)
+    async def docs_asset(file: str) -> Any:
+        if assets is None or file not in DOCS_FILES:
+            return _error(404, f"no such file: /docs-assets/{bounded(file)}")
+        return FileResponse(assets / file, headers={"Cache-Control": "max-age=86400"})
 
 
 def _add_guards(app: Any, token: str | None) -> None:
