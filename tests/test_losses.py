@@ -769,7 +769,7 @@ def save_teacher(path, names=("c0", "c1", "c2"), num_labels=C):
     (path / "vocab.txt").write_text("\n".join(vocab))
     meta = {"task": "single_label", "num_labels": num_labels, "labels": {"names": list(names)},
             "model": {"pooling": "pooler", "head": "linear", "head_args": {}, "dropout": 0.1}}
-    save_model(tiny_model(num_labels, seed=1).eval(), BertTokenizerFast(vocab_file=str(path / "vocab.txt")),
+    save_model(tiny_model(num_labels, seed=1).eval(), BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}),
                path / "model", meta)
     return path / "model"
 

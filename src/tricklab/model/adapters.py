@@ -11,13 +11,13 @@ imports peft).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..runfiles import read_json, write_json
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -93,7 +93,7 @@ def save_adapters(encoder: nn.Module, out: Path, base: str) -> dict[str, Any]:
     d = cfg.to_dict()
     d["base_model_name_or_path"] = base
     d["target_modules"] = sorted(d["target_modules"]) if d.get("target_modules") is not None else None
-    (out / ADAPTER_CONFIG).write_text(json.dumps(d, indent=2, default=str), encoding="utf-8")
+    write_json(out / ADAPTER_CONFIG, d, default=str)
     method = "dora" if getattr(cfg, "use_dora", False) else str(cfg.peft_type.value).lower()
     return {"method": method, "base": base, "parameters": int(sum(v.numel() for v in state.values()))}
 
@@ -104,7 +104,7 @@ def merge_adapters(encoder: nn.Module, folder: Path) -> nn.Module:
     from safetensors.torch import load_file
 
     peft = require_peft()
-    d = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    d = read_json(folder / ADAPTER_CONFIG, f"copy {folder} again from where it was made, or train the run again")
     config = peft.PeftConfig.from_peft_type(**{k: v for k, v in d.items() if k != "peft_version"})
     config.inference_mode = True
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
