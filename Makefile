@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/tricklab demo
 
+# one pytest-xdist worker per core (tests/conftest.py gives each one torch thread)
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto
 
 # Mutation testing (mutmut) of losses, tricks, pooling/heads, batching, stats, calibration, thresholds; not in
 # CI. ~3000 mutants: 10-30 min on 2 cores. Files and their tests: TARGETS in benchmarks/mutate.py.

@@ -12,6 +12,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["TRICKLAB_CACHE"] = tempfile.mkdtemp(prefix="tricklab-test-cache-")  # per-host and token caches, not the user's
+if os.environ.get("PYTEST_XDIST_WORKER"):          # `make test` runs one worker per core: one thread each, so that
+    os.environ.setdefault("OMP_NUM_THREADS", "1")   # workers (and their subprocesses) do not fight over the cores
+    import torch
+
+    torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLASSES = {"sports": "球赛队员冠军胜负", "finance": "股市银行利率基金", "game": "玩家游戏版本电竞"}
