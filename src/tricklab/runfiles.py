@@ -100,6 +100,12 @@ def _umask() -> int:
     return mask
 
 
+def cache_dir() -> Path:
+    """Where tricklab keeps per-host caches (measured precision, token cache): $TRICKLAB_CACHE, else
+    ~/.cache/tricklab."""
+    return Path(os.environ.get("TRICKLAB_CACHE") or Path.home() / ".cache" / "tricklab")
+
+
 def atomic_write(path: str | Path, data: str | bytes, root: str | Path | None = None) -> None:
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w", root) as f:
         f.write(data)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..runfiles import write_json
+from ..runfiles import cache_dir, write_json
 from .batching import Encoded, encode
 from .readers import Row
 from .truncation import Truncation
@@ -86,7 +86,7 @@ def cache_root(setting: Any) -> Path | None:
         return None
     if setting != "auto":
         return Path(setting).expanduser()
-    return Path(os.environ.get("TRICKLAB_CACHE") or Path.home() / ".cache" / "tricklab")
+    return cache_dir()
 
 
 def tokenizer_fingerprint(tok: Any) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 
 from ..data.batching import Encoded, collate, eval_batches
 from ..errors import ConfigError
-from ..runfiles import atomic_write
+from ..runfiles import atomic_write, cache_dir
 
 
 # precision: auto on CPU is decided by a short measurement on the machine it runs on, never by CPU flags: hosts of
@@ -22,11 +21,6 @@ from ..runfiles import atomic_write
 BF16_MIN_SPEEDUP = 1.25    # bf16 training also pays casts and fp32 optimizer math: below this it is not worth it
 MATMUL_SHAPE = (1024, 768, 3072)   # tokens x hidden x FFN width: a BERT-base feed-forward layer's matmul
 PROBE_SHAPE = (64, 768, 768)
-
-
-def cache_dir() -> Path:
-    """Where tricklab keeps per-host caches: $TRICKLAB_CACHE, else ~/.cache/tricklab."""
-    return Path(os.environ.get("TRICKLAB_CACHE") or Path.home() / ".cache" / "tricklab")
 
 
 def host_key() -> str:
