@@ -59,13 +59,19 @@ async def honest(port: int, texts: list[str], ref: dict[str, dict[str, Any]], pe
         await conn.close()
 
 
-async def slowloris(port: int, stop: asyncio.Event, out: dict[str, Any]) -> None:
+async def connect(port: int, stop: asyncio.Event) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A new connection to the server, retried every 0.5 s (it refuses beyond its limit); None once stopped."""
     while not stop.is_set():
         try:
-            r, w = await asyncio.open_connection(HOST, port)
+            return await asyncio.open_connection(HOST, port)
         except OSError:
             await asyncio.sleep(0.5)
-            continue
+    return None
+
+
+async def slowloris(port: int, stop: asyncio.Event, out: dict[str, Any]) -> None:
+    while (conn := await connect(port, stop)) is not None:
+        r, w = conn
         out["slowloris_opened"] += 1
         t0 = time.perf_counter()
         try:
@@ -88,12 +94,8 @@ async def slowloris(port: int, stop: asyncio.Event, out: dict[str, Any]) -> None
 async def chunked(port: int, stop: asyncio.Event, cap: int, out: dict[str, Any]) -> None:
     chunk = b"[" + b'"a",' * 16000
     frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
-    while not stop.is_set():
-        try:
-            r, w = await asyncio.open_connection(HOST, port)
-        except OSError:
-            await asyncio.sleep(0.5)
-            continue
+    while (conn := await connect(port, stop)) is not None:
+        r, w = conn
         sent = 0
         answer = asyncio.ensure_future(r.readuntil(b"\r\n\r\n"))
         try:
