@@ -23,7 +23,7 @@ from tricklab.registry import LOSSES, TRICKS  # noqa: E402
 from tricklab.training import accumulate_gradients, train  # noqa: E402
 from tricklab.types import Batch, TrainContext  # noqa: E402
 
-from conftest import tiny_cfg  # noqa: E402
+from conftest import tiny_cfg, write_thucnews  # noqa: E402
 
 C = 3
 
@@ -164,16 +164,30 @@ COMBOS = {"lora": ([], []), "lora+fgm": ([{"name": "fgm", "epsilon": 1.0}], []),
 
 
 @pytest.mark.parametrize("combo", sorted(COMBOS))
-def test_every_trick_composes_base_weights_bit_identical(tiny_model, thuc_dir, tmp_path, combo):
-    """A short run per combination: the checkpointed training weights keep every base weight of the pretrained
-    encoder bit for bit (adapters and head moved); the run's model/ folder is the adapters + head; predict loads it."""
+def test_every_trick_composes_base_weights_bit_identical(tiny_model, thuc_dir, tmp_path, combo, monkeypatch):
+    """A short run per combination: the training weights at the last checkpoint keep every base weight of the
+    pretrained encoder bit for bit (adapters and head moved), and the checkpoint holds the trainable weights only;
+    the run's model/ folder is the adapters + head; predict loads it."""
+    from tricklab.training import loop
+
     tricks, aux = COMBOS[combo]
     lora = {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.1, "targets": "auto"}
     cfg = tiny_cfg(tiny_model, "train.epochs=1", "train.max_steps=3", "model.pooling=mean")
     cfg.tricks = tricks + [lora]             # lora last: the adapt_model hook still runs it first
     cfg.aux_losses = aux
+    seen: dict[str, torch.Tensor] = {}
+    real = loop.save_resume_checkpoint
+
+    def save_and_keep(run):                  # the whole training state dict, as the checkpoint is written
+        seen.update({k: v.detach().clone() for k, v in run.raw_model.state_dict().items()})
+        real(run)
+
+    monkeypatch.setattr(loop, "save_resume_checkpoint", save_and_keep)
     metrics = train(cfg, thuc_dir, out=tmp_path / "run", progress=False)
-    state = load_file(str(next((tmp_path / "run" / "checkpoints").glob("step-*")) / "model.safetensors"))
+    saved = load_file(str(next((tmp_path / "run" / "checkpoints").glob("step-*")) / "model.safetensors"))
+    assert saved and all("lora_" in k or not k.startswith("bert.") for k in saved), sorted(saved)[:5]
+    assert all(torch.equal(v, seen[k]) for k, v in saved.items())
+    state = seen
     base = base_weights(tiny_model)
     checked = 0
     for k, v in base.items():
@@ -232,3 +246,70 @@ def test_push_refuses_an_adapter_folder(tiny_model, tmp_path):
     save_model(model, tok, tmp_path / "m", meta_for(path))
     with pytest.raises(TrickLabError, match="holds adapters.*tricklab export"):
         model_folder(tmp_path / "m", log=None)
+
+
+LORA_SETS = ("tricks=[{name: lora, r: 4, alpha: 8, dropout: 0.1}, {name: ema, decay: 0.9}]", "model.pooling=mean")
+
+
+def test_lora_resume_checkpoint_holds_trainable_state_only_and_resumes_exactly(tiny_model, tmp_path, monkeypatch):
+    """With adapters a resume checkpoint holds the adapters and the head (no frozen base weight) with the
+    optimizer, schedule, EMA and RNG states; --resume loads it onto the base weights and continues exactly: the
+    same losses and the same final weights as the run that was never interrupted."""
+    from test_resume import interrupted_run, losses
+
+    from tricklab.cli import main as cli_main
+
+    data = write_thucnews(tmp_path / "d", n_train=48, n_dev=12)
+    ref = train(tiny_cfg(tiny_model, "train.epochs=3", "train.eval_every=2", *LORA_SETS), data, out=tmp_path / "ref",
+                progress=False)
+    interrupted_run(tiny_model, data, tmp_path / "run", monkeypatch, 4, *LORA_SETS)
+    ck = tmp_path / "run" / "checkpoints" / "step-00000004" / "model.safetensors"
+    saved = load_file(str(ck))
+    base = base_weights(tiny_model)
+    assert saved and not any(k.startswith("bert.") and "lora_" not in k for k in saved), sorted(saved)[:5]
+    assert any(k.startswith("classifier.") for k in saved) and any("lora_A" in k for k in saved)
+    trainable_bytes = sum(v.numel() * v.element_size() for v in saved.values())
+    base_bytes = sum(v.numel() * v.element_size() for v in base.values())
+    assert ck.stat().st_size < trainable_bytes + 150 * len(saved) + 1024      # tensors + safetensors header
+    assert ck.stat().st_size < base_bytes / 3
+    assert cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 0
+    a, b = losses(tmp_path / "ref"), losses(tmp_path / "run")
+    after = [s for s in a if s > 4]
+    assert after and all(b[s] == pytest.approx(a[s], rel=1e-5) for s in after)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["steps"] == ref["steps"] == 9 and m["accuracy"] == pytest.approx(ref["accuracy"])
+    last = [sorted((tmp_path / r / "checkpoints").glob("step-*"))[-1] for r in ("ref", "run")]
+    assert last[0].name == last[1].name == "step-00000009"
+    want, got = (load_file(str(p / "model.safetensors")) for p in last)
+    assert set(want) == set(got)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)
+    for name in ("adapter_model.safetensors", "head.safetensors"):   # the best model (EMA weights) too
+        w, g = (load_file(str(tmp_path / r / "model" / name)) for r in ("ref", "run"))
+        assert set(w) == set(g) and all(torch.allclose(g[k], w[k], rtol=1e-5, atol=1e-7) for k in w)
+
+
+def test_lora_resume_refuses_a_changed_base_model(tiny_model, tmp_path, monkeypatch, capsys):
+    """The checkpoint leaves the base weights out: resuming on a base model whose weights changed since is one
+    error naming the checkpoint and the fix, not a silently different model."""
+    import shutil
+
+    from test_resume import interrupted_run
+
+    from tricklab.cli import main as cli_main
+
+    model = tmp_path / "base"
+    shutil.copytree(tiny_model, model)
+    data = write_thucnews(tmp_path / "d", n_train=48, n_dev=12)
+    interrupted_run(model, data, tmp_path / "run", monkeypatch, 2, *LORA_SETS)
+    from safetensors.torch import save_file
+
+    w = load_file(str(model / "model.safetensors"))
+    k = next(k for k in w if k.endswith("query.weight"))
+    w[k] = w[k] + 1e-3
+    save_file(w, str(model / "model.safetensors"), metadata={"format": "pt"})
+    capsys.readouterr()
+    assert cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "step-00000002: the checkpoint holds the adapters and head only" in err
+    assert "base model's weights differ" in err and "fix: put back the base model" in err and "Traceback" not in err

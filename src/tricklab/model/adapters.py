@@ -75,6 +75,17 @@ def has_adapters(encoder: nn.Module) -> bool:
     return bool(getattr(encoder, "peft_config", None))
 
 
+def frozen_base_keys(model: nn.Module) -> set[str]:
+    """The state_dict keys of a classifier's frozen base weights when its encoder has adapters: every entry of the
+    encoder but its trainable parameters (the adapters). Empty without adapters. These come back from the base
+    model when the run is built again, so a resume checkpoint need not hold them."""
+    if not has_adapters(model.encoder):
+        return set()
+    prefix = model.encoder_name + "."
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k for k in model.state_dict() if k.startswith(prefix) and k not in trainable}
+
+
 def adapter_state(encoder: nn.Module) -> dict[str, Tensor]:
     """The adapter weights alone (peft's names, relative to the encoder)."""
     from peft import get_peft_model_state_dict

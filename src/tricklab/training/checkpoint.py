@@ -3,6 +3,7 @@ into place, then a `latest` pointer replaced atomically. A run killed at any ins
 the last complete checkpoint."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import TrickLabError
+from ..model.adapters import frozen_base_keys
 from ..runfiles import atomic_open, atomic_write, confine
 
 atomic_write_text = atomic_write   # the name of 0.1
@@ -52,6 +54,55 @@ def set_rng_state(s: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = s["numpy"]
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def weights_digest(state: dict[str, torch.Tensor], keys: set[str]) -> str:
+    """SHA-256 of the named entries of a state dict (name, dtype, shape and bytes, in name order): checks on
+    --resume that the frozen base weights a checkpoint leaves out are those it was trained on."""
+    h = hashlib.sha256()
+    for k in sorted(keys):
+        t = state[k].detach().contiguous().cpu()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def resume_weights(model: torch.nn.Module, digest: str | None = None) -> tuple[dict[str, torch.Tensor],
+                                                                               dict[str, Any] | None]:
+    """What a resume checkpoint holds of `model`: its whole state dict; with adapters (trick lora) everything but
+    the frozen base weights (the adapters, the head, any other trainable weight), and a record of what it leaves
+    out, {"keys": n, "sha256": weights_digest} (`digest`: that hash when the caller already has it)."""
+    state = model.state_dict()
+    base = frozen_base_keys(model)
+    if not base:
+        return state, None
+    return ({k: v for k, v in state.items() if k not in base},
+            {"keys": len(base), "sha256": digest or weights_digest(state, base)})
+
+
+def load_resume_weights(model: torch.nn.Module, saved: dict[str, torch.Tensor], frozen: dict[str, Any] | None,
+                        path: Path) -> str | None:
+    """Load a checkpoint's weights into the freshly built `model`. A checkpoint without the frozen base weights
+    (adapters) loads onto the base the model was built on, once that base is checked to be the one trained on;
+    anything else that does not fit is one error. Returns the base's digest (None without adapters)."""
+    state = model.state_dict()
+    base = frozen_base_keys(model)
+    missing, unexpected = set(state) - set(saved), set(saved) - set(state)
+    fix = "resume with the model and tricks the run was started with, or train again without --resume"
+    if (missing and missing != base) or unexpected or (missing and frozen is None):
+        raise TrickLabError(f"{path}: the checkpoint does not fit the model built for this run (missing "
+                            f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); fix: {fix}")
+    if not missing:                                    # a whole state dict (no adapters, or from before)
+        model.load_state_dict(saved)
+        return weights_digest(state, base) if base else None
+    digest = weights_digest(state, base)
+    if frozen.get("keys") != len(base) or frozen.get("sha256") != digest:
+        raise TrickLabError(f"{path}: the checkpoint holds the adapters and head only, and the base model's "
+                            f"weights differ from those the run was trained on ({len(base)} frozen tensors, SHA-256 "
+                            f"{digest[:12]}, trained on {str(frozen.get('sha256'))[:12]}); fix: put back the base "
+                            f"model the run started from, or train again without --resume")
+    model.load_state_dict(saved, strict=False)
+    return digest
 
 
 def save_checkpoint(root: Path, step: int, model_state: dict[str, torch.Tensor], blobs: dict[str, Any],

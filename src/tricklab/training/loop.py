@@ -29,9 +29,10 @@ from ..evaluation.final import finish
 from ..evaluation.metrics import compute_metrics, is_better
 from ..evaluation.model_card import detect_language, write_model_card
 from ..model import save_model
+from ..model.adapters import frozen_base_keys
 from ..model.runtime import all_logits
 from ..runfiles import RunLock, atomic_write, writable
-from .checkpoint import remove, replace_dir, save_checkpoint
+from .checkpoint import remove, replace_dir, resume_weights, save_checkpoint
 from .provenance import note_resume, write_run_json
 from .setfit import fit_setfit, setfit_note
 from .setup import Run, run_config, setup
@@ -171,12 +172,14 @@ def checkpoint_note(run: Run) -> str:
     """When checkpoints are written, about how big each is (weights + AdamW's two moments per trainable
     parameter, as saved) and how many are kept."""
     tc = run.cfg.train
-    weights = sum(t.numel() * t.element_size() for t in run.raw_model.state_dict().values())
+    base = frozen_base_keys(run.raw_model)          # adapters: the frozen base weights are not saved
+    weights = sum(t.numel() * t.element_size() for k, t in run.raw_model.state_dict().items() if k not in base)
     moments = sum(2 * p.numel() * 4 + 750 for p in run.trainable)   # exp_avg, exp_avg_sq (fp32), step; pickle framing
     weights += 30_000                                                 # RNG states, schedule, loop position
     when = f"every {tc.eval_every} steps" if tc.eval_every else "once per epoch"
+    what = "adapter and head weights" if base else "weights"
     return (f"checkpoints: at every dev evaluation ({when}) in {run.out / 'checkpoints'}, about "
-            f"{(weights + moments) / 1e6:.1f} MB each (weights + optimizer state), the latest {tc.keep_checkpoints} "
+            f"{(weights + moments) / 1e6:.1f} MB each ({what} + optimizer state), the latest {tc.keep_checkpoints} "
             f"kept (train.keep_checkpoints); --set train.checkpoint=false writes none (no --resume)")
 
 
@@ -321,12 +324,16 @@ def evaluate_and_keep_best(run: Run) -> dict[str, Any]:
 
 
 def save_resume_checkpoint(run: Run) -> None:
-    """The raw (training) weights, optimizer, schedule, loss and trick states, and the loop position."""
+    """The raw (training) weights (with adapters: the trainable ones only, checkpoint.resume_weights), optimizer,
+    schedule, loss and trick states, and the loop position."""
     run.accelerator.wait_for_everyone()
     if run.main:
         blobs = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                  "tricks": [t.state_dict() for t in run.tricks]}
         blobs |= {f"loss{i}": loss.state_dict() for i, (_, loss) in enumerate(run.losses.values()) if loss.state_dict()}
-        save_checkpoint(run.out / "checkpoints", run.state.step, run.raw_model.state_dict(), blobs, asdict(run.state),
+        weights, frozen = resume_weights(run.raw_model, run.base_digest)
+        if frozen is not None:                          # adapters: the frozen base weights are left out
+            blobs["frozen_base"], run.base_digest = frozen, frozen["sha256"]
+        save_checkpoint(run.out / "checkpoints", run.state.step, weights, blobs, asdict(run.state),
                         keep=run.cfg.train.keep_checkpoints)
     run.accelerator.wait_for_everyone()

@@ -31,7 +31,7 @@ from ..registry import TRICKS, load_plugins
 from ..runfiles import LOCK_FILE
 from ..tricks import Trick
 from ..types import TrainContext
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, load_resume_weights
 from .optim import adam_without_bias_correction, build_scheduler, lr_factor, param_groups, warmup_steps
 from .provenance import check_resume, data_record, resume_args
 from .step import Losses, build_losses, check_specs
@@ -85,6 +85,7 @@ class Run:
     sample_weights: np.ndarray | None = None   # (N,) data.sampler=balanced: draw probabilities of the train rows
     forced: list[str] | None = None      # --resume: the differences forced past (None: a fresh run)
     on_evaluate: Callable[[int, dict[str, Any]], None] | None = None   # after each dev evaluation (tune's pruner)
+    base_digest: str | None = None       # with adapters: SHA-256 of the frozen base weights (checkpoint.py)
 
     @property
     def main(self) -> bool:
@@ -393,7 +394,7 @@ def restore(run: Run) -> None:
                          f"evaluation, or train.checkpoint=false): starting again from step 0")
         return
     model_state, blobs, saved = load_checkpoint(ck)
-    run.raw_model.load_state_dict(model_state)
+    run.base_digest = load_resume_weights(run.raw_model, model_state, blobs.get("frozen_base"), ck)
     run.optimizer.load_state_dict(blobs["optimizer"])
     run.scheduler.load_state_dict(blobs["scheduler"])
     for i, (_, loss) in enumerate(run.losses.values()):
