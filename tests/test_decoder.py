@@ -153,6 +153,36 @@ def test_decoder_trains_with_lora_end_to_end(tiny_llama, thuc_dir, tmp_path):
     assert abs(acc - metrics["accuracy"]) < 1e-9
 
 
+def test_decoder_lora_resumes_from_a_small_checkpoint(tiny_llama, tmp_path, monkeypatch, capsys):
+    """A decoder body with LoRA: the resume checkpoint holds the adapters and the head (its size as the run's note
+    says), and --resume continues to the uninterrupted run's losses."""
+    pytest.importorskip("peft")
+    from test_resume import interrupted_run, losses
+
+    from conftest import write_thucnews
+    from tricklab.cli import main as cli_main
+    from tricklab.training import train
+
+    sets = ("tricks=[{name: lora, r: 4, alpha: 8, dropout: 0.1}]", "train.lr=5e-3")
+    data = write_thucnews(tmp_path / "d", n_train=48, n_dev=12)
+    train(tiny_cfg(tiny_llama, "train.epochs=3", "train.eval_every=2", *sets), data, out=tmp_path / "ref",
+          progress=False)
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note: checkpoints:"))
+    assert "(adapter and head weights + optimizer state)" in line
+    interrupted_run(tiny_llama, data, tmp_path / "run", monkeypatch, 4, *sets)
+    ck = tmp_path / "run" / "checkpoints" / "step-00000004"
+    from safetensors.torch import load_file
+
+    saved = load_file(str(ck / "model.safetensors"))
+    assert saved and all("lora_" in k or not k.startswith("model.") for k in saved), sorted(saved)[:5]
+    est = float(line.split("about ")[1].split(" MB")[0])
+    assert est == pytest.approx(sum(f.stat().st_size for f in ck.rglob("*")) / 1e6, rel=0.1, abs=0.02)
+    assert cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 0
+    a, b = losses(tmp_path / "ref"), losses(tmp_path / "run")
+    after = [s for s in a if s > 4]
+    assert after and all(b[s] == pytest.approx(a[s], rel=1e-5) for s in after)
+
+
 def test_decoder_full_fine_tune_notes(tiny_llama, thuc_dir, tmp_path, capsys):
     from tricklab.training import train
 
