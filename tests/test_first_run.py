@@ -186,3 +186,31 @@ def test_first_run_end_to_end(tiny_model, tmp_path, capsys):
     assert m["evaluated_on"] == "dev" and "optimistic" in m["score_on"] and "skipped_rows" not in m
     assert "note: no test data: the final scores are on dev" in printed
     assert "scores on dev (held out of train), the split that also picked the best checkpoint" in printed
+
+
+def test_evaluate_reports_every_bad_row_and_skips_them_on_request(tiny_model, tmp_path, capsys):
+    """evaluate reads a labelled file with the run's label map: every bad row is reported before any prediction
+    (one line each, and how to go on); with data.on_invalid=skip they are left out, counted and listed."""
+    from tricklab.cli import main as cli_main
+    from tricklab.inference.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_model, "train.max_steps=1"), write(tmp_path / "ok.csv", reviews(20)), out=run, progress=False)
+    bad = write(tmp_path / "eval.csv", reviews(6, "a,pos,\nb,maybe,球赛\nc,neg\n"))
+    with pytest.raises(DataError) as e:
+        evaluate_run(run, bad, verbose=False, out=tmp_path / "e1")
+    msg = str(e.value)
+    assert f"{bad} line 8: empty text" in msg and f"{bad} line 9: label 'maybe' does not occur in train" in msg
+    assert f"{bad} line 10: " in msg
+    assert msg.splitlines()[-1] == ("3 row(s) above are invalid; fix them, or --set data.on_invalid=skip to evaluate "
+                                    "without them (each skipped row listed in skipped_rows_eval.tsv beside "
+                                    "eval_eval.json)")
+    assert not (tmp_path / "e1" / "eval_eval.json").exists()
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(bad), "--out", str(tmp_path / "e2"),
+                     "--set", "data.on_invalid=skip"]) == 0
+    assert "data.on_invalid=skip: 3 invalid row(s) skipped (eval 3)" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "e2" / "eval_eval.json").read_text())
+    assert saved["skipped_rows"] == 3 and sum(saved["confusion_matrix"][0]) + sum(saved["confusion_matrix"][1]) == 6
+    rows = list(csv.reader((tmp_path / "e2" / "skipped_rows_eval.tsv").open(encoding="utf-8"), delimiter="\t"))
+    assert [(r[0], r[2]) for r in rows[1:]] == [("eval", "8"), ("eval", "10"), ("eval", "9")]

@@ -1,7 +1,8 @@
 """`tricklab evaluate`: a trained run (or an exported bundle) on a labelled file, read the way the run read its
 data (its config.yaml; a bundle's model meta `data_config`), scored with the run's label map, temperature and
 thresholds. Writes eval_<file>.json, bad_cases_<file>.tsv and confusion_matrix_<file>.png to `out` (default: the
-run or bundle folder)."""
+run or bundle folder). Bad rows: every problem of the file is reported before any prediction (`--set
+data.on_invalid=skip`: those rows are left out, counted in eval_<file>.json and listed in skipped_rows_<file>.tsv)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig, from_dict, load_config
+from ..data.invalid import InvalidRows, skipped_note, write_skipped
 from ..data.labels import LabelMap, encode_labels
-from ..data.readers import read_rows
-from ..errors import ConfigError, TrickLabError
+from ..data.readers import Row, read_rows
+from ..errors import ConfigError, DataError, TrickLabError
 from ..runfiles import write_json
 from ..evaluation.metrics import compute_run_metrics
 from ..evaluation.reports import metrics_table, per_class_table, plot_confusion, write_bad_cases
@@ -46,6 +48,19 @@ def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
     return from_dict(DataConfig, d, "data")
 
 
+def _labelled_rows(path: Path, data_cfg: DataConfig, lm: LabelMap) -> tuple[list[Row], Any, InvalidRows]:
+    """The file's rows and gold labels under the run's label map. Every row problem (columns, empty text, a label
+    the run does not know) is reported together, before any prediction; data.on_invalid=skip drops those rows."""
+    inv, problems = InvalidRows(data_cfg.on_invalid), []
+    rows = inv.read("eval", str(path), lambda found: read_rows(path, data_cfg, problems=found), problems)
+    rows, gold = inv.keep_valid("eval", str(path), rows, lambda rs: encode_labels(rs, lm, data_cfg.label_sep),
+                                problems)
+    if problems:
+        hint = inv.hint("evaluate", f"skipped_rows_{path.stem}.tsv beside eval_{path.stem}.json")
+        raise DataError(problems + ([hint] if hint else []))
+    return rows, gold, inv
+
+
 def evaluate_run(run: str | Path | None, data: str | Path, batch_size: int = 128, verbose: bool = True, *,
                  bundle: str | Path | None = None, out: str | Path | None = None,
                  sets: list[str] | None = None) -> dict[str, Any]:
@@ -56,12 +71,16 @@ def evaluate_run(run: str | Path | None, data: str | Path, batch_size: int = 128
     dest = Path(out) if out else home
     dest.mkdir(parents=True, exist_ok=True)
     lm = LabelMap.from_dict(pred.meta["labels"])
-    rows = read_rows(Path(data), data_cfg)
-    gold = encode_labels(rows, lm, data_cfg.label_sep)
+    rows, gold, inv = _labelled_rows(Path(data), data_cfg, lm)
     texts = [(r.text, r.text_b) if r.text_b is not None else r.text for r in rows]
     logits = pred.logits(texts)
     m = compute_run_metrics(lm.task, logits, gold, lm.names, pred.meta)  # with the run's temperature / thresholds
     stem = Path(data).stem
+    if inv.skip:
+        m["skipped_rows"] = sum(len(v) for v in inv.rows.values())
+        write_skipped(dest / f"skipped_rows_{stem}.tsv", inv.rows)
+        if verbose:
+            print(skipped_note(inv.rows, dest / f"skipped_rows_{stem}.tsv"))
     write_json(dest / f"eval_{stem}.json", m)   # atomic, and never through a link out of `dest`
     n_bad = write_bad_cases(dest / f"bad_cases_{stem}.tsv", Path(data).name, lm.task, rows, gold, logits, lm.names,
                             pred.meta)
