@@ -186,3 +186,64 @@ def test_first_run_end_to_end(tiny_model, tmp_path, capsys):
     assert m["evaluated_on"] == "dev" and "optimistic" in m["score_on"] and "skipped_rows" not in m
     assert "note: no test data: the final scores are on dev" in printed
     assert "scores on dev (held out of train), the split that also picked the best checkpoint" in printed
+
+
+def test_evaluate_reports_every_bad_row_and_skips_them_on_request(tiny_model, tmp_path, capsys):
+    """evaluate reads a labelled file with the run's label map: every bad row is reported before any prediction
+    (one line each, and how to go on); with data.on_invalid=skip they are left out, counted and listed."""
+    from tricklab.cli import main as cli_main
+    from tricklab.inference.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_model, "train.max_steps=1"), write(tmp_path / "ok.csv", reviews(20)), out=run, progress=False)
+    bad = write(tmp_path / "eval.csv", reviews(6, "a,pos,\nb,maybe,球赛\nc,neg\n"))
+    with pytest.raises(DataError) as e:
+        evaluate_run(run, bad, verbose=False, out=tmp_path / "e1")
+    msg = str(e.value)
+    assert f"{bad} line 8: empty text" in msg and f"{bad} line 9: label 'maybe' does not occur in train" in msg
+    assert f"{bad} line 10: " in msg
+    assert msg.splitlines()[-1] == ("3 row(s) above are invalid; fix them, or --set data.on_invalid=skip to evaluate "
+                                    "without them (each skipped row listed in skipped_rows_eval.tsv beside "
+                                    "eval_eval.json)")
+    assert not (tmp_path / "e1" / "eval_eval.json").exists()
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(bad), "--out", str(tmp_path / "e2"),
+                     "--set", "data.on_invalid=skip"]) == 0
+    assert "data.on_invalid=skip: 3 invalid row(s) skipped (eval 3)" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "e2" / "eval_eval.json").read_text())
+    assert saved["skipped_rows"] == 3 and sum(saved["confusion_matrix"][0]) + sum(saved["confusion_matrix"][1]) == 6
+    rows = list(csv.reader((tmp_path / "e2" / "skipped_rows_eval.tsv").open(encoding="utf-8"), delimiter="\t"))
+    assert [(r[0], r[2]) for r in rows[1:]] == [("eval", "8"), ("eval", "10"), ("eval", "9")]
+
+
+def test_evaluate_a_dataset_split_with_class_label_ids(tiny_model, tmp_path, capsys):
+    """evaluate --data hf:FOLDER / a datasets folder / a DataFrame: the split's rows score as the same rows from a
+    CSV file; ClassLabel ids are read by their names (here in another order than the run's labels)."""
+    datasets = pytest.importorskip("datasets")
+    import pandas as pd
+
+    from tricklab.cli import main as cli_main
+    from tricklab.inference.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_model, "train.max_steps=1"), write(tmp_path / "ok.csv", reviews(20)), out=run, progress=False)
+    csv_rows = list(csv.DictReader(write(tmp_path / "test.csv", reviews(12)).open(encoding="utf-8")))
+    names = ["pos", "neg"]                                            # the run's label order is neg, pos
+    feats = datasets.Features({"review": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    test = datasets.Dataset.from_dict({"review": [r["review"] for r in csv_rows],
+                                       "label": [names.index(r["label"]) for r in csv_rows]}, features=feats)
+    datasets.DatasetDict({"train": test, "test": test}).save_to_disk(str(tmp_path / "ds"))
+    want = evaluate_run(run, tmp_path / "test.csv", verbose=False, out=tmp_path / "e0")
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--run", str(run), "--data", f"hf:{tmp_path / 'ds'}", "--out", str(tmp_path / "e1")]) == 0
+    assert "[test]" in capsys.readouterr().out
+    got = json.loads(next((tmp_path / "e1").glob("eval_hf_*ds_test.json")).read_text())
+    assert got["accuracy"] == want["accuracy"] and got["confusion_matrix"] == want["confusion_matrix"]
+    by_split = evaluate_run(run, tmp_path / "ds", verbose=False, out=tmp_path / "e2", split="train")
+    assert by_split["confusion_matrix"] == want["confusion_matrix"]
+    frame = evaluate_run(run, pd.DataFrame(csv_rows), verbose=False, out=tmp_path / "e3")
+    assert frame["confusion_matrix"] == want["confusion_matrix"]
+    with pytest.raises(ConfigError, match=r"ds: no split 'validation' \(it has: train, test\); fix: --split NAME"):
+        evaluate_run(run, tmp_path / "ds", verbose=False, out=tmp_path / "e4", split="validation")
+    with pytest.raises(ConfigError, match=r"--split test: .*test.csv is a file \(it has no splits\)"):
+        evaluate_run(run, tmp_path / "test.csv", verbose=False, out=tmp_path / "e5", split="test")

@@ -313,3 +313,55 @@ def test_lora_resume_refuses_a_changed_base_model(tiny_model, tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "step-00000002: the checkpoint holds the adapters and head only" in err
     assert "base model's weights differ" in err and "fix: put back the base model" in err and "Traceback" not in err
+
+
+def test_lora_defaults_and_messages_whole():
+    t = TRICKS.build("lora")
+    assert (t.r, t.alpha, t.dropout, t.targets, t.method, t.adapted) == (8, 16, 0.1, "auto", "lora", [])
+    assert TRICKS.build("lora", targets=" query + value +").targets == ["query", "value"]
+    assert TRICKS.build("lora", targets=["dense"], dropout=0).dropout == 0.0
+    bad = [({"r": 0}, r"r must be an integer >= 1 \(the adapter rank; 8 is usual\), got 0"),
+           ({"r": True}, r"r must be an integer >= 1 \(the adapter rank; 8 is usual\), got True"),
+           ({"r": 2.0}, r"r must be an integer >= 1 \(the adapter rank; 8 is usual\), got 2.0"),
+           ({"alpha": 0}, r"alpha must be a positive number \(2r is usual\), got 0"),
+           ({"alpha": True}, r"alpha must be a positive number \(2r is usual\), got True"),
+           ({"alpha": "16"}, r"alpha must be a positive number \(2r is usual\), got '16'"),
+           ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+           ({"dropout": -0.1}, r"dropout must be in \[0, 1\), got -0.1"),
+           ({"dropout": "0.1"}, r"dropout must be in \[0, 1\), got '0.1'"),
+           ({"method": "prefix"}, r"method 'prefix' is not one of lora, dora, loha, lokr"),
+           ({"targets": "+"}, r"targets must be auto or a list of module names \(e.g. \[query, value\] or "
+                              r"query\+value\), got \[\]"),
+           ({"targets": ["query", ""]}, r"targets must be auto or a list of module names \(e.g. \[query, value\] or "
+                                        r"query\+value\), got \['query', ''\]"),
+           ({"targets": 3}, r"targets must be auto or a list of module names \(e.g. \[query, value\] or "
+                            r"query\+value\), got 3")]
+    for kwargs, message in bad:
+        with pytest.raises(ConfigError, match=f"^trick lora: {message}$"):
+            TRICKS.build("lora", **kwargs)
+
+
+def test_unknown_target_message_whole(tiny_model):
+    model, _, _ = build_classifier(str(tiny_model), C, "mean", "linear", {}, 0.1)
+    with pytest.raises(ConfigError, match=r"^trick lora: targets \['q_proj'\] are not linear layers of this bert "
+                                          r"encoder; its linear layers are: query, key, value, dense; fix: "
+                                          r"targets=auto or a list of those$"):
+        TRICKS.build("lora", targets="query+q_proj").adapt_model(model, ctx())
+
+
+def test_lora_layer_is_w_plus_scaled_low_rank_product(tiny_model):
+    """Hu et al. 2021, eq. 3: h = W0 x + (alpha / r) B A x, only on the named targets; B starts at zero."""
+    model, _, _, t = adapted(tiny_model, r=2, alpha=6, dropout=0.0, targets="query+value")
+    assert t.adapted == ["query", "value"]
+    layer = model.encoder.encoder.layer[0].attention.self
+    x = torch.randn(5, layer.query.base_layer.in_features)
+    for name in ("query", "value"):
+        mod = getattr(layer, name)
+        A, B = mod.lora_A["default"].weight, mod.lora_B["default"].weight      # (r, in), (out, r)
+        assert A.shape[0] == 2 and B.shape[1] == 2 and torch.all(B == 0)
+        torch.testing.assert_close(mod(x), mod.base_layer(x))                  # zero B: the base layer
+        with torch.no_grad():
+            B.copy_(torch.randn(B.shape))
+        want = F.linear(x, mod.base_layer.weight, mod.base_layer.bias) + (6 / 2) * (x @ A.T @ B.T)
+        torch.testing.assert_close(mod(x), want)
+    assert not hasattr(layer.key, "lora_A")                                    # not a target: untouched

@@ -870,3 +870,77 @@ def test_bce_pos_weight_not_saved_and_bad_spec():
     for bad in ("abc", (1.0, 2.0, 3.0), [1.0, 2.0]):
         with pytest.raises(ConfigError, match=r"^loss bce: pos_weight must be a number, 'balanced' or 3 numbers, got"):
             LOSSES.build("bce", pos_weight=bad).setup(ctx)
+
+
+# ---------------------------------------------------------------- configuration messages and bounds, whole
+
+def _ctx3(task: str = "single_label", counts=(6, 3, 1), train_size: int = 10) -> TrainContext:
+    return TrainContext(task=task, num_labels=3, label_names=["a", "b", "c"], class_counts=list(counts),
+                        train_size=train_size, total_steps=1)
+
+
+@pytest.mark.parametrize("name,kwargs,message", [
+    ("ce", {"label_smoothing": 1.0}, r"loss ce: label_smoothing must be in \[0, 1\), got 1.0"),
+    ("ce", {"label_smoothing": -0.1}, r"loss ce: label_smoothing must be in \[0, 1\), got -0.1"),
+    ("focal", {"gamma": -1}, r"loss focal: gamma must be a number >= 0 \(2 in the paper\), got -1"),
+    ("focal", {"gamma": "2"}, r"loss focal: gamma must be a number >= 0 \(2 in the paper\), got '2'"),
+    ("dice", {"smooth": -1.0}, r"loss dice: smooth must be a number >= 0 \(1.0 is usual\), got -1.0"),
+    ("dice", {"smooth": "1"}, r"loss dice: smooth must be a number >= 0 \(1.0 is usual\), got '1'"),
+    ("dice", {"alpha": -0.5}, r"loss dice: alpha must be a number >= 0 \(0: plain soft Dice; > 0, e.g. 0.01: "
+                              r"Li et al.'s self-adjusting Dice\), got -0.5"),
+    ("dice", {"alpha": True}, r"loss dice: alpha must be a number >= 0 \(0: plain soft Dice; > 0, e.g. 0.01: "
+                              r"Li et al.'s self-adjusting Dice\), got True"),
+])
+def test_loss_argument_messages_whole(name, kwargs, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        LOSSES.build(name, **kwargs)
+
+
+@pytest.mark.parametrize("name,kwargs,task,message", [
+    ("ce", {"class_weights": "even"}, "single_label",
+     r"loss ce: class_weights must be 'balanced' or a list of 3 numbers, got 'even'"),
+    ("ce", {"class_weights": [1, 2]}, "single_label",
+     r"loss ce: class_weights has 2 numbers but there are 3 classes \(a, b, c\)"),
+    ("focal", {"alpha": [1, 2]}, "single_label",
+     r"loss focal: class_weights has 2 numbers but there are 3 classes \(a, b, c\)"),
+    ("focal", {"alpha": 1.5}, "multi_label",
+     r"loss focal: alpha for sigmoid focal must be in \[0, 1\] \(e.g. 0.25\), got 1.5"),
+    ("focal", {"alpha": -0.1, "sigmoid": True}, "single_label",
+     r"loss focal: alpha for sigmoid focal must be in \[0, 1\] \(e.g. 0.25\), got -0.1"),
+    ("bce", {"pos_weight": "x"}, "multi_label",
+     r"loss bce: pos_weight must be a number, 'balanced' or 3 numbers, got 'x'"),
+    ("bce", {"pos_weight": [1.0]}, "multi_label",
+     r"loss bce: pos_weight must be a number, 'balanced' or 3 numbers, got \[1.0\]"),
+])
+def test_loss_setup_messages_whole(name, kwargs, task, message):
+    loss = LOSSES.build(name, **kwargs)
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        loss.setup(_ctx3(task))
+
+
+def test_loss_bounds_that_are_allowed():
+    assert LOSSES.build("ce", label_smoothing=0.99).label_smoothing == 0.99
+    for a in (0, 1, 0.0, 1.0):                  # sigmoid focal: alpha in [0, 1], both ends included
+        f = LOSSES.build("focal", alpha=a)
+        f.setup(_ctx3("multi_label"))
+        assert f.alpha.tolist() == [float(a)] * 3
+    f = LOSSES.build("focal", alpha=2.0)         # softmax focal: a class weight, no upper bound
+    f.setup(_ctx3())
+    assert f.alpha.tolist() == [2.0] * 3
+
+
+def test_focal_balanced_sigmoid_alpha_clamped_and_empty_train():
+    f = LOSSES.build("focal", alpha="balanced")
+    f.setup(_ctx3("multi_label", counts=(2, 5, 0), train_size=10))
+    torch.testing.assert_close(f.alpha, torch.tensor([0.8, 0.5, 1.0]))
+    f.setup(_ctx3("multi_label", counts=(2, 0, 0), train_size=0))     # no rows: counts over 1, clamped at 0
+    torch.testing.assert_close(f.alpha, torch.tensor([0.0, 1.0, 1.0]))
+
+
+def test_loss_weight_buffers_are_not_saved():
+    for name, kwargs, task in [("ce", {"class_weights": "balanced"}, "single_label"),
+                               ("focal", {"alpha": 0.25}, "multi_label"),
+                               ("bce", {"pos_weight": "balanced"}, "multi_label")]:
+        loss = LOSSES.build(name, **kwargs)
+        loss.setup(_ctx3(task))
+        assert next(iter(loss.buffers())) is not None and loss.state_dict() == {}

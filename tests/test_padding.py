@@ -221,3 +221,69 @@ def test_dpcnn_head_matches_each_text_alone(lengths):
         # a text alone (mask all ones) gives the unmasked algorithm's result (float64: to rounding; the head pads
         # two zeros before each pooling, one more than the plain algorithm, so that no stage is ever empty)
         torch.testing.assert_close(head(h[b:b + 1, :L], mask[b:b + 1, :L])[1], want, atol=1e-12, rtol=0)
+
+
+def lstm_by_hand(lstm: torch.nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """A bidirectional multi-layer LSTM over one text's real tokens (L, H), written from the LSTM equations
+    (Hochreiter & Schmidhuber 1997; gates i, f, g, o in PyTorch's weight layout): (L, 2*hidden) outputs of the
+    last layer, forward states then backward states."""
+    def run(inp: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        W, U = getattr(lstm, f"weight_ih_l{layer}{suffix}"), getattr(lstm, f"weight_hh_l{layer}{suffix}")
+        b = getattr(lstm, f"bias_ih_l{layer}{suffix}") + getattr(lstm, f"bias_hh_l{layer}{suffix}")
+        hs, h, c = [], inp.new_zeros(lstm.hidden_size), inp.new_zeros(lstm.hidden_size)
+        for x_t in inp:
+            i, f, g, o = (W @ x_t + U @ h + b).chunk(4)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+        return torch.stack(hs)
+    for layer in range(lstm.num_layers):
+        x = torch.cat([run(x, layer, ""), run(x.flip(0), layer, "_reverse").flip(0)], -1)
+    return x
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("name", ["rnn", "rcnn"])
+def test_lstm_heads_match_the_equations(name, layers):
+    """rnn: final forward state (after the last token) and final backward state (after the first) of the last
+    layer -> fc; rcnn: ReLU([token state; BiLSTM output]) max over the real tokens -> fc. The batch is padded
+    two positions beyond its longest text, so no row fills the batch length."""
+    torch.manual_seed(0)
+    head = HEADS[name](8, 3, 0.1, hidden=5, layers=layers).double().eval()
+    lengths = (4, 1, 6, 3)
+    h, mask = random_states(lengths)
+    h = torch.cat([h, 7.0 * torch.randn(len(lengths), 2, 8, dtype=torch.float64)], 1)
+    mask = torch.cat([mask, torch.zeros(len(lengths), 2, dtype=torch.long)], 1)
+    logits, feats = head(h, mask)
+    for b, L in enumerate(lengths):
+        out = lstm_by_hand(head.lstm, h[b, :L])                      # (L, 2*hidden)
+        if name == "rnn":
+            want = torch.cat([out[L - 1, :5], out[0, 5:]])
+        else:
+            want = F.relu(torch.cat([h[b, :L], out], -1)).amax(0)
+        torch.testing.assert_close(feats[b], want, atol=1e-10, rtol=1e-10, msg=lambda s: f"length {L}: {s}")
+        torch.testing.assert_close(logits[b], head.fc(want), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["rnn", "rcnn"])
+def test_lstm_heads_configuration(name):
+    default = HEADS[name](8, 3)
+    assert (default.lstm.hidden_size, default.lstm.num_layers, default.lstm.dropout) == (256, 2, 0.1)
+    assert default.lstm.bidirectional and default.lstm.batch_first and default.dropout.p == 0.1
+    assert HEADS[name](8, 3, 0.3, layers=1).lstm.dropout == 0.0           # no layer to drop out between
+    assert HEADS[name](8, 3, 0.3, layers=3).lstm.dropout == 0.3
+    # states of another dtype (a bf16 encoder) run in the LSTM's float32
+    head = HEADS[name](8, 3, 0.0, hidden=4).eval()
+    h = torch.randn(2, 5, 8).bfloat16()
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    logits, _ = head(h, mask)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, head(h.float(), mask)[0])
+
+
+def test_cnn_and_dpcnn_defaults():
+    cnn = HEADS["cnn"](8, 3)
+    assert [c.kernel_size[0] for c in cnn.convs] == [2, 3, 4] and cnn.convs[0].out_channels == 256
+    assert cnn.feature_dim == 768 and cnn.dropout.p == 0.1
+    dp = HEADS["dpcnn"](8, 3)
+    assert dp.feature_dim == 250 and dp.region.out_channels == 250 and dp.dropout.p == 0.1

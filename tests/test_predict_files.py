@@ -332,14 +332,36 @@ def test_output_errors(run, pred, tmp_path, capsys):
     inp.write_text("text\n球赛\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="is the input file"):
         pred.predict_file(inp, inp, log=None)
-    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(tmp_path / "o.jsonl.gz")]) == 2
-    assert "compressed outputs" in capsys.readouterr().err
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(tmp_path / "o.parquet.gz")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output {tmp_path / 'o.parquet.gz'}: parquet compresses its "
+                                               f"own columns; fix: --output {tmp_path / 'o.parquet'}")
     (tmp_path / "mixed.jsonl").write_text('{"text": "球赛"}\n{"text": "股市", "extra": 1}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"mixed.jsonl line 2: key 'extra' is not among the columns.*JSONL"):
         pred.predict_file(tmp_path / "mixed.jsonl", tmp_path / "m.csv", log=None)
     assert not (tmp_path / "m.csv").exists() and not list(tmp_path.glob("*.part"))
     pred.predict_file(tmp_path / "mixed.jsonl", tmp_path / "m.jsonl", log=None)
     assert read_jsonl(tmp_path / "m.jsonl")[1]["extra"] == 1
+
+
+@pytest.mark.parametrize("name", ["out.jsonl.gz", "out.csv.bz2", "out.tsv.zst", "out.json.gz"])
+def test_compressed_outputs_hold_the_uncompressed_bytes(run, tmp_path, name):
+    """A compression suffix after the format's: the decompressed file is byte for byte the uncompressed output."""
+    if name.endswith(".zst"):
+        zstd = pytest.importorskip("zstandard")
+    inp = tmp_path / "in.csv"
+    inp.write_text("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    plain = tmp_path / name.rsplit(".", 1)[0]
+    for out in (plain, tmp_path / name):
+        assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out), "--top-k", "2", "--quiet"]) == 0
+    data = (tmp_path / name).read_bytes()
+    if name.endswith(".gz"):
+        raw = gzip.decompress(data)
+    elif name.endswith(".bz2"):
+        raw = bz2.decompress(data)
+    else:
+        raw = zstd.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    assert raw == plain.read_bytes() and raw.count(b"\n") >= len(TEXTS)
+    assert not list(tmp_path.glob("*.part"))
 
 
 # ---------------------------------------------------------------- bad input

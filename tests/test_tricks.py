@@ -597,3 +597,105 @@ def test_train_end_to_end_all_tricks_accumulation_resume(tmp_path):
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in recs if "loss/focal" in r]
     assert steps[-2:] == [5, 6] and all(r["loss"] == r["loss"] for r in recs if "loss" in r)
+
+
+# ---------------------------------------------------------------- R-Drop: configuration, views, every task
+
+
+class _NoisyHead(nn.Module):
+    """logits = x @ W, then dropout: two passes of the same rows differ. Output as the classifier's."""
+
+    def __init__(self, width: int, p: float = 0.5):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, width))
+        self.drop = nn.Dropout(p)
+
+    def forward(self, x, **_):
+        from tricklab.types import Output
+        z = self.drop(x @ self.w)
+        return Output(logits=z, pooled=x)
+
+
+def _ref_sym_kl(z1: torch.Tensor, z2: torch.Tensor, task: str) -> torch.Tensor:
+    """(KL(p1‖p2) + KL(p2‖p1)) / 2 per example (Liang et al. 2021, eq. 2), mean over examples."""
+    if task == "regression":
+        return ((z1 - z2) ** 2).mean()
+    if task == "multi_label":   # a Bernoulli per label, summed over labels
+        p, q = torch.sigmoid(z1), torch.sigmoid(z2)
+        kl = lambda a, b: a * (a / b).log() + (1 - a) * ((1 - a) / (1 - b)).log()  # noqa: E731
+        return (0.5 * (kl(p, q) + kl(q, p))).sum(-1).mean()
+    p, q = z1.softmax(-1), z2.softmax(-1)
+    return (0.5 * ((p * (p / q).log()).sum(-1) + (q * (q / p).log()).sum(-1))).mean()
+
+
+def test_rdrop_defaults_and_alpha_checks():
+    t = TRICKS.build("rdrop")
+    assert (t.alpha, t.concat, t.task, t.main_loss) == (4.0, True, "single_label", None)
+    assert TRICKS.build("rdrop", alpha=0).alpha == 0.0 and isinstance(TRICKS.build("rdrop", alpha=2).alpha, float)
+    for bad in (-0.5, "1"):
+        with pytest.raises(ConfigError, match=r"^trick rdrop: alpha must be a number >= 0 \(0.3-5 in the paper\), "
+                                              rf"got {bad!r}$"):
+            TRICKS.build("rdrop", alpha=bad)
+
+
+def test_stack_views_repeats_every_tensor():
+    from tricklab.tricks.rdrop import stack_views
+
+    b = make_batch(n=3)
+    s = stack_views(b)
+    assert s.views == 2 and len(s) == 6
+    for k in b.inputs:
+        assert torch.equal(s.inputs[k], torch.cat([b.inputs[k]] * 2))
+    assert torch.equal(s.labels, torch.cat([b.labels] * 2)) and torch.equal(s.index, torch.tensor([0, 1, 2] * 2))
+    assert torch.equal(s.extra["soft_labels"], torch.cat([b.extra["soft_labels"]] * 2))
+    three = stack_views(Batch(inputs=b.inputs, labels=None, index=b.index, views=2), 3)
+    assert three.labels is None and three.views == 6 and len(three) == 9
+
+
+@pytest.mark.parametrize("task,width", [("single_label", 3), ("multi_label", 3), ("regression", 1)])
+@pytest.mark.parametrize("concat", [True, False])
+def test_rdrop_losses_per_task_against_the_formula(task, width, concat):
+    from tricklab.losses import DEFAULT_LOSS as DL
+
+    ctx = TrainContext(task=task, num_labels=width, label_names=[str(i) for i in range(width)],
+                       class_counts=[], train_size=6, total_steps=1)
+    torch.manual_seed(0)
+    model = _NoisyHead(width).train()
+    x = torch.randn(6, 4)
+    labels = {"single_label": torch.tensor([0, 1, 2, 0, 1, 2]), "regression": torch.randn(6),
+              "multi_label": (torch.rand(6, width) < 0.5).float()}[task]
+    t = TRICKS.build("rdrop", alpha=1.5, concat=concat)
+    t.setup(model, ctx)
+    assert t.task == task
+    b = t.transform_batch(Batch(inputs={"x": x}, labels=labels, index=torch.arange(6)))
+    torch.manual_seed(1)
+    out = model(**b.inputs)
+    extra = t.extra_losses(model, b, out)
+    if concat:
+        z1, z2 = out.logits[:6], out.logits[6:]
+        assert set(extra) == {"rdrop_kl"}
+    else:
+        torch.manual_seed(1)
+        z1 = model(x).logits
+        z2 = model(x).logits                       # the trick's second pass draws the next dropout mask
+        loss = LOSSES.build(DL[task])
+        loss.setup(ctx)
+        torch.testing.assert_close(extra["rdrop_pass2"], loss(type(out)(logits=z2, pooled=x), b))
+    assert not torch.allclose(z1, z2)
+    torch.testing.assert_close(extra["rdrop_kl"], 1.5 * _ref_sym_kl(z1, z2, task), rtol=1e-5, atol=1e-6)
+
+
+def test_rdrop_second_pass_uses_the_runs_main_loss():
+    ctx = make_ctx()
+    focal = LOSSES.build("focal", gamma=2.0)
+    focal.setup(ctx)
+    ctx.data["main_loss"] = focal
+    model = tiny_model(dropout=0.0)
+    t = TRICKS.build("rdrop", concat=False)
+    t.setup(model, ctx)
+    assert t.main_loss is focal
+    b = make_batch()
+    out = model(**b.inputs)
+    torch.testing.assert_close(t.extra_losses(model, b, out)["rdrop_pass2"], focal(out, b))
+    assert not torch.allclose(focal(out, b), LOSSES.build("ce")(out, b))
+    assert t.state_dict() == {}

@@ -96,7 +96,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference.evaluate import evaluate_run
 
-    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out, sets=args.set)
+    evaluate_run(args.run, args.data, batch_size=args.batch_size, bundle=args.bundle, out=args.out, sets=args.set,
+                 split=args.split)
     return 0
 
 
@@ -274,6 +275,21 @@ def add_compare_parsers(sub: Any) -> None:
     rp.set_defaults(func=cmd_report)
 
 
+def evaluate_parser(sub: Any) -> None:
+    """`tricklab evaluate` (inference/evaluate.py)."""
+    e = sub.add_parser("evaluate", help="evaluate a trained run (or an exported bundle) on a labelled file")
+    model_source(e)
+    e.add_argument("--data", required=True, help="labelled file in the training format, or hf:NAME[:CONFIG] / a "
+                                                 "datasets folder (the data extra)")
+    e.add_argument("--split", help="which split of a dataset given to --data (default: test, else validation)")
+    e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
+                                 "(default: the run or bundle folder)")
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="read --data another way than the run read its files, e.g. data.text_column=1 (data.* only)")
+    e.set_defaults(func=cmd_evaluate)
+
+
 def serve_parser(sub: Any) -> None:
     """`tricklab serve` and its limits (inference/serve.py, inference/guard.py)."""
     sv = sub.add_parser("serve", help="HTTP API (POST /predict, GET /health, /labels, /docs) and a web page at /")
@@ -324,15 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    e = sub.add_parser("evaluate", help="evaluate a trained run (or an exported bundle) on a labelled file")
-    model_source(e)
-    e.add_argument("--data", required=True, help="labelled file in the training format")
-    e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
-                                 "(default: the run or bundle folder)")
-    e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
-                   help="read --data another way than the run read its files, e.g. data.text_column=1 (data.* only)")
-    e.set_defaults(func=cmd_evaluate)
+    evaluate_parser(sub)
 
     pr = sub.add_parser("predict", help="predict the texts of a file or standard input (txt, CSV, TSV, JSONL, JSON, "
                                         "parquet; .gz/.bz2/.zst); JSONL, CSV, TSV or parquet out")

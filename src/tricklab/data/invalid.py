@@ -103,12 +103,12 @@ class InvalidRows:
         """Skipped rows per split (None unless skipping): metrics.json's "skipped_rows"."""
         return {k: len(v) for k, v in self.rows.items()} if self.skip else None
 
-    def hint(self) -> str | None:
+    def hint(self, verb: str = "train", listed_in: str = f"the run folder's {SKIPPED_FILE}") -> str | None:
         """error mode: the line that tells how to go on without the bad rows."""
         if self.skip or not self.row_problems:
             return None
-        return (f"{self.row_problems} row(s) above are invalid; fix them, or --set data.on_invalid=skip to train "
-                f"without them (each skipped row listed in the run folder's {SKIPPED_FILE})")
+        return (f"{self.row_problems} row(s) above are invalid; fix them, or --set data.on_invalid=skip to {verb} "
+                f"without them (each skipped row listed in {listed_in})")
 
 
 def write_skipped(path: Path, skipped: dict[str, list[Skipped]]) -> None:

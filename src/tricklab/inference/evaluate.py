@@ -1,17 +1,20 @@
 """`tricklab evaluate`: a trained run (or an exported bundle) on a labelled file, read the way the run read its
 data (its config.yaml; a bundle's model meta `data_config`), scored with the run's label map, temperature and
 thresholds. Writes eval_<file>.json, bad_cases_<file>.tsv and confusion_matrix_<file>.png to `out` (default: the
-run or bundle folder)."""
+run or bundle folder). Bad rows: every problem of the file is reported before any prediction (`--set
+data.on_invalid=skip`: those rows are left out, counted in eval_<file>.json and listed in skipped_rows_<file>.tsv)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig, from_dict, load_config
+from ..data.invalid import InvalidRows, skipped_note, write_skipped
 from ..data.labels import LabelMap, encode_labels
-from ..data.readers import read_rows
-from ..errors import ConfigError, TrickLabError
+from ..data.readers import Row, read_rows
+from ..errors import ConfigError, DataError, TrickLabError
 from ..runfiles import write_json
 from ..evaluation.metrics import compute_run_metrics
 from ..evaluation.reports import metrics_table, per_class_table, plot_confusion, write_bad_cases
@@ -46,30 +49,89 @@ def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
     return from_dict(DataConfig, d, "data")
 
 
-def evaluate_run(run: str | Path | None, data: str | Path, batch_size: int = 128, verbose: bool = True, *,
+@dataclasses.dataclass
+class EvalData:
+    """What evaluate reads: a file (`path`), or one split of a dataset (`source`: hf:NAME, a datasets folder)."""
+    name: str                    # in messages, bad_cases and skipped_rows
+    stem: str                    # of the output files: eval_<stem>.json, ...
+    path: Path | None = None
+    source: Any = None           # data.sources.Source
+
+    @property
+    def shown(self) -> str:      # in tables and titles
+        return self.path.name if self.path is not None else self.name
+
+
+def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> EvalData:
+    """A labelled file, or `split` (default: test, else dev) of a `hf:NAME[:CONFIG]` dataset or datasets folder."""
+    from ..data.sources import resolve
+
+    srcs = resolve(data, data_cfg.label_column)
+    if srcs is None:
+        if split is not None:
+            raise ConfigError(f"--split {split}: {data} is a file (it has no splits); fix: leave --split out")
+        return EvalData(str(data), Path(data).stem, path=Path(data))
+    pick = split or next((s for s in ("test", "dev") if s in srcs), "train" if list(srcs) == ["train"] else None)
+    if pick not in srcs:
+        raise ConfigError(f"{data}: {'no split ' + repr(split) if split else 'no test or dev split'} (it has: "
+                          f"{', '.join(srcs)}); fix: --split NAME with one of them")
+    name = srcs[pick].name
+    return EvalData(name, re.sub(r"[^\w.-]+", "_", name).strip("_"), source=srcs[pick])
+
+
+def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:
+    if ed.path is not None:
+        return read_rows(ed.path, data_cfg, problems=found)
+    rows = ed.source.read(data_cfg, True, found)
+    names = ed.source.class_names
+    if names and lm.task == "single_label" and not lm.from_ids:   # ClassLabel ids -> their names, the run's labels
+        known = set(lm.names)
+        rows = [dataclasses.replace(r, label=names[int(r.label)]) if str(r.label) not in known
+                and str(r.label).isdigit() and int(r.label) < len(names) else r for r in rows]
+    return rows
+
+
+def _labelled_rows(ed: EvalData, data_cfg: DataConfig, lm: LabelMap) -> tuple[list[Row], Any, InvalidRows]:
+    """The rows and gold labels under the run's label map. Every row problem (columns, empty text, a label the run
+    does not know) is reported together, before any prediction; data.on_invalid=skip drops those rows."""
+    inv, problems = InvalidRows(data_cfg.on_invalid), []
+    rows = inv.read("eval", ed.name, lambda found: _read(ed, data_cfg, lm, found), problems)
+    rows, gold = inv.keep_valid("eval", ed.name, rows, lambda rs: encode_labels(rs, lm, data_cfg.label_sep), problems)
+    if problems:
+        hint = inv.hint("evaluate", f"skipped_rows_{ed.stem}.tsv beside eval_{ed.stem}.json")
+        raise DataError(problems + ([hint] if hint else []))
+    return rows, gold, inv
+
+
+def evaluate_run(run: str | Path | None, data: Any, batch_size: int = 128, verbose: bool = True, *,
                  bundle: str | Path | None = None, out: str | Path | None = None,
-                 sets: list[str] | None = None) -> dict[str, Any]:
-    """Metrics of a run (or a bundle) on a labelled file; the files go to `out` (default: the run/bundle folder).
-    sets: `data.KEY=VALUE` overrides of how the run read its files (with_sets)."""
+                 sets: list[str] | None = None, split: str | None = None) -> dict[str, Any]:
+    """Metrics of a run (or a bundle) on a labelled file (or a dataset's split: eval_data); the files go to `out`
+    (default: the run/bundle folder). sets: `data.KEY=VALUE` overrides of how the run read its files (with_sets)."""
     pred, data_cfg, home = _model(Path(run) if run else None, Path(bundle) if bundle else None, batch_size)
     data_cfg = with_sets(data_cfg, sets)
     dest = Path(out) if out else home
     dest.mkdir(parents=True, exist_ok=True)
     lm = LabelMap.from_dict(pred.meta["labels"])
-    rows = read_rows(Path(data), data_cfg)
-    gold = encode_labels(rows, lm, data_cfg.label_sep)
+    ed = eval_data(data, data_cfg, split)
+    rows, gold, inv = _labelled_rows(ed, data_cfg, lm)
     texts = [(r.text, r.text_b) if r.text_b is not None else r.text for r in rows]
     logits = pred.logits(texts)
     m = compute_run_metrics(lm.task, logits, gold, lm.names, pred.meta)  # with the run's temperature / thresholds
-    stem = Path(data).stem
+    stem = ed.stem
+    if inv.skip:
+        m["skipped_rows"] = sum(len(v) for v in inv.rows.values())
+        write_skipped(dest / f"skipped_rows_{stem}.tsv", inv.rows)
+        if verbose:
+            print(skipped_note(inv.rows, dest / f"skipped_rows_{stem}.tsv"))
     write_json(dest / f"eval_{stem}.json", m)   # atomic, and never through a link out of `dest`
-    n_bad = write_bad_cases(dest / f"bad_cases_{stem}.tsv", Path(data).name, lm.task, rows, gold, logits, lm.names,
+    n_bad = write_bad_cases(dest / f"bad_cases_{stem}.tsv", ed.shown, lm.task, rows, gold, logits, lm.names,
                             pred.meta)
     if "confusion_matrix" in m:
         plot_confusion(m["confusion_matrix"], lm.names, dest / f"confusion_matrix_{stem}.png",
-                       f"{Path(data).name} (acc {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f})")
+                       f"{ed.shown} (acc {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f})")
     if verbose:
-        print(metrics_table({Path(data).name: m}))
+        print(metrics_table({ed.shown: m}))
         print(per_class_table(m, confusions=10))  # and the 10 worst confusions (gold -> predicted, share)
         print(f"written: {dest / f'eval_{stem}.json'}, {dest / f'bad_cases_{stem}.tsv'} "
               f"({n_bad} {'rows' if lm.task == 'regression' else 'mistakes'}, most confident first)"

@@ -6,12 +6,17 @@ input record (its columns unchanged, in order) followed by the prediction. In CS
 value (top_k, multi-label labels and scores) is written as JSON text, true/false for booleans, empty for
 null; TSV fields escape tab, newline, carriage return and backslash as \\t \\n \\r \\\\. Parquet keeps a parquet
 input's column types; other values take the types of the first chunk (nested values as JSON text).
+A compression suffix after the format's (.jsonl.gz, .csv.bz2, .tsv.zst) compresses the text formats with gzip, bz2 or
+zstandard (the `data` extra); parquet compresses its own columns and is not compressed again.
 A file is written next to its destination (NAME.part) and renamed at the end, so a failed run leaves no
-half file behind. Libraries: csv, json, pyarrow.parquet.ParquetWriter.
+half file behind. Libraries: csv, json, gzip, bz2, zstandard, pyarrow.parquet.ParquetWriter.
 """
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
 import json
 import os
 import sys
@@ -26,17 +31,42 @@ OUTPUTS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"
 TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+def output_compression(output: str | Path | None) -> str | None:
+    """gzip | bz2 | zstd from the output's last suffix, else None."""
+    if output is None or str(output) == "-":
+        return None
+    return COMPRESSIONS.get(Path(output).suffix.lower())
+
+
 def output_format(output: str | Path | None) -> str:
+    """jsonl | json | csv | tsv | parquet from the extension (under a compression suffix); checked before any text
+    is read."""
     if output is None or str(output) == "-":
         return "jsonl"
-    suffix = Path(output).suffix.lower()
-    if suffix in COMPRESSIONS:
-        raise ConfigError(f"--output {output}: compressed outputs are not written; fix: write "
-                          f"{Path(output).stem} and compress it afterwards (or pipe standard output through gzip)")
-    fmt = OUTPUTS.get(suffix, "jsonl")
+    comp = output_compression(output)
+    inner = Path(output).with_suffix("") if comp else Path(output)
+    fmt = OUTPUTS.get(inner.suffix.lower(), "jsonl")
     if fmt == "parquet":
+        if comp:
+            raise ConfigError(f"--output {output}: parquet compresses its own columns; fix: --output {inner}")
         _need("pyarrow", f"--output {output}: writing parquet needs pyarrow")
+    if comp == "zstd":
+        _need("zstandard", f"--output {output}: writing zstandard needs the zstandard package")
     return fmt
+
+
+def _open_text(path: Path, compression: str | None) -> IO[str]:
+    """A text file for writing, through the output's compressor."""
+    if compression == "gzip":
+        return gzip.open(path, "wt", encoding="utf-8", newline="")
+    if compression == "bz2":
+        return bz2.open(path, "wt", encoding="utf-8", newline="")
+    if compression == "zstd":
+        import zstandard
+
+        raw = zstandard.ZstdCompressor().stream_writer(open(path, "wb"), closefd=True)
+        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    return open(path, "w", encoding="utf-8", newline="")
 
 
 def _flat(v: Any) -> Any:
@@ -66,7 +96,7 @@ class Writer:
         if self.final is not None:
             self.final.parent.mkdir(parents=True, exist_ok=True)
         if self.fmt != "parquet":
-            self.f = sys.stdout if self.path is None else open(self.path, "w", encoding="utf-8", newline="")
+            self.f = sys.stdout if self.path is None else _open_text(self.path, output_compression(output))
             self._csv = csv.writer(self.f, lineterminator="\n") if self.fmt == "csv" else None
 
     def write(self, rows: list[dict[str, Any]], lines: list[int]) -> None:
@@ -153,4 +183,4 @@ class Writer:
                 self.path.unlink()
 
 
-__all__ = ["Writer", "output_format", "OUTPUTS", "DATA_EXTRA"]
+__all__ = ["Writer", "output_format", "output_compression", "OUTPUTS", "DATA_EXTRA"]
