@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tricklab.errors import ConfigError
 from tricklab.model import build_classifier, load_model
 from tricklab.registry import POOLINGS
 
@@ -183,15 +184,39 @@ def test_decoder_lora_resumes_from_a_small_checkpoint(tiny_llama, tmp_path, monk
     assert after and all(b[s] == pytest.approx(a[s], rel=1e-5) for s in after)
 
 
-def test_decoder_full_fine_tune_notes(tiny_llama, thuc_dir, tmp_path, capsys):
+def test_decoder_gets_lora_by_default_and_full_fine_tune_on_request(tiny_llama, thuc_dir, tmp_path, capsys):
+    """model.lora auto: a decoder trains LoRA adapters with the trick's defaults (saved in config.yaml, so --resume
+    rebuilds them); model.lora=false: every weight trains, with a note; an encoder never gets adapters."""
+    pytest.importorskip("peft")
+    from tricklab.config import load_config
     from tricklab.training import train
 
-    cfg = tiny_cfg(tiny_llama, "train.max_steps=2")
-    train(cfg, thuc_dir, out=tmp_path / "run", progress=False)
+    train(tiny_cfg(tiny_llama, "train.max_steps=2"), thuc_dir, out=tmp_path / "auto", progress=False)
     out = capsys.readouterr().out
-    assert "model.pooling: last" in out and "--trick lora trains low-rank adapters only" in out
+    assert "model.pooling: last" in out and "model.lora: auto: llama is a decoder LM: LoRA adapters" in out
+    assert "--set model.lora=false to train every weight" in out and "trainable parameters:" in out
+    meta = json.loads((tmp_path / "auto" / "model" / "tricklab.json").read_text())
+    assert meta["adapter"]["method"] == "lora"
+    ad = json.loads((tmp_path / "auto" / "model" / "adapter_config.json").read_text())
+    assert (ad["r"], ad["lora_alpha"], ad["lora_dropout"]) == (8, 16, 0.1)
+    assert load_config(tmp_path / "auto" / "config.yaml").tricks == [{"name": "lora"}]
+
+    train(tiny_cfg(tiny_llama, "train.max_steps=2", "model.lora=false"), thuc_dir, out=tmp_path / "run",
+          progress=False)
+    out = capsys.readouterr().out
+    assert "every one of its weights trains (model.lora is false); --trick lora trains low-rank adapters only" in out
     model, tok, meta = load_model(tmp_path / "run" / "model")                     # full weights: no adapters
     assert "adapter" not in meta and tok.pad_token == "</s>"
+    with pytest.raises(ConfigError, match="model.lora"):
+        load_config(None, ["model.lora=true"])
+
+
+def test_encoders_never_get_lora_by_default(tiny_model, thuc_dir, tmp_path, capsys):
+    from tricklab.training import train
+
+    train(tiny_cfg(tiny_model, "train.max_steps=1"), thuc_dir, out=tmp_path / "run", progress=False)
+    assert "model.lora" not in capsys.readouterr().out
+    assert not (tmp_path / "run" / "model" / "adapter_config.json").exists()
 
 
 # ---------------------------------------------------------------- the packaged SmolLM2-135M (GGUF)

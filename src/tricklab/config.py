@@ -73,6 +73,8 @@ class ModelConfig:
     prior_bias_init: str = "auto"  # auto | true | false: start the output biases at the train label priors
                                    # (multi-label log-odds log(p/(1-p)), single-label log p; Lin et al. 2017) so
                                    # training does not spend its first steps learning the priors; auto: multi-label
+    lora: str = "auto"             # auto | false: a decoder LM backbone trains LoRA adapters (trick lora, its
+                                   # defaults) unless the tricks name lora already; false: every weight trains
 
 
 @dataclass
@@ -249,6 +251,7 @@ def validate(cfg: Config) -> None:
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
     choice("data.on_invalid", cfg.data.on_invalid, ("error", "skip"))
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
+    choice("model.lora", cfg.model.lora, ("auto", "false"))
     choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
     choice("train.strategy", cfg.train.strategy, STRATEGIES)
     if cfg.train.strategy == "setfit":

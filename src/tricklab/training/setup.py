@@ -3,6 +3,7 @@ reported before the model loads), the model, the tokenised splits, the losses an
 schedule, and the state restored from the last checkpoint on --resume. The result is one `Run`."""
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -214,8 +215,8 @@ def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torc
 
 
 def decoder_notes(cfg: Config, notes: list[str]) -> None:
-    """A decoder LM backbone: the default pooling (pooler, which decoders lack) becomes `last`; a note when it
-    trains without adapters."""
+    """A decoder LM backbone: the default pooling (pooler, which decoders lack) becomes `last`; LoRA adapters
+    (trick lora) unless the tricks name it already or model.lora is false (then a note that every weight trains)."""
     kind = decoder_backbone(cfg.model.name)
     if kind is None:
         return
@@ -223,9 +224,18 @@ def decoder_notes(cfg: Config, notes: list[str]) -> None:
         cfg.model.pooling = "last"
         notes.append(f"model.pooling: last: {kind} is a decoder LM (no pooler layer); the last real token's state, "
                      f"which has read the whole text, is classified")
-    if not any(t.get("name") == "lora" for t in cfg.tricks):
-        notes.append(f"{kind} is a decoder LM and every one of its weights trains; --trick lora trains low-rank "
-                     f"adapters only (faster, a small run folder)")
+    if any(t.get("name") == "lora" for t in cfg.tricks):
+        return
+    if cfg.model.lora == "auto" and importlib.util.find_spec("peft") is not None:
+        cfg.tricks.append({"name": "lora"})
+        notes.append(f"model.lora: auto: {kind} is a decoder LM: LoRA adapters (r 8, alpha 16, every linear layer) "
+                     f"train, the body stays frozen; adapters usually want a higher lr than full fine-tuning (1e-3 "
+                     f"in benchmarks/RESULTS.md section 12; train.lr is {cfg.train.lr:g}); --trick lora:r=...,"
+                     f"alpha=... to choose, --set model.lora=false to train every weight")
+    else:
+        why = "model.lora is false" if cfg.model.lora == "false" else "peft is not installed (pip install 'tricklab[peft]')"
+        notes.append(f"{kind} is a decoder LM and every one of its weights trains ({why}); --trick lora trains "
+                     f"low-rank adapters only (faster, a small run folder)")
 
 
 def trainable_note(model: torch.nn.Module) -> list[str]:
