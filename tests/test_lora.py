@@ -365,3 +365,19 @@ def test_lora_layer_is_w_plus_scaled_low_rank_product(tiny_model):
         want = F.linear(x, mod.base_layer.weight, mod.base_layer.bias) + (6 / 2) * (x @ A.T @ B.T)
         torch.testing.assert_close(mod(x), want)
     assert not hasattr(layer.key, "lora_A")                                    # not a target: untouched
+
+
+def test_lora_smallest_settings_and_wrapped_or_bare_models(tiny_model):
+    """r = 1 and alpha below 1 are valid; adapt_model finds the encoder inside a DDP-style wrapper (.module) and
+    adapts a bare encoder passed directly."""
+    from types import SimpleNamespace
+
+    t = TRICKS.build("lora", r=1, alpha=0.5, targets="query")
+    assert (t.r, t.alpha) == (1, 0.5)
+    model, _, _ = build_classifier(str(tiny_model), C, "mean", "linear", {}, 0.1)
+    t.adapt_model(SimpleNamespace(module=model), ctx())
+    q = model.encoder.encoder.layer[0].attention.self.query
+    assert q.lora_A["default"].weight.shape[0] == 1 and q.scaling["default"] == 0.5
+    bare, _, _ = build_classifier(str(tiny_model), C, "mean", "linear", {}, 0.1)
+    TRICKS.build("lora", targets="value").adapt_model(bare.encoder, ctx())
+    assert hasattr(bare.encoder.encoder.layer[1].attention.self.value, "lora_A")
