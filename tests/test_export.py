@@ -247,6 +247,9 @@ def test_export_and_predict_bundle_via_cli(run, tmp_path, capsys):
     assert [x["label"] for x in lines] == [x["label"] for x in api]
     assert all(len(x["top_k"]) == 2 for x in lines)
     assert lines[0]["score"] == pytest.approx(api[0]["score"], abs=1e-5)
+    assert cli_main(["export", "--run", str(run), "--out", str(tmp_path / "fused"), "--fuse", "true"]) == 0
+    assert "fused (full): 1 EmbedLayerNormalization, 2 Attention, 2 BiasGelu, 4 SkipLayerNormalization" in \
+        capsys.readouterr().out
 
 
 def test_bundle_errors_are_actionable(run, tmp_path, capsys):
