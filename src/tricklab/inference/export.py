@@ -4,6 +4,8 @@ Uses torch.onnx (TorchScript exporter) and onnxruntime.quantization: `--quantize
 (quantize_static, QDQ format, per-channel weights, activation ranges calibrated on the run's own train/dev
 texts or --calibration-data), so a text's answer does not depend on what else is in its batch;
 `int8-dynamic` (quantize_dynamic) is kept for comparison and is run one text per call (inference/onnx.py).
+Before quantization the fp32 graph can be fused by onnxruntime's transformer optimizer (inference/fusion.py,
+`fuse`; by default for static int8, where it was measured faster at equal accuracy: benchmarks/RESULTS.md §15).
 The bundle is built in a temporary folder and only moved into place when it agrees with the torch model on
 real texts (the run's dev/test files) at least `min_agreement` of the time.
 """
