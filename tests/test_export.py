@@ -1,4 +1,5 @@
-"""ONNX export on tiny random BERTs: bundle round trip (fp32 agrees with torch, int8 mostly agrees),
+"""ONNX export on tiny random BERTs: bundle round trip (fp32 agrees with torch, int8 mostly agrees), graph fusion
+(fused op types, agreement with torch, fallback to the unfused graph),
 every task, pair models (token_type_ids), predict --bundle through the CLI, actionable errors."""
 from __future__ import annotations
 
