@@ -5,7 +5,11 @@ Backends (same model weights, same 10k THUCNews test headlines, batch 64):
   torch_fp32  tricklab Predictor (torch), fp32
   torch_bf16  tricklab Predictor (torch), bf16 autocast
   onnx_fp32   tricklab Predictor.from_bundle on an fp32 ONNX bundle (`tricklab export`)
-  onnx_int8   the same with a dynamically quantized int8 bundle (`tricklab export --quantize int8`)
+  onnx_int8   the same with `tricklab export --quantize int8` (static int8, --fuse auto: today's default)
+  and, for the fusion comparison (export's --quantize/--fuse per row, see BUNDLES):
+  onnx_fp32-fused, onnx_int8-unfused, onnx_int8-fused, onnx_int8-fused-noattn, onnx_int8-dynamic (run one
+  text per call, as bundles do), onnx_int8-dynamic-batched (the same graph batched: answers then depend on
+  batch neighbours; a reference row only)
 
 For each: sentences/s over the whole file (median of --repeats passes, passes interleaved across
 backends so that all see the same machine load), single-sentence latency p50/p99 over --latency-n
@@ -33,6 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 BACKENDS = ("pipeline", "torch_fp32", "torch_bf16", "onnx_fp32", "onnx_int8")
+# backend -> (export's quantize, export's fuse)
+BUNDLES = {"onnx_fp32": (None, "auto"), "onnx_int8": ("int8", "auto"), "onnx_fp32-fused": (None, "full"),
+           "onnx_int8-unfused": ("int8", "false"), "onnx_int8-fused": ("int8", "full"),
+           "onnx_int8-fused-noattn": ("int8", "no-attention"), "onnx_int8-dynamic": ("int8-dynamic", "false"),
+           "onnx_int8-dynamic-batched": ("int8-dynamic", "false")}
 
 
 def cpu_model() -> str:
@@ -79,7 +88,7 @@ def read_data(data: Path) -> tuple[list[str], list[str]]:
     return texts, gold
 
 
-def ensure_bundle(run: Path, out: Path, quantize: str | None) -> Path:
+def ensure_bundle(run: Path, out: Path, quantize: str | None, fuse: str = "auto") -> Path:
     """Export the run once (cached in `out`; re-exported when the run's weights are newer)."""
     from tricklab.inference.export import export_bundle
 
@@ -87,10 +96,10 @@ def ensure_bundle(run: Path, out: Path, quantize: str | None) -> Path:
     if (out / "bundle.json").is_file() and (out / "model.onnx").stat().st_mtime >= weights.stat().st_mtime:
         return out
     t = time.perf_counter()
-    export_bundle(run, out, quantize=quantize, log=None)
+    export_bundle(run, out, quantize=quantize, log=None, fuse=fuse, min_agreement=0.0)
     info = json.loads((out / "bundle.json").read_text(encoding="utf-8"))
-    print(f"# exported {out} ({quantize or 'fp32'}) in {time.perf_counter() - t:.0f} s; "
-          f"self-check agreement {info['verify']['agreement']:.4f}", file=sys.stderr)
+    print(f"# exported {out} ({quantize or 'fp32'}, fuse {fuse}) in {time.perf_counter() - t:.0f} s; "
+          f"self-check agreement {info['verify']['agreement']:.4f}; fusion {info.get('fusion')}", file=sys.stderr)
     return out
 
 
@@ -121,15 +130,18 @@ def make_backends(names: list[str], run: Path, bundles: Path, threads: int, batc
 
             def fn(texts: list[str], pred: Any = pred) -> list[str]:
                 return [p["label"] for p in pred.predict(texts)]
-        elif name.startswith("onnx_"):
-            q = name.split("_")[1]
-            b = ensure_bundle(run, bundles / q, None if q == "fp32" else q)
+        elif name in BUNDLES:
+            q, fuse = BUNDLES[name]
+            b = ensure_bundle(run, bundles / name.removeprefix("onnx_").removesuffix("-batched"), q, fuse)
             pred = Predictor.from_bundle(b, threads=threads, batch_size=batch_size)
+            if name.endswith("-batched"):
+                pred.model.per_text = False
 
             def fn(texts: list[str], pred: Any = pred) -> list[str]:
                 return [p["label"] for p in pred.predict(texts)]
         else:
-            raise SystemExit(f"--backends: unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")
+            raise SystemExit(f"--backends: unknown backend {name!r} (choose from: "
+                             f"{', '.join(dict.fromkeys([*BACKENDS, *BUNDLES]))})")
         fns[name] = fn
     return fns, {"lowercase": lower, "max_length": max_len}
 
@@ -227,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundles", default=str(ROOT / "runs" / "bench_bundles"), help="where exported bundles are cached")
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the matmul-rate measurement that bounds sentences/s on this CPU")
+    ap.add_argument("--int8-limit", type=float, default=0.0, metavar="GOPS",
+                    help="this host's int8 matmul limit for the '%% of int8 limit' column (benchmarks/bench_limits.py; "
+                         "default: the onnxruntime int8 rate measured here at the batch's FFN shape)")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -291,15 +306,42 @@ def main(argv: list[str] | None = None) -> int:
 
     desc = {"pipeline": "transformers pipeline, fp32" + (" (lower-cased input)" if info["lowercase"] else ""),
             "torch_fp32": "tricklab torch, fp32", "torch_bf16": "tricklab torch, bf16 autocast",
-            "onnx_fp32": "tricklab ONNX bundle, fp32", "onnx_int8": "tricklab ONNX bundle, dynamic int8"}
+            "onnx_fp32": "tricklab ONNX bundle, fp32",
+            "onnx_int8": "tricklab ONNX bundle, int8 (default: static, --fuse auto)",
+            "onnx_fp32-fused": "ONNX fp32, fused (--fuse full)", "onnx_int8-unfused": "ONNX static int8, unfused",
+            "onnx_int8-fused": "ONNX static int8, fused (full: Attention op float)",
+            "onnx_int8-fused-noattn": "ONNX static int8, fused but Attention (Q/K/V int8)",
+            "onnx_int8-dynamic": "ONNX dynamic int8 (one text per call, as bundles run it)",
+            "onnx_int8-dynamic-batched": "ONNX dynamic int8, batched (neighbour-dependent; reference)"}
     env = (f"{versions()}; CPU {cpu_model()} ({os.cpu_count()} cores; {cpu_flags() or 'no AVX flags'}); "
            f"threads {args.threads}; batch {args.batch_size}; max_length {info['max_length']}; "
            f"lowercase {info['lowercase']}; {len(texts)} headlines; median of {args.repeats} passes; "
            f"latency over {args.latency_n} single calls; load average before {uptime_before[0]:.2f}, "
            f"after {uptime_after[0]:.2f}")
+    ceiling: dict[str, Any] = {}
+    if not args.no_ceiling:
+        flops, tokens, lin = flops_per_sentence(run, texts)
+        m_batch = int(round(tokens * args.batch_size))
+        rates = {"batch": gemm_rates(args.threads, m_batch), "single": gemm_rates(args.threads, int(round(tokens)))}
+        ceiling = {"flops_per_sentence": flops, "mean_tokens": tokens, "linear_params": lin, "rates": rates,
+                   "m_batch": m_batch}
+    limit = args.int8_limit or (ceiling["rates"]["batch"]["onnx_int8"] if ceiling else 0.0)
     print(f"environment: {env}\n")
-    print("| backend | sentences/s | x pipeline | p50 ms | p99 ms | accuracy | Δacc vs pipeline (points) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print_table(rows, desc, slow, acc, sub_acc, limit, ceiling.get("flops_per_sentence", 0.0))
+    if ceiling:
+        print_ceiling(ceiling, args.threads, args.batch_size)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"environment": env, "rows": rows, "ceiling": ceiling,
+                                               "int8_limit_gops": limit}, indent=2), encoding="utf-8")
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]], desc: dict[str, str], slow: set[str], acc: dict[str, float],
+                sub_acc: dict[str, float], limit_gops: float, flops: float) -> None:
+    """The markdown results table; '% int8 limit' = sentences/s x GFLOP per sentence / the int8 limit."""
+    print(f"| backend | sentences/s | x pipeline | p50 ms | p99 ms | accuracy | Δacc vs pipeline (points) | "
+          f"% of int8 limit ({limit_gops:.0f} GOPS) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     a0 = acc.get("pipeline")
     for r in rows:
         name, sub = desc.get(r["backend"], r["backend"]), r["backend"] in slow
@@ -312,27 +354,22 @@ def main(argv: list[str] | None = None) -> int:
             d = f"{(r['accuracy'] - a0) * 100:+.2f}" if a0 is not None else "-"
         x = f"{r['x_pipeline']:.3f}x" if r["x_pipeline"] and r["x_pipeline"] < 0.1 else \
             (f"{r['x_pipeline']:.2f}x" if r["x_pipeline"] else "-")
+        frac = f"{r['sentences_per_s'] * flops / (limit_gops * 1e9) * 100:.0f}%" if limit_gops and flops else "-"
         print(f"| {name} | {r['sentences_per_s']:,.1f} | {x} | {r['p50_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {r['accuracy']:.4f} | {d} |")
-    ceiling: dict[str, Any] = {}
-    if not args.no_ceiling:
-        flops, tokens, lin = flops_per_sentence(run, texts)
-        m_batch = int(round(tokens * args.batch_size))
-        rates = {"batch": gemm_rates(args.threads, m_batch), "single": gemm_rates(args.threads, int(round(tokens)))}
-        ceiling = {"flops_per_sentence": flops, "mean_tokens": tokens, "linear_params": lin, "rates": rates}
-        print(f"\nceiling: {lin / 1e6:.2f}M matmul weights x {tokens:.2f} tokens per headline (with [CLS]/[SEP]) "
-              f"-> {flops / 1e9:.3f} GFLOP per sentence. Measured (m x 512) @ (512 x 2048) products, "
-              f"{args.threads} threads:\n")
-        print(f"| engine | GFLOPS, m = {m_batch} (batch {args.batch_size}) | sentences/s at 100% of it | "
-              f"GFLOPS, m = {int(round(tokens))} (1 sentence) | ms per sentence at 100% of it |")
-        print("|---|---:|---:|---:|---:|")
-        for e in rates["batch"]:
-            gb, gs = rates["batch"][e], rates["single"][e]
-            print(f"| {e} | {gb:,.1f} | {gb * 1e9 / flops:,.0f} | {gs:,.1f} | {flops / (gs * 1e9) * 1000:,.2f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"environment": env, "rows": rows, "ceiling": ceiling}, indent=2),
-                                   encoding="utf-8")
-    return 0
+              f"{r['p99_ms']:.2f} | {r['accuracy']:.4f} | {d} | {frac} |")
+
+
+def print_ceiling(ceiling: dict[str, Any], threads: int, batch_size: int) -> None:
+    flops, tokens, lin, rates = (ceiling[k] for k in ("flops_per_sentence", "mean_tokens", "linear_params", "rates"))
+    print(f"\nceiling: {lin / 1e6:.2f}M matmul weights x {tokens:.2f} tokens per headline (with [CLS]/[SEP]) "
+          f"-> {flops / 1e9:.3f} GFLOP per sentence. Measured (m x 512) @ (512 x 2048) products, "
+          f"{threads} threads:\n")
+    print(f"| engine | GFLOPS, m = {ceiling['m_batch']} (batch {batch_size}) | sentences/s at 100% of it | "
+          f"GFLOPS, m = {int(round(tokens))} (1 sentence) | ms per sentence at 100% of it |")
+    print("|---|---:|---:|---:|---:|")
+    for e in rates["batch"]:
+        gb, gs = rates["batch"][e], rates["single"][e]
+        print(f"| {e} | {gb:,.1f} | {gb * 1e9 / flops:,.0f} | {gs:,.1f} | {flops / (gs * 1e9) * 1000:,.2f} |")
 
 
 if __name__ == "__main__":

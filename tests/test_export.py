@@ -1,4 +1,5 @@
-"""ONNX export on tiny random BERTs: bundle round trip (fp32 agrees with torch, int8 mostly agrees),
+"""ONNX export on tiny random BERTs: bundle round trip (fp32 agrees with torch, int8 mostly agrees), graph fusion
+(fused op types, agreement with torch, fallback to the unfused graph),
 every task, pair models (token_type_ids), predict --bundle through the CLI, actionable errors."""
 from __future__ import annotations
 
@@ -91,6 +92,98 @@ def int8_bundle(run, tmp_path_factory) -> Path:
     return out
 
 
+def op_types(bundle: Path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
+
+
+FUSED = {"Attention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization"}
+
+
+@pytest.fixture(scope="module")
+def fused_bundle(run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fused") / "f"
+    export_bundle(run, out, fuse="true", log=None)
+    return out
+
+
+def test_fused_fp32_graph_has_the_fused_ops_and_matches_torch(run, fused_bundle):
+    """--fuse true: onnxruntime's BERT fusions replace the attention, residual-LayerNorm and GELU subgraphs
+    (2 layers: 2 Attention, 4 SkipLayerNormalization, 2 BiasGelu, 1 EmbedLayerNormalization), and the fused
+    graph's logits match torch's within 1e-4, in mixed-length batches and alone."""
+    info = json.loads((fused_bundle / "bundle.json").read_text())
+    assert info["fusion"] == {"kind": "full", "ops": {"EmbedLayerNormalization": 1, "Attention": 2,
+                                                      "SkipLayerNormalization": 4, "BiasGelu": 2}}
+    ops = op_types(fused_bundle)
+    assert FUSED <= ops and "Softmax" not in ops and "Erf" not in ops, ops
+    assert info["verify"]["agreement"] == 1.0
+    texts = mixed_texts(60)
+    ref, onx = Predictor.from_run(run), Predictor.from_bundle(fused_bundle, threads=1)
+    np.testing.assert_allclose(onx.logits(texts), ref.logits(texts), atol=1e-4)
+    for t in texts[:12]:
+        np.testing.assert_allclose(onx.logits([t]), ref.logits([t]), atol=1e-4)
+
+
+def test_unfused_export_has_no_fused_ops(run, bundle, tmp_path):
+    """fp32 is not fused by default (auto), nor with --fuse false on static int8."""
+    assert not FUSED & op_types(bundle) and json.loads((bundle / "bundle.json").read_text())["fusion"] is None
+    export_bundle(run, tmp_path / "q", quantize="int8", fuse="false", min_agreement=0.9, log=None)
+    assert not FUSED & op_types(tmp_path / "q") and len(quantized_products(tmp_path / "q")) == 16
+    # + per layer Q, K, V and the two attention products (the QDQ quantizer ignores MatMulConstBOnly)
+
+
+def quantized_products(bundle: Path) -> list[str]:
+    """MatMul/Gemm nodes both of whose inputs come from DequantizeLinear (QDQ int8)."""
+    import onnx
+
+    g = onnx.load(str(bundle / "model.onnx")).graph
+    dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and all(i in dq for i in n.input[:2])]
+
+
+def test_static_int8_is_fused_by_default(int8_bundle):
+    """The default static int8 graph is fused, and every product with a weight is int8 but the FFN output
+    projections (2 layers: attention output + FFN input, the pooler and the classifier; the Q/K/V projections
+    are inside the fused Attention ops)."""
+    info = json.loads((int8_bundle / "bundle.json").read_text())
+    ops = op_types(int8_bundle)
+    assert info["fusion"]["kind"] == "full" and FUSED <= ops, (info["fusion"], ops)
+    q = quantized_products(int8_bundle)
+    assert len(q) == 6 and sum("/intermediate/dense/" in n for n in q) == 2, q
+    assert not any("/output/dense/" in n and "/attention/" not in n for n in q), q
+
+
+@pytest.mark.parametrize("how", ["corrupt", "raise"])
+def test_fusion_falls_back_to_the_unfused_graph(run, tmp_path, monkeypatch, how):
+    """A fused graph that does not reproduce the unfused one (here: one weight changed after fusing), or an
+    optimizer that fails, leaves the unfused graph in the bundle, with the reason logged and in bundle.json."""
+    import onnx
+    from onnx import numpy_helper
+
+    import tricklab.inference.export as ex
+
+    real = ex.fuse_graph
+
+    def broken(src, dest, params, kind="full"):
+        if how == "raise":
+            raise RuntimeError("no pattern")
+        ops = real(src, dest, params, kind)
+        m = onnx.load(str(dest))
+        w = next(i for i in m.graph.initializer if "qkv_weight" in i.name)
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.5, w.name))
+        onnx.save(m, str(dest))
+        return ops
+
+    monkeypatch.setattr(ex, "fuse_graph", broken)
+    said: list[str] = []
+    info = export_bundle(run, tmp_path / "b", quantize="int8", fuse="true", min_agreement=0.9, log=said.append)
+    why = "logits differ from the unfused graph's" if how == "corrupt" else "optimizer failed: RuntimeError"
+    assert info["fusion"]["kind"] is None and why in info["fusion"]["fallback"], info["fusion"]
+    assert any("unfused graph kept" in line and why in line for line in said), said
+    assert not FUSED & op_types(tmp_path / "b") and info["verify"]["agreement"] >= 0.9
+
+
 def test_int8_bundle_is_static_calibrated_on_the_runs_data_and_verified_on_dev_test(run, int8_bundle):
     info = json.loads((int8_bundle / "bundle.json").read_text())
     assert info["quantize"] == "int8" and info["calibration"]["n"] == 150       # train 120 + dev 30
@@ -104,11 +197,14 @@ def test_int8_bundle_is_static_calibrated_on_the_runs_data_and_verified_on_dev_t
     assert agree >= 0.8, agree
 
 
-@pytest.mark.parametrize("quantize", ["int8", "int8-dynamic"])
-def test_int8_text_scores_the_same_whatever_its_batch_neighbours(run, int8_bundle, tmp_path, quantize):
-    """Served requests are micro-batched across clients: a text's answer must not depend on its neighbours."""
-    bundle = int8_bundle if quantize == "int8" else tmp_path / "dyn"
-    if quantize != "int8":
+@pytest.mark.parametrize("quantize", ["int8", "int8-unfused", "int8-dynamic", "fp32-fused"])
+def test_int8_text_scores_the_same_whatever_its_batch_neighbours(run, int8_bundle, fused_bundle, tmp_path, quantize):
+    """Served requests are micro-batched across clients: a text's answer must not depend on its neighbours
+    (int8: the default static int8, fused; int8-unfused: static int8 with --fuse false)."""
+    bundle = {"int8": int8_bundle, "fp32-fused": fused_bundle}.get(quantize, tmp_path / "b")
+    if quantize == "int8-unfused":
+        export_bundle(run, bundle, quantize="int8", fuse="false", min_agreement=0.0, log=None)
+    elif quantize == "int8-dynamic":
         export_bundle(run, bundle, quantize=quantize, min_agreement=0.0, log=None)
     p = Predictor.from_bundle(bundle, threads=1)
     rng = random.Random(5)
@@ -152,6 +248,9 @@ def test_export_and_predict_bundle_via_cli(run, tmp_path, capsys):
     assert [x["label"] for x in lines] == [x["label"] for x in api]
     assert all(len(x["top_k"]) == 2 for x in lines)
     assert lines[0]["score"] == pytest.approx(api[0]["score"], abs=1e-5)
+    assert cli_main(["export", "--run", str(run), "--out", str(tmp_path / "fused"), "--fuse", "true"]) == 0
+    assert "fused (full): 1 EmbedLayerNormalization, 2 Attention, 2 BiasGelu, 4 SkipLayerNormalization" in \
+        capsys.readouterr().out
 
 
 def test_bundle_errors_are_actionable(run, tmp_path, capsys):
@@ -186,13 +285,16 @@ def test_pair_model_export(tiny_model, tmp_path, task):
     info = export_bundle(tmp_path / "run", tmp_path / "b", verify_data=tmp_path / "pairs.tsv", log=None)
     assert info["pair"] is True and "token_type_ids" in info["inputs"] and info["task"] == task
     assert info["verify"]["n"] == 80 and info["verify"]["agreement"] >= 0.99
+    fused = export_bundle(tmp_path / "run", tmp_path / "f", verify_data=tmp_path / "pairs.tsv", fuse="true", log=None)
+    assert fused["fusion"]["ops"]["EmbedLayerNormalization"] == 1 and "token_type_ids" in fused["inputs"]
     pairs = [(r.split("\t")[0], r.split("\t")[1]) for r in _pair_rows(random.Random(9), 30, "class")]
     a = Predictor.from_run(tmp_path / "run").predict(pairs, top_k=2)
-    b = Predictor.from_bundle(tmp_path / "b").predict(pairs, top_k=2)
-    if task == "regression":
-        assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b)) < 1e-4
-    else:
-        assert [x["label"] for x in a] == [x["label"] for x in b]
+    for b in (Predictor.from_bundle(tmp_path / d).predict(pairs, top_k=2) for d in ("b", "f")):
+        if task == "regression":
+            assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b)) < 1e-4
+        else:
+            assert [x["label"] for x in a] == [x["label"] for x in b]
+            assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b)) < 1e-4
     # tab-joined strings are pairs too, as in `tricklab predict`
     assert Predictor.from_bundle(tmp_path / "b").predict(["球赛\t队员"])[0].keys() == a[0].keys()
 
@@ -208,10 +310,13 @@ def test_multi_label_export(tiny_model, tmp_path):
     train(tiny_cfg(tiny_model, "train.epochs=3"), tmp_path / "ml", out=tmp_path / "run", progress=False)
     info = export_bundle(tmp_path / "run", tmp_path / "b", log=None)
     assert info["task"] == "multi_label" and info["verify"]["agreement"] >= 0.99
+    fused = export_bundle(tmp_path / "run", tmp_path / "f", fuse="true", log=None)
+    assert fused["fusion"]["kind"] == "full" and fused["verify"]["agreement"] >= 0.99
     texts = mixed_texts(40)
     a = Predictor.from_run(tmp_path / "run").predict(texts, top_k=2)
-    b = Predictor.from_bundle(tmp_path / "b").predict(texts, top_k=2)
-    assert [x["labels"] for x in a] == [x["labels"] for x in b]
+    for d in ("b", "f"):
+        b = Predictor.from_bundle(tmp_path / d).predict(texts, top_k=2)
+        assert [x["labels"] for x in a] == [x["labels"] for x in b]
 
 
 def test_torch_predictor_threads_option(run):

@@ -125,7 +125,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     export_bundle(args.run, args.out, fmt=args.format, quantize=args.quantize, opset=args.opset,
                   verify_data=args.verify_data, calibration_data=args.calibration_data,
-                  min_agreement=args.min_agreement)
+                  min_agreement=args.min_agreement, fuse=args.fuse)
     return 0
 
 
@@ -314,6 +314,34 @@ def serve_parser(sub: Any) -> None:
     sv.set_defaults(func=cmd_serve)
 
 
+def export_parser(sub: Any) -> None:
+    """`tricklab export`'s flags."""
+    x = sub.add_parser("export", help="export a run as a self-contained ONNX bundle, verified against torch")
+    x.add_argument("--run", required=True)
+    x.add_argument("--out", required=True, help="bundle folder to write")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--quantize", choices=["int8", "int8-dynamic"],
+                   help="int8: static int8 (weights per channel, activation ranges calibrated on the run's train/dev "
+                        "texts), answers independent of batch neighbours; int8-dynamic: onnxruntime's dynamic "
+                        "quantization, run one text per model call")
+    x.add_argument("--calibration-data", metavar="FILE",
+                   help="--quantize int8: texts (the run's data format) to calibrate the activation ranges on "
+                        "(default: the run's train + dev files)")
+    x.add_argument("--fuse", default="auto", choices=["auto", "true", "false", "full", "no-attention"],
+                   help="onnxruntime's transformer graph fusions (Attention, SkipLayerNormalization, BiasGelu, "
+                        "EmbedLayerNormalization) before quantization. auto (default): where they were measured to "
+                        "help (static int8); true: always (= full); no-attention: all but Attention (its Q/K/V "
+                        "weights then stay quantizable); false: never. A fused graph that does not reproduce the "
+                        "unfused one falls back to it, with the reason printed and kept in bundle.json")
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--verify-data", help="data file (the run's format) to compare torch and ONNX on "
+                                         "(default: the run's dev + test files, up to 500 texts)")
+    x.add_argument("--min-agreement", type=float, default=0.99, metavar="F",
+                   help="fail (exit 2, nothing written) when torch and the bundle agree on fewer than this fraction "
+                        "of the verification texts (default 0.99)")
+    x.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tricklab", description="Fine-tune BERT-family text classifiers with composable tricks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -368,24 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     decision_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
-    x = sub.add_parser("export", help="export a run as a self-contained ONNX bundle, verified against torch")
-    x.add_argument("--run", required=True)
-    x.add_argument("--out", required=True, help="bundle folder to write")
-    x.add_argument("--format", default="onnx", choices=["onnx"])
-    x.add_argument("--quantize", choices=["int8", "int8-dynamic"],
-                   help="int8: static int8 (weights per channel, activation ranges calibrated on the run's train/dev "
-                        "texts), answers independent of batch neighbours; int8-dynamic: onnxruntime's dynamic "
-                        "quantization, run one text per model call")
-    x.add_argument("--calibration-data", metavar="FILE",
-                   help="--quantize int8: texts (the run's data format) to calibrate the activation ranges on "
-                        "(default: the run's train + dev files)")
-    x.add_argument("--opset", type=int, default=17)
-    x.add_argument("--verify-data", help="data file (the run's format) to compare torch and ONNX on "
-                                         "(default: the run's dev + test files, up to 500 texts)")
-    x.add_argument("--min-agreement", type=float, default=0.99, metavar="F",
-                   help="fail (exit 2, nothing written) when torch and the bundle agree on fewer than this fraction "
-                        "of the verification texts (default 0.99)")
-    x.set_defaults(func=cmd_export)
+    export_parser(sub)
 
     serve_parser(sub)
 

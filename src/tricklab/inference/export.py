@@ -4,6 +4,8 @@ Uses torch.onnx (TorchScript exporter) and onnxruntime.quantization: `--quantize
 (quantize_static, QDQ format, per-channel weights, activation ranges calibrated on the run's own train/dev
 texts or --calibration-data), so a text's answer does not depend on what else is in its batch;
 `int8-dynamic` (quantize_dynamic) is kept for comparison and is run one text per call (inference/onnx.py).
+Before quantization the fp32 graph can be fused by onnxruntime's transformer optimizer (inference/fusion.py,
+`fuse`; by default for static int8, where it was measured faster at equal accuracy: benchmarks/RESULTS.md §15).
 The bundle is built in a temporary folder and only moved into place when it agrees with the torch model on
 real texts (the run's dev/test files) at least `min_agreement` of the time.
 """
@@ -25,6 +27,7 @@ from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.thresholds import threshold_vector
 from ..runfiles import write_json, write_manifest
+from .fusion import FUSE, KINDS, eager_attention, fuse_graph, fused_differs, fusion_params
 from .onnx import (  # noqa: F401
     BUNDLE_FILE,
     dynamic_activations,
@@ -140,6 +143,8 @@ def compare(task: str, a: np.ndarray, b: np.ndarray, threshold: float | np.ndarr
 MIN_AGREEMENT = 0.99   # default --min-agreement: top-label agreement with torch on the verification texts
 VERIFY_N = 500         # verification texts at most (a seeded sample of the run's dev + test)
 CALIBRATION_N = 256    # calibration texts at most (a seeded sample of the run's train + dev)
+DEFAULT_KIND = "full"  # what --fuse true applies
+AUTO_FUSION: dict[str | None, str] = {"int8": "full"}   # --fuse auto: quantize -> fusion kind (benchmarks/RESULTS §15)
 
 
 def run_data_texts(run: Path, roles: Sequence[str], pair: bool) -> tuple[list[Any], list[str]]:
@@ -202,7 +207,8 @@ def calibration_texts(run: Path, pair: bool, calibration_data: str | Path | None
 def quantize_static_int8(fp32: Path, dest: Path, texts: list[Any], tok: Any, meta: dict[str, Any]) -> None:
     """Static int8: weights per channel (7 bits, reduce_range, which avoids saturation in the u8 x s8 kernels of
     CPUs without VNNI), activations with the 99.999th percentile of the ranges seen on `texts`, QDQ format.
-    Only MatMul/Gemm with a weight operand are quantized (the attention products stay float), and the FFN
+    MatMul/Gemm are quantized (the QDQ quantizer ignores MatMulConstBOnly, so in an unfused graph the two
+    attention products are int8 too, with static scales; a fused Attention op keeps all of its work float), but the FFN
     output projections (BERT-style names `.../output/dense/MatMul`) stay float: their inputs, after GELU, have
     outliers that a per-tensor scale cannot hold (on m3e-small: agreement 0.95 with them, 0.98 without)."""
     import onnx
@@ -241,28 +247,84 @@ def quantize_static_int8(fp32: Path, dest: Path, texts: list[Any], tok: Any, met
                         calibrate_method=CalibrationMethod.Percentile, extra_options={"MatMulConstBOnly": True})
 
 
+def _check_feeds(tok: Any, meta: dict[str, Any], pair: bool) -> list[dict[str, np.ndarray]]:
+    """Two padded batches of vocabulary texts of very different lengths (1..40 tokens, truncated at max_length)."""
+    from ..data.batching import encode
+
+    texts = sample_texts(tok, 12, pair, seed=3)
+    a = [t[0] if pair else t for t in texts]
+    b = [t[1] for t in texts] if pair else None
+    enc = encode(tok, a, b, int(meta["data"]["max_length"]), meta["data"]["lowercase"],
+                 truncation=Truncation.from_meta(meta["data"]))
+    order = np.argsort(-enc.lengths, kind="stable")   # longest beside shortest in each batch
+    return [_pad(enc, idx, tok.pad_token_id or 0, pair) for idx in (order[0::2], order[1::2])]
+
+
+def fusion_kind(fuse: str, quantize: str | None) -> str | None:
+    """The fusion kind (inference/fusion.py KINDS) to apply, or None: `auto` fuses where it was measured to help."""
+    if fuse not in (*FUSE, *KINDS):
+        raise ConfigError(f"--fuse {fuse!r}: unknown (choose from: {', '.join((*FUSE, *KINDS))})")
+    if fuse == "auto":
+        return AUTO_FUSION.get(quantize)
+    if fuse == "true":
+        return DEFAULT_KIND
+    return None if fuse == "false" else fuse
+
+
+def _fp32_graph(model: Any, tok: Any, meta: dict[str, Any], path: Path, opset: int,
+                kind: str | None) -> dict[str, Any] | None:
+    """The fp32 graph at `path`, fused when `kind` says so; returns the fusion record for bundle.json (None: not
+    asked for; {"kind", "ops"}: applied; {"kind": None, "fallback": why}: the unfused graph was kept)."""
+    pair, T = bool(meta["data"].get("pair")), int(meta["data"].get("max_length") or 8)
+    if kind is None:
+        _export_onnx(model, pair, path, opset, T)
+        return None
+    params = fusion_params(model)
+    traced = path.with_name("model.traced.onnx")
+    with eager_attention(model) as eager:
+        _export_onnx(model, pair, traced, opset, T)
+    reason = params if isinstance(params, str) else None
+    ops: dict[str, int] = {}
+    if reason is None and not eager:
+        reason = "the encoder cannot be traced with eager attention, whose pattern the fusions need"
+    if reason is None:
+        try:
+            ops = fuse_graph(traced, path, params, kind)  # type: ignore[arg-type]
+        except Exception as e:   # the optimizer's own errors on a graph it does not expect
+            reason = f"onnxruntime's optimizer failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    if reason is None:
+        reason = "no fusable pattern was found" if not ops else fused_differs(traced, path, _check_feeds(tok, meta, pair))
+    if reason is not None:
+        traced.replace(path)
+        return {"kind": None, "requested": kind, "fallback": reason}
+    traced.unlink()
+    return {"kind": kind, "ops": ops}
+
+
 def _write_graph(model: Any, tok: Any, meta: dict[str, Any], run: Path, dest: Path, quantize: str | None,
-                 opset: int, calibration_data: str | Path | None) -> dict[str, Any] | None:
-    """model.onnx in `dest` (fp32, or quantized); returns the calibration record (static int8) or None."""
+                 opset: int, calibration_data: str | Path | None,
+                 fusion: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """model.onnx in `dest` (fp32, or quantized), fused first when `fusion` (a kind) says so; returns the
+    calibration record (static int8) or None, and the fusion record (`_fp32_graph`)."""
     import logging
 
     pair = bool(meta["data"].get("pair"))
     fp32 = dest / "model.fp32.onnx"
-    _export_onnx(model, pair, fp32, opset, int(meta["data"].get("max_length") or 8))
+    fused = _fp32_graph(model, tok, meta, fp32, opset, fusion)
     if not quantize:
         fp32.rename(dest / ONNX_FILE)
-        return None
+        return None, fused
     logging.disable(logging.WARNING)  # its "consider pre-processing" advice is for image models
     try:
         if quantize == "int8-dynamic":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             quantize_dynamic(str(fp32), str(dest / ONNX_FILE), weight_type=QuantType.QInt8)
-            return None
+            return None, fused
         texts, source = calibration_texts(run, pair, calibration_data)
         quantize_static_int8(fp32, dest / ONNX_FILE, texts, tok, meta)
         return {"method": "static QDQ: per-channel int8 weights, activations at the 99.999th percentile",
-                "n": len(texts), "source": source}
+                "n": len(texts), "source": source}, fused
     finally:
         logging.disable(logging.NOTSET)
         fp32.unlink(missing_ok=True)
@@ -282,8 +344,10 @@ def _move_into(tmp: Path, out: Path) -> None:
 def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str | None = None,
                   opset: int = 17, verify_data: str | Path | None = None, verify_texts: Sequence[Any] | None = None,
                   calibration_data: str | Path | None = None, min_agreement: float = MIN_AGREEMENT,
-                  log: Callable[[str], None] | None = print) -> dict[str, Any]:
+                  log: Callable[[str], None] | None = print, fuse: str = "auto") -> dict[str, Any]:
     """Export a run's model as a bundle in `out`, verify it against torch, return bundle.json's content.
+    `fuse`: onnxruntime's transformer fusions before quantization (`fusion_kind`; a fused graph that fails its
+    check falls back to the unfused one, logged and recorded in bundle.json's "fusion").
     Raises ConfigError (and writes nothing to `out`) when the agreement is below `min_agreement`."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: unknown export format (choose from: {', '.join(FORMATS)})")
@@ -292,6 +356,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
     if not 0 <= min_agreement <= 1:
         raise ConfigError(f"--min-agreement {min_agreement}: must be a fraction in [0, 1]")
     quantize = None if quantize == "none" else quantize
+    kind = fusion_kind(fuse, quantize)
     _require_onnxruntime()
     try:
         import onnx  # noqa: F401
@@ -311,7 +376,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp_name:
         tmp = Path(tmp_name)
-        calibration = _write_graph(model, tok, meta, run, tmp, quantize, opset, calibration_data)
+        calibration, fusion = _write_graph(model, tok, meta, run, tmp, quantize, opset, calibration_data, kind)
         tok_files = [Path(f).name for f in tok.save_pretrained(str(tmp))]
         write_json(tmp / META_FILE, meta)
 
@@ -329,7 +394,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
                 + ("export without --quantize, or give --calibration-data with texts like the served ones, "
                    if quantize else "check the run, ") + "or lower --min-agreement if that difference is acceptable")
         info = {"bundle_version": BUNDLE_VERSION, "format": fmt, "file": ONNX_FILE, "opset": opset,
-                "quantize": quantize, "calibration": calibration, "task": meta["task"],
+                "quantize": quantize, "calibration": calibration, "fusion": fusion, "task": meta["task"],
                 "labels": meta["labels"]["names"], "max_length": meta["data"]["max_length"],
                 "lowercase": bool(meta["data"]["lowercase"]), "pair": pair,
                 "truncation": Truncation.from_meta(meta["data"]).to_meta(),
@@ -343,6 +408,10 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quant
         _move_into(tmp, out)
     if log:
         log(f"exported {out / ONNX_FILE} ({fmt}{', ' + quantize if quantize else ''}, opset {opset})")
+        if fusion:
+            log(f"fused ({fusion['kind']}): " + ", ".join(f"{n} {op}" for op, n in fusion["ops"].items())
+                if fusion["kind"] else f"fusion ({fusion['requested']}) not applied, unfused graph kept: "
+                f"{fusion['fallback']}")
         if calibration:
             log(f"calibrated int8 activation ranges on {calibration['n']} texts of {calibration['source']}")
         log(f"verify on {check['n']} {source}: torch vs onnx agreement {check['agreement']:.4f} "
