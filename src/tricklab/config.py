@@ -93,6 +93,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0     # 0: no clipping
     grad_accum: int = 1
     precision: str = "auto"        # auto (bf16 where measured fast) | bf16 | fp16 | fp32
+    compile: str = "auto"          # auto | true | false: torch.compile (inductor) of the encoder; auto: off (on this
+                                   # project's CPUs it measured slower, compile time included: RESULTS §1)
     seed: int = 42
     eval_every: int = 0            # optimizer steps between dev evaluations; 0: once per epoch
     metric: str = "auto"           # dev metric that picks the best checkpoint (auto: by task)
@@ -242,6 +244,7 @@ def validate(cfg: Config) -> None:
 
     choice("task", cfg.task, TASKS)
     choice("train.precision", cfg.train.precision, ("auto", "bf16", "fp16", "fp32"))
+    choice("train.compile", cfg.train.compile, ("auto", "true", "false"))
     choice("data.lowercase", cfg.data.lowercase, ("auto", "true", "false"))
     choice("data.format", cfg.data.format, ("auto", "thucnews", "tsv", "csv", "jsonl", "txt", "json", "parquet", "arrow"))
     choice("data.header", cfg.data.header, ("auto", "true", "false"))

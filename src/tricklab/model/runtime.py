@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -95,6 +97,37 @@ def resolve_precision(precision: str, device: str, notes: list[str] | None = Non
     if precision == "fp16" and device != "cuda":
         raise ConfigError("train.precision=fp16 needs a GPU; on CPU use bf16 (fast where bf16 matmuls are) or fp32")
     return precision
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor would build CPU kernels with ($CXX, else g++, c++, clang++), or None."""
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        found = shutil.which(name) if name else None
+        if found:
+            return found
+    return None
+
+
+def resolve_compile(setting: str, device: str) -> bool:
+    """train.compile: true | false as given; auto: off. On this project's 2-core CPU hosts inductor made training
+    slower once its compile time is counted (benchmarks/RESULTS.md §1); on GPUs it is unmeasured here, so auto
+    leaves it off there too. true on CPU needs a C++ compiler: without one it is a ConfigError before any data
+    loads, not a traceback at the first step."""
+    if setting == "true" and device == "cpu" and cxx_compiler() is None:
+        raise ConfigError("train.compile=true: torch.compile (inductor) builds C++ kernels on CPU and no C++ compiler "
+                          "was found ($CXX, g++, c++, clang++); fix: install one (e.g. apt-get install g++), or "
+                          "--set train.compile=false")
+    return setting == "true"
+
+
+def compile_encoder(model: torch.nn.Module, notes: list[str] | None = None) -> None:
+    """torch.compile the model's encoder in place (nn.Module.compile: parameter names and the saved weights stay
+    the same) with dynamic shapes, so that length-grouped batches of every length share one graph instead of
+    compiling once per length."""
+    model.encoder.compile(dynamic=True)
+    if notes is not None:
+        notes.append("compile: the encoder runs under torch.compile (inductor, dynamic shapes); the first training "
+                     "step and the first dev evaluation wait for it to compile; --set train.compile=false to skip")
 
 
 def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:

@@ -27,7 +27,7 @@ from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 from ..model import build_classifier, decoder_backbone, prior_bias
-from ..model.runtime import resolve_precision
+from ..model.runtime import compile_encoder, resolve_compile, resolve_precision
 from ..registry import TRICKS, load_plugins
 from ..runfiles import LOCK_FILE
 from ..tricks import Trick
@@ -304,6 +304,7 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
     check_specs(cfg)                                               # loss/trick names and parameters: did-you-mean
     lr_factor(cfg.train, 100)                                      # train.scheduler_args problems, before the data
     check_trackers(cfg.tracking)
+    compiled = resolve_compile(cfg.train.compile, "cuda" if torch.cuda.is_available() else "cpu")  # e.g. no compiler
     forced, saved = None, None
     if resume:
         data, dev, test, saved = resume_args(out, data, dev, test)
@@ -351,6 +352,8 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
                      "--set train.scheduler=constant_with_warmup to warm up")
     losses, tricks = setup_losses_and_tricks(cfg, bundle, model, tok, accelerator.device, out, total_steps)
     notes += trainable_note(model)
+    if compiled:                     # after the tricks' model changes (LoRA), so the adapted encoder is compiled
+        compile_encoder(model, notes)
     optimizer, scheduler = build_optimizer(cfg, model, losses, tricks, accelerator.device, total_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     run = Run(cfg, out, accelerator, precision, bundle, tok, run_meta(cfg, bundle, lower, backbone), enc, prepared,
