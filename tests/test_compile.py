@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import tiny_cfg
+from conftest import tiny_cfg
 from tricklab.config import load_config
 from tricklab.errors import ConfigError
 from tricklab.model import runtime
