@@ -5,7 +5,7 @@ Uses torch.onnx (TorchScript exporter) and onnxruntime.quantization: `--quantize
 texts or --calibration-data), so a text's answer does not depend on what else is in its batch;
 `int8-dynamic` (quantize_dynamic) is kept for comparison and is run one text per call (inference/onnx.py).
 Before quantization the fp32 graph can be fused by onnxruntime's transformer optimizer (inference/fusion.py,
-`fuse`; by default for static int8, where it was measured faster at equal accuracy: benchmarks/RESULTS.md §15).
+`fuse`; by default for static int8: lower single-sentence latency at equal accuracy and throughput, benchmarks/RESULTS.md §15).
 The bundle is built in a temporary folder and only moved into place when it agrees with the torch model on
 real texts (the run's dev/test files) at least `min_agreement` of the time.
 """
@@ -144,7 +144,7 @@ MIN_AGREEMENT = 0.99   # default --min-agreement: top-label agreement with torch
 VERIFY_N = 500         # verification texts at most (a seeded sample of the run's dev + test)
 CALIBRATION_N = 256    # calibration texts at most (a seeded sample of the run's train + dev)
 DEFAULT_KIND = "full"  # what --fuse true applies
-AUTO_FUSION: dict[str | None, str] = {"int8": "full"}   # --fuse auto: quantize -> fusion kind (benchmarks/RESULTS §15)
+AUTO_FUSION: dict[str | None, str] = {"int8": "full"}   # --fuse auto: quantize -> kind (RESULTS §15: p50 latency)
 
 
 def run_data_texts(run: Path, roles: Sequence[str], pair: bool) -> tuple[list[Any], list[str]]:
