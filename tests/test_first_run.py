@@ -188,14 +188,21 @@ def test_first_run_end_to_end(tiny_model, tmp_path, capsys):
     assert "scores on dev (held out of train), the split that also picked the best checkpoint" in printed
 
 
-def test_evaluate_reports_every_bad_row_and_skips_them_on_request(tiny_model, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def ok_run(tiny_model, tmp_path_factory):
+    """One tiny run on reviews (labels neg, pos), for the evaluate tests."""
+    d = tmp_path_factory.mktemp("ok")
+    train(tiny_cfg(tiny_model, "train.max_steps=1"), write(d / "ok.csv", reviews(20)), out=d / "run", progress=False)
+    return d / "run"
+
+
+def test_evaluate_reports_every_bad_row_and_skips_them_on_request(ok_run, tmp_path, capsys):
     """evaluate reads a labelled file with the run's label map: every bad row is reported before any prediction
     (one line each, and how to go on); with data.on_invalid=skip they are left out, counted and listed."""
     from tricklab.cli import main as cli_main
     from tricklab.inference.evaluate import evaluate_run
 
-    run = tmp_path / "run"
-    train(tiny_cfg(tiny_model, "train.max_steps=1"), write(tmp_path / "ok.csv", reviews(20)), out=run, progress=False)
+    run = ok_run
     bad = write(tmp_path / "eval.csv", reviews(6, "a,pos,\nb,maybe,球赛\nc,neg\n"))
     with pytest.raises(DataError) as e:
         evaluate_run(run, bad, verbose=False, out=tmp_path / "e1")
@@ -216,7 +223,7 @@ def test_evaluate_reports_every_bad_row_and_skips_them_on_request(tiny_model, tm
     assert [(r[0], r[2]) for r in rows[1:]] == [("eval", "8"), ("eval", "10"), ("eval", "9")]
 
 
-def test_evaluate_a_dataset_split_with_class_label_ids(tiny_model, tmp_path, capsys):
+def test_evaluate_a_dataset_split_with_class_label_ids(ok_run, tmp_path, capsys):
     """evaluate --data hf:FOLDER / a datasets folder / a DataFrame: the split's rows score as the same rows from a
     CSV file; ClassLabel ids are read by their names (here in another order than the run's labels)."""
     datasets = pytest.importorskip("datasets")
@@ -225,8 +232,7 @@ def test_evaluate_a_dataset_split_with_class_label_ids(tiny_model, tmp_path, cap
     from tricklab.cli import main as cli_main
     from tricklab.inference.evaluate import evaluate_run
 
-    run = tmp_path / "run"
-    train(tiny_cfg(tiny_model, "train.max_steps=1"), write(tmp_path / "ok.csv", reviews(20)), out=run, progress=False)
+    run = ok_run
     csv_rows = list(csv.DictReader(write(tmp_path / "test.csv", reviews(12)).open(encoding="utf-8")))
     names = ["pos", "neg"]                                            # the run's label order is neg, pos
     feats = datasets.Features({"review": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})

@@ -120,7 +120,7 @@ def evaluate_run(run: str | Path | None, data: Any, batch_size: int = 128, verbo
     m = compute_run_metrics(lm.task, logits, gold, lm.names, pred.meta)  # with the run's temperature / thresholds
     stem = ed.stem
     if inv.skip:
-        m["skipped_rows"] = sum(len(v) for v in inv.rows.values())
+        m["skipped_rows"] = sum(inv.counts().values())
         write_skipped(dest / f"skipped_rows_{stem}.tsv", inv.rows)
         if verbose:
             print(skipped_note(inv.rows, dest / f"skipped_rows_{stem}.tsv"))
