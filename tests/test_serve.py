@@ -344,11 +344,14 @@ class FakeSingle:
 class Live:
     """A real uvicorn server (tricklab serve's own configuration) on a free loopback port, in a thread."""
 
-    def __init__(self, app: Any, **cfg: Any):
+    def __init__(self, app: Any, http: Any = None, **cfg: Any):
         import uvicorn
 
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, **cfg))
+        config = uvicorn_config(app, "127.0.0.1", self.port, **cfg)
+        if http is not None:        # another protocol class than tricklab serve's default
+            config.http = http
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "Live":

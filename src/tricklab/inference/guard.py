@@ -9,18 +9,24 @@
                  lists takes seconds); the number of texts is checked before any text is looked at
   texts          each text (each part of a pair): valid Unicode (no lone surrogates), not empty or whitespace
                  only, at most `max_chars` characters; a 422 (413 for length) names the index of the first bad one
-  headers        `guarded_h11(header_timeout)`: uvicorn's h11 protocol, closing a connection whose request
+  headers        `guarded_http(header_timeout)`: uvicorn's HTTP protocol, closing a connection whose request
                  headers are not complete within `header_timeout` seconds (uvicorn's own timeout_keep_alive only
                  covers idle connections between requests)
+  priority       the parser process runs at the lowest CPU priority (nice 19): garbage bodies are parsed with
+                 the CPU the model does not use
 
 Error messages are short and never echo the request (`bounded`). JSON parsing is the standard library's; the
-HTTP layer is uvicorn + h11, extended, not replaced.
+HTTP layer is uvicorn's, extended, not replaced: its httptools protocol (llhttp, C) when httptools is installed
+(`tricklab[serve]` installs it), which reads a chunked body for about a third of the CPU of the pure-Python h11
+protocol (RESULTS §9: what an endless-body attacker costs), else h11.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import multiprocessing
+import os
+import re
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -109,7 +115,8 @@ class Parser:
         if len(body) <= self.process_above:
             return await loop.run_in_executor(self._threads, parse_predict, body, self.limits)
         if self._procs is None:
-            self._procs = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._procs = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=lowest_priority)
         try:
             return await loop.run_in_executor(self._procs, parse_predict, body, self.limits)
         except BrokenProcessPool:
@@ -122,14 +129,28 @@ class Parser:
             self._procs.shutdown(wait=False, cancel_futures=True)
 
 
+def lowest_priority() -> None:
+    """Run this process at nice 19 (the parser process's initializer): it only gets CPU the server's model thread
+    and event loop leave."""
+    try:
+        os.nice(19 - os.nice(0))
+    except (AttributeError, OSError):   # no nice (Windows) or not permitted: parse at normal priority
+        pass
+
+
+NOT_JSON = 'the request body is not valid JSON (UTF-8); send {"texts": ["..."], "top_k": 1}'
+OBJECT = 'the body must be a JSON object: {"texts": ["..."], "top_k": 1}'
+
+
 def parse_predict(body: bytes, limits: Limits) -> tuple[list[Any], int]:
     """(texts, top_k) from a /predict body, or Rejected. Blocking: run it in a worker thread."""
+    check_structure(body, limits)
     try:
         req = json.loads(body)
     except (ValueError, RecursionError):
-        raise Rejected(400, 'the request body is not valid JSON (UTF-8); send {"texts": ["..."], "top_k": 1}') from None
+        raise Rejected(400, NOT_JSON) from None
     if not isinstance(req, dict):
-        raise Rejected(422, 'the body must be a JSON object: {"texts": ["..."], "top_k": 1}')
+        raise Rejected(422, OBJECT)
     if "texts" not in req:
         raise Rejected(422, 'texts: Field required; send {"texts": ["..."], "top_k": 1}')
     texts, top_k = req["texts"], req.get("top_k", 1)
@@ -143,6 +164,48 @@ def parse_predict(body: bytes, limits: Limits) -> tuple[list[Any], int]:
     if len(texts) > limits.max_texts:
         raise Rejected(413, f"{len(texts)} texts in one request; at most {limits.max_texts} (split the request)")
     return [check_text(i, t, limits) for i, t in enumerate(texts)], top_k
+
+
+STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')    # a JSON string literal, escapes included
+
+
+def check_structure(body: bytes, limits: Limits) -> None:
+    """Refuse (413), before json.loads, a body that cannot be a valid request: more strings, or more JSON outside
+    its strings (numbers, lists, objects), than a valid request holds. A million numbers or empty lists costs
+    json.loads 100-800 ms of CPU; these checks cost a few byte scans (RESULTS §9). Texts are strings, so a valid body
+    is nearly all string: at most two strings per text (pairs) plus the keys, and outside them only brackets,
+    commas, colons and top_k, a few bytes per text (whitespace aside)."""
+    first = body.lstrip(b" \t\r\n")[:1]
+    if first != b"{":      # refused at once: json.loads of a large array would cost what the checks below save
+        if first and first in b'[]"-0123456789tfn':
+            raise Rejected(422, OBJECT)
+        raise Rejected(400, NOT_JSON)
+    allowed = 16 * limits.max_texts + 1024
+    if len(body) <= allowed:
+        return
+    escaped = body.count(b'\\"')           # \" inside strings (an escaped backslash before a closing quote counts
+    strings = (body.count(b'"') - escaped) // 2   # here too: that only errs towards letting a body through)
+    if strings > 2 * limits.max_texts + 256:
+        raise Rejected(413, f"the request body holds {strings} JSON strings: a /predict body is {{\"texts\": [...]}} "
+                            f"with at most {limits.max_texts} texts")
+    outside = STRING.sub(b"", body) if escaped > 4096 else outside_strings(body)
+    if len(outside) > allowed and len(outside := outside.translate(None, b" \t\r\n")) > allowed:
+        raise Rejected(413, f"the request body holds {len(outside)} bytes of JSON outside strings (numbers, lists, "
+                            f"objects): a /predict body is {{\"texts\": [...]}} with at most {limits.max_texts} texts "
+                            f"(strings) of {limits.max_chars} characters")
+
+
+def outside_strings(body: bytes) -> bytes:
+    """The bytes of a JSON document outside its string literals: the pieces between quotes, alternately outside
+    and inside, where a quote after an odd run of backslashes inside a string does not end it."""
+    outside, inside = [], False
+    for piece in body.split(b'"'):
+        if not inside:
+            outside.append(piece)
+            inside = True
+        elif (len(piece) - len(piece.rstrip(b"\\"))) % 2 == 0:
+            inside = False
+    return b"".join(outside)
 
 
 def check_text(i: int, t: Any, limits: Limits) -> Any:
@@ -168,6 +231,64 @@ def check_text(i: int, t: Any, limits: Limits) -> Any:
         if not p.strip():
             raise Rejected(422, f"texts[{i}]: empty or whitespace only; send text to classify")
     return tuple(t) if limits.pair else t
+
+
+def guarded_http(header_timeout: float) -> type:
+    """The HTTP protocol class `tricklab serve` gives uvicorn: httptools' when installed, else h11's, each closing
+    connections whose request headers take longer than `header_timeout` seconds."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return guarded_h11(header_timeout)
+    return guarded_httptools(header_timeout)
+
+
+def guarded_httptools(header_timeout: float) -> type:
+    """uvicorn's HttpToolsProtocol, closing connections whose request headers take longer than `header_timeout`
+    seconds (from the connection's start, or from the first byte of a later request on a kept-alive one)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _in_headers = True
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_headers = True
+            if self._header_timer is None:
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = False
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._in_headers = True          # idle until the next request; keep-alive's own timer covers that
+
+        def _arm(self) -> None:
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self._in_headers and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
 
 
 def guarded_h11(header_timeout: float) -> type:

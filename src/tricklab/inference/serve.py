@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Union
 
 from ..errors import ConfigError, TrickLabError
-from .guard import Limits, Parser, Rejected, bounded, check_content_type, guarded_h11, read_body
+from .guard import Limits, Parser, Rejected, bounded, check_content_type, guarded_http, read_body
 
 try:
     from fastapi import FastAPI, Request
@@ -412,12 +412,12 @@ def serve(run: str | None = None, bundle: str | None = None, host: str = "127.0.
 
 def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 8000, max_connections: int = 128,
                    header_timeout: float = 10.0, keep_alive: int = 5) -> Any:
-    """How `tricklab serve` runs uvicorn: request headers within `header_timeout` s (guard.guarded_h11), idle
+    """How `tricklab serve` runs uvicorn: request headers within `header_timeout` s (guard.guarded_http), idle
     kept-alive connections closed after `keep_alive` s, at most `max_connections` (then 503)."""
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30,
-                          http=guarded_h11(header_timeout), timeout_keep_alive=keep_alive,
+                          http=guarded_http(header_timeout), timeout_keep_alive=keep_alive,
                           limit_concurrency=max_connections)
 
 
