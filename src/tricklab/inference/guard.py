@@ -26,7 +26,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import re
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -144,6 +143,7 @@ OBJECT = 'the body must be a JSON object: {"texts": ["..."], "top_k": 1}'
 
 def parse_predict(body: bytes, limits: Limits) -> tuple[list[Any], int]:
     """(texts, top_k) from a /predict body, or Rejected. Blocking: run it in a worker thread."""
+    body = utf8_body(body)
     check_structure(body, limits)
     try:
         req = json.loads(body)
@@ -166,46 +166,58 @@ def parse_predict(body: bytes, limits: Limits) -> tuple[list[Any], int]:
     return [check_text(i, t, limits) for i, t in enumerate(texts)], top_k
 
 
-STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')    # a JSON string literal, escapes included
+OUTSIDE_PER_TEXT, OUTSIDE_BASE = 32, 4096      # bytes of JSON outside strings a valid body may hold (whitespace aside)
+STRINGS_PER_TEXT, STRINGS_BASE = 4, 256         # JSON strings a valid body may hold
+
+
+def utf8_body(body: bytes) -> bytes:
+    """The body as UTF-8, the encoding the byte checks read (json.loads accepts UTF-8 with a BOM, UTF-16 and UTF-32
+    too: those are re-encoded first). Rejected (400) when it does not decode."""
+    encoding = json.detect_encoding(body)
+    if encoding == "utf-8":
+        return body
+    try:
+        return body.decode(encoding).encode("utf-8")
+    except UnicodeError:
+        raise Rejected(400, NOT_JSON) from None
 
 
 def check_structure(body: bytes, limits: Limits) -> None:
-    """Refuse (413), before json.loads, a body that cannot be a valid request: more strings, or more JSON outside
+    """Refuse (413), before json.loads, a UTF-8 body that cannot be a valid request: more strings, or more JSON outside
     its strings (numbers, lists, objects), than a valid request holds. A million numbers or empty lists costs
-    json.loads 100-800 ms of CPU; these checks cost a few byte scans (RESULTS §9). Texts are strings, so a valid body
-    is nearly all string: at most two strings per text (pairs) plus the keys, and outside them only brackets,
-    commas, colons and top_k, a few bytes per text (whitespace aside)."""
+    json.loads 100-800 ms of CPU; these checks cost a few linear byte scans (RESULTS §9). Texts are strings, so a valid
+    body is nearly all string: two strings per text at most (pairs) plus the keys, and outside them brackets, commas,
+    colons and top_k, a few bytes per text; the budgets leave room for small extra keys (an id per text, a weight per
+    text). In UTF-8 the bytes of `"` and `\\` never occur inside a multi-byte character, so this reads bytes."""
     first = body.lstrip(b" \t\r\n")[:1]
     if first != b"{":      # refused at once: json.loads of a large array would cost what the checks below save
         if first and first in b'[]"-0123456789tfn':
             raise Rejected(422, OBJECT)
         raise Rejected(400, NOT_JSON)
-    allowed = 16 * limits.max_texts + 1024
+    allowed = OUTSIDE_PER_TEXT * limits.max_texts + OUTSIDE_BASE
     if len(body) <= allowed:
         return
-    escaped = body.count(b'\\"')           # \" inside strings (an escaped backslash before a closing quote counts
-    strings = (body.count(b'"') - escaped) // 2   # here too: that only errs towards letting a body through)
-    if strings > 2 * limits.max_texts + 256:
+    plain = unescaped(body)
+    strings = plain.count(b'"') // 2
+    if strings > STRINGS_PER_TEXT * limits.max_texts + STRINGS_BASE:
         raise Rejected(413, f"the request body holds {strings} JSON strings: a /predict body is {{\"texts\": [...]}} "
                             f"with at most {limits.max_texts} texts")
-    outside = STRING.sub(b"", body) if escaped > 4096 else outside_strings(body)
+    outside = b"".join(plain.split(b'"')[0::2])
     if len(outside) > allowed and len(outside := outside.translate(None, b" \t\r\n")) > allowed:
         raise Rejected(413, f"the request body holds {len(outside)} bytes of JSON outside strings (numbers, lists, "
                             f"objects): a /predict body is {{\"texts\": [...]}} with at most {limits.max_texts} texts "
                             f"(strings) of {limits.max_chars} characters")
 
 
+def unescaped(body: bytes) -> bytes:
+    """The body without its escaped backslashes, then without its escaped quotes (left to right, as JSON reads
+    them): every quote left opens or closes a string, so the pieces between quotes alternate outside / inside."""
+    return body.replace(b"\\\\", b"").replace(b'\\"', b"")
+
+
 def outside_strings(body: bytes) -> bytes:
-    """The bytes of a JSON document outside its string literals: the pieces between quotes, alternately outside
-    and inside, where a quote after an odd run of backslashes inside a string does not end it."""
-    outside, inside = [], False
-    for piece in body.split(b'"'):
-        if not inside:
-            outside.append(piece)
-            inside = True
-        elif (len(piece) - len(piece.rstrip(b"\\"))) % 2 == 0:
-            inside = False
-    return b"".join(outside)
+    """The bytes of a UTF-8 JSON document outside its string literals (what check_structure counts)."""
+    return b"".join(unescaped(body).split(b'"')[0::2])
 
 
 def check_text(i: int, t: Any, limits: Limits) -> Any:
@@ -245,38 +257,47 @@ def guarded_http(header_timeout: float) -> type:
 
 def guarded_httptools(header_timeout: float) -> type:
     """uvicorn's HttpToolsProtocol, closing connections whose request headers take longer than `header_timeout`
-    seconds (from the connection's start, or from the first byte of a later request on a kept-alive one)."""
+    seconds: from the connection's start, or from the first byte that arrives while no request is in progress (a
+    later request on a kept-alive connection, or stray bytes such as a bare CRLF, which llhttp skips without starting
+    a request). Time while uvicorn has paused reading (pipelined requests waiting for a response) does not count:
+    the rest of the headers cannot arrive then."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
-        _in_headers = True
+        _headers_done = 0                    # requests on this connection whose headers are complete
+        _responses_done = 0                  # ... and whose responses are complete
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._header_timer is None and self._headers_done == self._responses_done:
+                self._arm()                  # idle connection, bytes that do not (yet) make a request
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_headers = True
             if self._header_timer is None:
                 self._arm()
 
         def on_headers_complete(self) -> None:
-            self._in_headers = False
+            self._headers_done += 1
             self._disarm()
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            self._responses_done += 1
+            super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._in_headers = True          # idle until the next request; keep-alive's own timer covers that
-
         def _arm(self) -> None:
-            self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
+            if not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
 
         def _disarm(self) -> None:
             if self._header_timer is not None:
@@ -285,7 +306,9 @@ def guarded_httptools(header_timeout: float) -> type:
 
         def _headers_too_slow(self) -> None:
             self._header_timer = None
-            if self._in_headers and not self.transport.is_closing():
+            if self.flow is not None and self.flow.read_paused:
+                self._arm()                  # we are not reading: the client cannot be slow now
+            elif not self.transport.is_closing():
                 self.transport.close()
 
     return GuardedHttpToolsProtocol
