@@ -212,7 +212,7 @@ def check_structure(body: bytes, limits: Limits) -> None:
 def unescaped(body: bytes) -> bytes:
     """The body without its escaped backslashes, then without its escaped quotes (left to right, as JSON reads
     them): every quote left opens or closes a string, so the pieces between quotes alternate outside / inside."""
-    return body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return body.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in body else body
 
 
 def outside_strings(body: bytes) -> bytes:
