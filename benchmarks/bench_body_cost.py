@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 import psutil
+from bench_serve import HOST, free_port
+from bench_serve_hostile import CHUNK, FRAME, INVALID
 
-HOST = "127.0.0.1"
-CHUNK = b"[" + b'"a",' * 16000
-FRAME = b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK)
-NUMBERS = b'{"texts": [' + b",".join([b"1"] * 1_500_000) + b"]}"
+NUMBERS = dict((name, body) for name, body, _ in INVALID)["3 MB of numbers"]   # the hostile mix's own attacks
 
 
 class Stub:
@@ -46,12 +45,6 @@ def serve(port: int, protocol: str) -> None:
     cfg = uvicorn_config(create_app(Stub(), "stub"), HOST, port)
     cfg.http = guard.guarded_h11(10.0) if protocol == "h11" else guard.guarded_httptools(10.0)
     uvicorn.Server(cfg).run()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def cpu(proc: psutil.Process) -> float:

@@ -91,9 +91,11 @@ async def slowloris(port: int, stop: asyncio.Event, out: dict[str, Any]) -> None
         w.close()
 
 
+CHUNK = b"[" + b'"a",' * 16000                          # one 64 kB piece of an endless body
+FRAME = b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK)             # ... as a chunked-encoding frame
+
+
 async def chunked(port: int, stop: asyncio.Event, cap: int, out: dict[str, Any]) -> None:
-    chunk = b"[" + b'"a",' * 16000
-    frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
     while (conn := await connect(port, stop)) is not None:
         r, w = conn
         sent = 0
@@ -102,9 +104,9 @@ async def chunked(port: int, stop: asyncio.Event, cap: int, out: dict[str, Any])
             w.write(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n" + b'b\r\n{"texts": [\r\n')
             while not answer.done() and sent < cap and not stop.is_set():
-                w.write(frame)
+                w.write(FRAME)
                 await w.drain()
-                sent += len(chunk)
+                sent += len(CHUNK)
                 await asyncio.sleep(0)
             head = await asyncio.wait_for(answer, 10)
             key = f"HTTP {head.split()[1].decode()}"
