@@ -381,3 +381,24 @@ def test_lora_smallest_settings_and_wrapped_or_bare_models(tiny_model):
     bare, _, _ = build_classifier(str(tiny_model), C, "mean", "linear", {}, 0.1)
     TRICKS.build("lora", targets="value").adapt_model(bare.encoder, ctx())
     assert hasattr(bare.encoder.encoder.layer[1].attention.self.value, "lora_A")
+
+
+@pytest.mark.parametrize("setting, strategy, lr, head_lr, lora, bertadam", [
+    ("auto", "finetune", 1e-4, 0.0, False, True), ("auto", "finetune", 2e-5, 1e-4, False, True),
+    ("auto", "finetune", 1.01e-4, 0.0, False, False), ("auto", "finetune", 3e-5, 1e-3, False, False),
+    ("auto", "finetune", 5e-5, 0.0, True, False), ("auto", "setfit", 5e-5, 0.0, False, False),
+    ("true", "finetune", 5e-5, 0.0, False, False), ("false", "finetune", 1e-3, 0.0, True, True)])
+def test_adam_bias_correction_auto_resolves_by_what_trains(tiny_model, setting, strategy, lr, head_lr, lora, bertadam):
+    """auto: BertAdam's uncorrected steps when the whole encoder fine-tunes at lr and head_lr <= 1e-4; AdamW's
+    above, with adapters or SetFit; true / false win. Seen in the optimizer's lr at the first step: the group's
+    lr x (1-b1)/sqrt(1-b2) under BertAdam."""
+    from tricklab.config import load_config
+    from tricklab.training.setup import build_optimizer
+
+    cfg = load_config(None, [f"train.adam_bias_correction={setting}", f"train.strategy={strategy}", f"train.lr={lr}",
+                             f"train.head_lr={head_lr}", "train.scheduler=constant"])
+    model = adapted(tiny_model)[0] if lora else build_classifier(str(tiny_model), C, "mean", "linear", {}, 0.1)[0]
+    opt, _ = build_optimizer(cfg, model, {}, [], torch.device("cpu"), 10)
+    c = 0.1 / 0.001 ** 0.5 if bertadam else 1.0
+    got, want = sorted({g["lr"] for g in opt.param_groups}), sorted({lr * c, (head_lr or lr) * c})
+    assert got == pytest.approx(want, rel=1e-9)

@@ -28,6 +28,9 @@ def test_single_label_end_to_end(tiny_model, thuc_dir, tmp_path, capsys):
     run = tmp_path / "run"
     m = train(tiny_cfg(tiny_model, "train.epochs=4", "train.eval_every=5"), thuc_dir, out=run, progress=False)
     assert m["accuracy"] > 0.6, m  # 3 learnable classes; chance is 0.33
+    recipe = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("recipe: ")]
+    assert len(recipe) == 1 and f"{tiny_model}, pooler pooling, linear head | length 24 | batch 16 | lr 0.002" in recipe[0]
+    assert "| 4 epochs = 32 steps | best dev accuracy (every 5 steps) kept" in recipe[0], recipe
     assert 0 <= m["macro_f1"] <= 1 and set(m["per_class"]) == {"sports", "finance", "game"}
     for f in ("config.yaml", "log.jsonl", "metrics.json", "confusion_matrix.png", "model/model.safetensors",
               "model/tricklab.json", "model/config.json", "model/tokenizer.json"):
@@ -50,6 +53,26 @@ def test_single_label_end_to_end(tiny_model, thuc_dir, tmp_path, capsys):
     api = Predictor.from_run(run).predict(["球赛冠军队员", "股市银行基金利率"], top_k=2)
     assert [a["label"] for a in api] == [x["label"] for x in lines]
     assert api[0]["score"] == pytest.approx(lines[0]["score"], abs=1e-6)
+
+
+def test_recipe_line_names_every_choice():
+    from types import SimpleNamespace
+
+    from tricklab.config import load_config
+    from tricklab.training.loop import recipe_line
+
+    cfg = load_config(None, ["train.warmup_steps=7", "train.lr=3e-5",
+                             "model.pooling=mean", "model.head=cnn", "train.scheduler=cosine", "data.max_length=64"])
+    run = SimpleNamespace(cfg=cfg, total_steps=90, metric="macro_f1", raw_model=SimpleNamespace(encoder=None))
+    assert recipe_line(run) == ("recipe: m3e-small, mean pooling, cnn head | length 64 | batch 32 | lr 3e-05, BertAdam "
+                                "steps (no bias correction) (auto), cosine schedule, warm-up 7 steps | 3 epochs = 90 steps | "
+                                "best dev macro_f1 (every epoch) kept")
+    cfg = load_config(None, ["train.adam_bias_correction=true", "train.max_steps=12", "train.warmup_ratio=0.1"])
+    line = recipe_line(SimpleNamespace(cfg=cfg, total_steps=12, metric="accuracy", raw_model=None))
+    assert "AdamW steps, linear schedule, warm-up 10% | max_steps 12 | best dev accuracy" in line, line
+    cfg = load_config(None, ["train.lr=2e-4", "train.epochs=1"])   # auto above 1e-4: AdamW's steps
+    line = recipe_line(SimpleNamespace(cfg=cfg, total_steps=5, metric="accuracy", raw_model=None))
+    assert "| lr 0.0002, AdamW steps (auto), linear schedule, warm-up 5% | 1 epoch = 5 steps |" in line, line
 
 
 def test_predict_preserves_input_order(tiny_model, thuc_dir, tmp_path):

@@ -106,7 +106,10 @@ class TrainConfig:
     checkpoint: bool = True        # write a resumable checkpoint at every dev evaluation (weights + optimizer state:
                                    # about 3x the model's size each, e.g. 288 MB for a 24M-parameter model)
     keep_checkpoints: int = 1      # how many of the latest checkpoints stay on disk
-    adam_bias_correction: bool = True  # false: BertAdam-like steps, (1-b1^t)/sqrt(1-b2^t) x AdamW's (6.5x at step 10)
+    adam_bias_correction: str = "auto"  # auto | true | false. false: BertAdam's steps, (1-b1^t)/sqrt(1-b2^t) x AdamW's
+                                   # (6.5x at step 10); true: AdamW's. auto: false when the whole encoder fine-tunes
+                                   # (strategy finetune, no adapters) at lr and head_lr <= 1e-4, else true (README
+                                   # "Optimizer"; benchmarks/RESULTS.md §16)
     strategy: str = "finetune"     # finetune: the loss on the head's logits | setfit: contrastive pairs tune the
                                    # encoder, then a logistic-regression head on its frozen embeddings (training/setfit.py)
     setfit_iterations: int = 20    # setfit: pairs per train row and epoch: this many positive + this many negative
@@ -254,6 +257,7 @@ def validate(cfg: Config) -> None:
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
     choice("data.on_invalid", cfg.data.on_invalid, ("error", "skip"))
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
+    choice("train.adam_bias_correction", cfg.train.adam_bias_correction, ("auto", "true", "false"))
     choice("model.lora", cfg.model.lora, ("auto", "false"))
     choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
     choice("train.strategy", cfg.train.strategy, STRATEGIES)

@@ -35,7 +35,7 @@ from ..runfiles import RunLock, atomic_write, writable
 from .checkpoint import remove, replace_dir, resume_weights, save_checkpoint
 from .provenance import note_resume, write_run_json
 from .setfit import fit_setfit, setfit_note
-from .setup import Run, run_config, setup
+from .setup import Run, bias_correction, run_config, setup
 from .step import accumulate_gradients, optimizer_step
 from .tracking import log_scalars, start_tracking
 
@@ -142,10 +142,25 @@ def announce(run: Run) -> None:
         tqdm.write(f"note: {n}")
     for w in run.warnings:
         tqdm.write(f"warning: {w}")
+    tqdm.write(recipe_line(run))
     b, lm = run.bundle, run.bundle.label_map
     tqdm.write(f"train {len(b.train)} | dev {len(b.dev)}" + (f" | test {len(b.test)}" if b.test else "")
                + f" | {lm.num_labels} {'labels' if b.task != 'regression' else 'output'} | precision {run.precision}"
                + f" | {run.total_steps} steps | {run.world} process(es) on {run.device.type}")
+
+
+def recipe_line(run: Run) -> str:
+    """The recipe this run trains with, whether it came from the defaults, a config file or --set (README
+    "Default recipe")."""
+    m, d, t = run.cfg.model, run.cfg.data, run.cfg.train
+    warm = f"{t.warmup_steps} steps" if t.warmup_steps > 0 else f"{t.warmup_ratio:.0%}"
+    steps = "AdamW steps" if bias_correction(t, run.raw_model) else "BertAdam steps (no bias correction)"
+    steps += " (auto)" if t.adam_bias_correction == "auto" else ""
+    every = f"every {t.eval_every} steps" if t.eval_every else "every epoch"
+    span = f"max_steps {run.total_steps}" if t.max_steps else f"{t.epochs:g} epoch{'s' * (t.epochs != 1)} = {run.total_steps} steps"
+    return (f"recipe: {m.name}, {m.pooling} pooling, {m.head} head | length {d.max_length} | batch {t.batch_size} | "
+            f"lr {t.lr:g}, {steps}, {t.scheduler} schedule, warm-up {warm} | {span} | best dev {run.metric} "
+            f"({every}) kept")
 
 
 def truncate_log(path: Path, step: int) -> int:
