@@ -67,3 +67,24 @@ def test_pooler_linear_run_loads_in_transformers_pipeline(thucnews_slice, tmp_pa
     T = pred.temperature
     cal = np.exp(pred.logits(texts) / T)
     assert max(abs(c.max() / c.sum() - o["score"]) for c, o in zip(cal, ours)) < 1e-5
+
+
+def test_demo_command_trains_evaluates_and_predicts(tmp_path, capsys):
+    """`tricklab demo` (what `make demo` runs) end to end on the packaged sample, cut to 256 training headlines
+    and a fraction of an epoch: the headline recipe, the 10k-headline test set, the five new headlines."""
+    from tricklab.cli import main as cli_main
+    from tricklab.model.resolve import package_dir
+
+    if package_dir("unlp") is None or package_dir("embedding") is None:
+        pytest.skip("the demo's packages are not installed (make install installs them)")
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--out", str(out), "--epochs", "0.5", "--max-train-samples", "256", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    recipe = next(ln for ln in printed.splitlines() if ln.startswith("recipe: "))
+    assert "| length 32 | batch 128 | lr 5e-05, BertAdam steps (no bias correction) (auto), " in recipe, recipe
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "test" and metrics["n"] == 10000 and f"test accuracy {metrics['accuracy']:.4f}" in printed
+    from tricklab.demo import HEADLINES
+
+    answers = [ln for ln in printed.split("predictions on new headlines:")[1].splitlines() if ln.strip()][:5]
+    assert [a.rsplit("  ", 1)[-1].strip() for a in answers] == HEADLINES, answers
