@@ -81,7 +81,8 @@ def test_demo_command_trains_evaluates_and_predicts(tmp_path, capsys):
     assert cli_main(["demo", "--out", str(out), "--epochs", "0.5", "--max-train-samples", "256", "--quiet"]) == 0
     printed = capsys.readouterr().out
     recipe = next(ln for ln in printed.splitlines() if ln.startswith("recipe: "))
-    assert "| length 32 | batch 128 | lr 5e-05, BertAdam steps (no bias correction) (auto), " in recipe, recipe
+    assert "| length 32 | batch 128 | lr 5e-5, BertAdam steps (auto: no bias correction), " in recipe, recipe
+    assert recipe.endswith("| best dev accuracy (every 100 steps) kept"), recipe
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "test" and metrics["n"] == 10000 and f"test accuracy {metrics['accuracy']:.4f}" in printed
     from tricklab.demo import HEADLINES

@@ -386,6 +386,7 @@ def test_lora_smallest_settings_and_wrapped_or_bare_models(tiny_model):
 @pytest.mark.parametrize("setting, strategy, lr, head_lr, lora, bertadam", [
     ("auto", "finetune", 1e-4, 0.0, False, True), ("auto", "finetune", 2e-5, 1e-4, False, True),
     ("auto", "finetune", 1.01e-4, 0.0, False, False), ("auto", "finetune", 3e-5, 1e-3, False, False),
+    ("auto", "finetune", 2e-4, 5e-5, False, False),
     ("auto", "finetune", 5e-5, 0.0, True, False), ("auto", "setfit", 5e-5, 0.0, False, False),
     ("true", "finetune", 5e-5, 0.0, False, False), ("false", "finetune", 1e-3, 0.0, True, True)])
 def test_adam_bias_correction_auto_resolves_by_what_trains(tiny_model, setting, strategy, lr, head_lr, lora, bertadam):

@@ -25,7 +25,7 @@ def run(tiny_model, tmp_path_factory) -> Path:
     out = tmp / "run"
     assert cli_main(["train", "--data", str(data), "--out", str(out), "--model", str(tiny_model), "--set",
                      "model.head=cnn", "--trick", "ema:decay=0.9", "--set", "train.scheduler=cosine",
-                     "--set", "train.max_steps=4", *TINY]) == 0
+                     "--set", "train.max_steps=4", *TINY, "--set", "train.lr=1e-4"]) == 0   # auto: BertAdam's steps
     return out
 
 
@@ -43,12 +43,23 @@ def test_model_card_metadata_and_numbers(run):
     assert {e.dataset_split for e in d.eval_results} == {"test"}
     text = card.text
     assert "| tricks | `ema` (decay 0.9) |" in text and "`cosine`" in text and "head `cnn`" in text
+    assert "| optimizer | AdamW with BertAdam's steps (no bias correction), lr 0.0001," in text   # as resolved (auto)
     for name, v in metrics["test"]["per_class"].items():
         assert f"| {name} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" in text
     assert f"T = {metrics['test']['temperature']:.4f}" in text
     assert f"| test | {metrics['test']['n']} | {metrics['test']['accuracy']:.4f} |" in text
     assert "trust_remote_code=True" in text and "licence is not known" in text
     assert "```bash\ntricklab train --data " in text and "--trick ema:decay=0.9" in text   # the command as typed
+
+
+def test_optimizer_row_from_the_run_record_else_the_config():
+    from tricklab.evaluation.model_card import optimizer
+
+    bert = "AdamW with BertAdam's steps (no bias correction)"
+    assert optimizer({"adam_bias_correction": "auto"}, {"optimizer": bert}) == bert
+    assert optimizer({"adam_bias_correction": "false"}, {"optimizer": "AdamW"}) == "AdamW"
+    assert [optimizer({"adam_bias_correction": v}, {}) for v in (False, "false", True, "true", "auto")] == \
+        [bert, bert, "AdamW", "AdamW", "AdamW"]      # runs from before the record: an old bool, or the string
 
 
 def test_base_model_and_licence(tmp_path):

@@ -29,7 +29,7 @@ def test_single_label_end_to_end(tiny_model, thuc_dir, tmp_path, capsys):
     m = train(tiny_cfg(tiny_model, "train.epochs=4", "train.eval_every=5"), thuc_dir, out=run, progress=False)
     assert m["accuracy"] > 0.6, m  # 3 learnable classes; chance is 0.33
     recipe = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("recipe: ")]
-    assert len(recipe) == 1 and f"{tiny_model}, pooler pooling, linear head | length 24 | batch 16 | lr 0.002" in recipe[0]
+    assert len(recipe) == 1 and f"{tiny_model}, pooler pooling, linear head | length 24 | batch 16 | lr 2e-3, AdamW steps (auto)" in recipe[0]
     assert "| 4 epochs = 32 steps | best dev accuracy (every 5 steps) kept" in recipe[0], recipe
     assert 0 <= m["macro_f1"] <= 1 and set(m["per_class"]) == {"sports", "finance", "game"}
     for f in ("config.yaml", "log.jsonl", "metrics.json", "confusion_matrix.png", "model/model.safetensors",
@@ -59,20 +59,26 @@ def test_recipe_line_names_every_choice():
     from types import SimpleNamespace
 
     from tricklab.config import load_config
-    from tricklab.training.loop import recipe_line
+    from tricklab.training.loop import num, recipe_line
 
-    cfg = load_config(None, ["train.warmup_steps=7", "train.lr=3e-5",
-                             "model.pooling=mean", "model.head=cnn", "train.scheduler=cosine", "data.max_length=64"])
-    run = SimpleNamespace(cfg=cfg, total_steps=90, metric="macro_f1", raw_model=SimpleNamespace(encoder=None))
-    assert recipe_line(run) == ("recipe: m3e-small, mean pooling, cnn head | length 64 | batch 32 | lr 3e-05, BertAdam "
-                                "steps (no bias correction) (auto), cosine schedule, warm-up 7 steps | 3 epochs = 90 steps | "
-                                "best dev macro_f1 (every epoch) kept")
-    cfg = load_config(None, ["train.adam_bias_correction=true", "train.max_steps=12", "train.warmup_ratio=0.1"])
-    line = recipe_line(SimpleNamespace(cfg=cfg, total_steps=12, metric="accuracy", raw_model=None))
-    assert "AdamW steps, linear schedule, warm-up 10% | max_steps 12 | best dev accuracy" in line, line
-    cfg = load_config(None, ["train.lr=2e-4", "train.epochs=1"])   # auto above 1e-4: AdamW's steps
-    line = recipe_line(SimpleNamespace(cfg=cfg, total_steps=5, metric="accuracy", raw_model=None))
-    assert "| lr 0.0002, AdamW steps (auto), linear schedule, warm-up 5% | 1 epoch = 5 steps |" in line, line
+    def line(*sets, steps=90, metric="macro_f1"):
+        return recipe_line(SimpleNamespace(cfg=load_config(None, list(sets)), total_steps=steps, metric=metric,
+                                           raw_model=SimpleNamespace(encoder=None)))
+
+    assert line("train.warmup_steps=7", "train.lr=3e-5", "model.pooling=mean", "model.head=cnn",
+                "train.scheduler=cosine", "data.max_length=64") == (
+        "recipe: m3e-small, mean pooling, cnn head | length 64 | batch 32 | lr 3e-5, BertAdam steps (auto: no bias "
+        "correction), cosine schedule, warm-up 7 steps | 3 epochs = 90 steps | best dev macro_f1 (every epoch) kept")
+    assert "| batch 32 | lr 5e-5, AdamW steps, linear schedule, warm-up 10% | max_steps 12 | best dev accuracy" in \
+        line("train.adam_bias_correction=true", "train.max_steps=12", "train.warmup_ratio=0.1", steps=12, metric="accuracy")
+    assert "| lr 2e-4, AdamW steps (auto), linear schedule, warm-up 5% | 1 epoch = 5 steps |" in \
+        line("train.lr=2e-4", "train.epochs=1", steps=5)             # auto above 1e-4: AdamW's steps
+    assert "| batch 16 x 4 accumulation | lr 5e-5 (head 1e-3), AdamW steps (auto), " in \
+        line("train.batch_size=16", "train.grad_accum=4", "train.head_lr=1e-3")   # auto: the head's lr counts
+    assert line("train.strategy=setfit", "model.pooling=mean", "train.batch_size=16", "train.epochs=1", steps=40) == (
+        "recipe: SetFit on m3e-small, mean pooling | length 128 | batch 16 pairs | lr 5e-5, AdamW steps (auto), linear "
+        "schedule, warm-up 5% | 1 epoch = 40 steps | then a logistic-regression head; dev evaluated once at the end")
+    assert [num(x) for x in (5e-5, 1e-4, 3.5e-5, 2e-3, 0.05, 1.0, 0)] == ["5e-5", "1e-4", "3.5e-5", "2e-3", "0.05", "1", "0"]
 
 
 def test_predict_preserves_input_order(tiny_model, thuc_dir, tmp_path):

@@ -107,7 +107,7 @@ class TrainConfig:
                                    # about 3x the model's size each, e.g. 288 MB for a 24M-parameter model)
     keep_checkpoints: int = 1      # how many of the latest checkpoints stay on disk
     adam_bias_correction: str = "auto"  # auto | true | false. false: BertAdam's steps, (1-b1^t)/sqrt(1-b2^t) x AdamW's
-                                   # (6.5x at step 10); true: AdamW's. auto: false when the whole encoder fine-tunes
+                                   # (6.5x at step 10); true: AdamW's. auto: false when the encoder fine-tunes
                                    # (strategy finetune, no adapters) at lr and head_lr <= 1e-4, else true (README
                                    # "Optimizer"; benchmarks/RESULTS.md §16)
     strategy: str = "finetune"     # finetune: the loss on the head's logits | setfit: contrastive pairs tune the

@@ -57,6 +57,14 @@ def _named(items: list[dict[str, Any]]) -> str:
                                           if len(i) > 1 else "") for i in items) or "none"
 
 
+def optimizer(tr: dict[str, Any], meta: dict[str, Any]) -> str:
+    """As the run resolved it (tricklab.json); runs from before that record: from the config."""
+    if meta.get("optimizer"):
+        return meta["optimizer"]
+    return "AdamW with BertAdam's steps (no bias correction)" if tr.get("adam_bias_correction") in (False, "false") \
+        else "AdamW"
+
+
 def recipe(cfg: dict[str, Any], meta: dict[str, Any], metrics: dict[str, Any], base: str) -> str:
     m, tr, d = cfg["model"], cfg["train"], cfg["data"]
     loss = cfg.get("loss") or "the task's default"
@@ -68,7 +76,7 @@ def recipe(cfg: dict[str, Any], meta: dict[str, Any], metrics: dict[str, Any], b
              + (f" {m['head_args']}" if m.get("head_args") else "")),
             ("loss", loss), ("auxiliary losses", _named(cfg.get("aux_losses") or [])),
             ("tricks", _named(cfg.get("tricks") or [])),
-            ("optimizer", f"AdamW, lr {tr['lr']}" + (f" (head {tr['head_lr']})" if tr.get("head_lr") else "")
+            ("optimizer", f"{optimizer(tr, meta)}, lr {tr['lr']}" + (f" (head {tr['head_lr']})" if tr.get("head_lr") else "")
              + f", weight decay {tr['weight_decay']}, batch {tr['batch_size']} x {tr['grad_accum']} accumulation, "
              f"max grad norm {tr['max_grad_norm']}"),
             ("schedule", f"`{tr.get('scheduler', 'linear')}`" + (f" {tr['scheduler_args']}" if tr.get("scheduler_args")

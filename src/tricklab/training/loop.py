@@ -154,13 +154,28 @@ def recipe_line(run: Run) -> str:
     "Default recipe")."""
     m, d, t = run.cfg.model, run.cfg.data, run.cfg.train
     warm = f"{t.warmup_steps} steps" if t.warmup_steps > 0 else f"{t.warmup_ratio:.0%}"
-    steps = "AdamW steps" if bias_correction(t, run.raw_model) else "BertAdam steps (no bias correction)"
-    steps += " (auto)" if t.adam_bias_correction == "auto" else ""
+    auto = "auto: " if t.adam_bias_correction == "auto" else ""
+    steps = (f"AdamW steps{' (auto)' * bool(auto)}" if bias_correction(t, run.raw_model)
+             else f"BertAdam steps ({auto}no bias correction)")
+    lr = f"lr {num(t.lr)}" + (f" (head {num(t.head_lr)})" if t.head_lr else "")
+    batch = f"batch {t.batch_size}" + (f" x {t.grad_accum} accumulation" if t.grad_accum > 1 else "")
+    span = (f"max_steps {run.total_steps}" if t.max_steps
+            else f"{t.epochs:g} epoch{'s' * (t.epochs != 1)} = {run.total_steps} steps")
+    if t.strategy == "setfit":
+        return (f"recipe: SetFit on {m.name}, {m.pooling} pooling | length {d.max_length} | {batch} pairs | {lr}, "
+                f"{steps}, {t.scheduler} schedule, warm-up {warm} | {span} | then a logistic-regression head; dev "
+                f"evaluated once at the end")
     every = f"every {t.eval_every} steps" if t.eval_every else "every epoch"
-    span = f"max_steps {run.total_steps}" if t.max_steps else f"{t.epochs:g} epoch{'s' * (t.epochs != 1)} = {run.total_steps} steps"
-    return (f"recipe: {m.name}, {m.pooling} pooling, {m.head} head | length {d.max_length} | batch {t.batch_size} | "
-            f"lr {t.lr:g}, {steps}, {t.scheduler} schedule, warm-up {warm} | {span} | best dev {run.metric} "
-            f"({every}) kept")
+    return (f"recipe: {m.name}, {m.pooling} pooling, {m.head} head | length {d.max_length} | {batch} | {lr}, {steps}, "
+            f"{t.scheduler} schedule, warm-up {warm} | {span} | best dev {run.metric} ({every}) kept")
+
+
+def num(x: float) -> str:
+    """5e-5, 1e-4, 3.5e-5 (as lrs are written), plain below 1e3 and above 1e-2."""
+    if x == 0 or 1e-2 <= abs(x) < 1e3:
+        return f"{x:g}"
+    mant, exp = f"{x:.3e}".split("e")
+    return f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
 
 
 def truncate_log(path: Path, step: int) -> int:

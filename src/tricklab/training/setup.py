@@ -357,7 +357,8 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
         compile_encoder(model, notes)
     optimizer, scheduler = build_optimizer(cfg, model, losses, tricks, accelerator.device, total_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    run = Run(cfg, out, accelerator, precision, bundle, tok, run_meta(cfg, bundle, lower, backbone), enc, prepared,
+    meta = run_meta(cfg, bundle, lower, backbone) | {"optimizer": optimizer_name(tc, model)}   # the model card's
+    run = Run(cfg, out, accelerator, precision, bundle, tok, meta, enc, prepared,
               accelerator.unwrap_model(prepared), losses, tricks, optimizer, scheduler, total_steps, steps_per_epoch,
               metric, notes=notes, data_record=record, forced=forced, sample_weights=weights,
               warnings=coverage_warnings(bundle.class_counts(), bundle.label_map.names, len(bundle.train),
@@ -404,8 +405,8 @@ BERTADAM_MAX_LR = 1e-4   # auto: BertAdam's steps up to this lr (head_lr too); m
 
 
 def bias_correction(tc: TrainConfig, model: torch.nn.Module) -> bool:
-    """train.adam_bias_correction resolved. auto takes BertAdam's uncorrected steps (False) when the whole encoder
-    fine-tunes at lr (and head_lr) <= 1e-4, where they measured better than AdamW's (RESULTS §16: at 5e-5 on
+    """train.adam_bias_correction resolved. auto takes BertAdam's uncorrected steps (False) when the encoder fine-tunes
+    without adapters at lr (and head_lr) <= 1e-4, where they measured better than AdamW's (RESULTS §16: at 5e-5 on
     THUCNews, its long-tailed split, ChnSentiCorp and a 2,000-headline slice, at 1e-4 on that slice), and AdamW's
     (True) otherwise: at lr 2e-4 the uncorrected early steps (up to 6.5x) were worse and unstable across seeds,
     and adapters (LoRA) and SetFit were not measured with them."""
@@ -413,6 +414,10 @@ def bias_correction(tc: TrainConfig, model: torch.nn.Module) -> bool:
         return tc.adam_bias_correction == "true"
     return (tc.strategy != "finetune" or max(tc.lr, tc.head_lr) > BERTADAM_MAX_LR
             or bool(frozen_base_keys(model)))
+
+
+def optimizer_name(tc: TrainConfig, model: torch.nn.Module) -> str:
+    return "AdamW" if bias_correction(tc, model) else "AdamW with BertAdam's steps (no bias correction)"
 
 
 def restore(run: Run) -> None:
