@@ -27,7 +27,7 @@ from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 from ..model import build_classifier, decoder_backbone, prior_bias
-from ..model.adapters import frozen_base_keys
+from ..model.adapters import has_adapters
 from ..model.runtime import compile_encoder, resolve_compile, resolve_precision
 from ..registry import TRICKS, load_plugins
 from ..runfiles import LOCK_FILE
@@ -413,7 +413,7 @@ def bias_correction(tc: TrainConfig, model: torch.nn.Module) -> bool:
     if tc.adam_bias_correction != "auto":
         return tc.adam_bias_correction == "true"
     return (tc.strategy != "finetune" or max(tc.lr, tc.head_lr) > BERTADAM_MAX_LR
-            or bool(frozen_base_keys(model)))
+            or has_adapters(model.encoder))
 
 
 def optimizer_name(tc: TrainConfig, model: torch.nn.Module) -> str:
