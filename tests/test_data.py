@@ -90,10 +90,39 @@ def test_out_of_range_id(tmp_path):
 
 
 def test_one_based_ids(tmp_path):
-    msg = bad(tmp_path, {"train.txt": "好\t1\n坏\t2\n中\t3\n", "dev.txt": "中\t1\n"})
+    msg = bad(tmp_path, {"train.txt": "好\t1\n坏\t2\n中\t3\n", "dev.txt": "中\t1\n"}, "data.label_type=id")
     assert "train.txt line 3" in msg and "look 1-based" in msg and "subtract 1" in msg
     msg = bad(tmp_path, {"train.txt": "好\t1\n坏\t2\n", "dev.txt": "中\t1\n", "class.txt": "a\nb\n"})
     assert "label id 2 is out of range" in msg and "1-based" in msg
+
+
+@pytest.mark.parametrize("labels, names, as_ids", [
+    (["-1", "1", "-1", "1"], ["-1", "1"], "out of range"),          # polarity: -1 is no class id
+    (["1", "5", "3", "2", "4", "5"], ["1", "2", "3", "4", "5"], "look 1-based"),   # star ratings
+    (["0", "10", "5", "10"], ["0", "5", "10"], 11),                  # gaps: as ids, 8 classes with no example
+])
+def test_integer_labels_that_are_not_ids_0_to_max_are_read_as_names(tmp_path, labels, names, as_ids):
+    texts = ["好", "坏", "中", "差", "棒", "行"]
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{lab}\n" for t, lab in zip(texts, labels)))
+    write(tmp_path / "dev.tsv", f"新\t{labels[1]}\n")
+    b = load_data(cfg(), tmp_path)
+    assert b.label_map.names == names and not b.label_map.from_ids      # numeric order, not "0", "10", "5"
+    assert b.train.labels == [names.index(lab) for lab in labels] and b.dev.labels == [names.index(labels[1])]
+    note = next(n for n in b.notes if n.startswith("labels: the integers"))
+    assert f"read as {len(names)} class names" in note and "data.label_type=id" in note
+    if isinstance(as_ids, int):         # what auto avoids: label_type=id keeps the old reading
+        assert load_data(cfg("data.label_type=id"), tmp_path).label_map.num_labels == as_ids
+    else:
+        with pytest.raises(DataError, match=as_ids):
+            load_data(cfg("data.label_type=id"), tmp_path)
+
+
+def test_integer_labels_0_to_max_stay_ids(tmp_path):
+    write(tmp_path / "train.tsv", "好\t2\n坏\t0\n中\t1\n差\t2\n")
+    write(tmp_path / "dev.tsv", "新\t1\n")
+    b = load_data(cfg(), tmp_path)
+    assert b.label_map.from_ids and b.label_map.names == ["0", "1", "2"] and b.train.labels == [2, 0, 1, 2]
+    assert not any(n.startswith("labels: the integers") for n in b.notes)
 
 
 def test_unknown_label_name_in_dev(tmp_path):

@@ -381,8 +381,10 @@ def test_label_checks_name_the_row_of_tables_and_records(tmp_path):
     assert f"{d / 'dev.jsonl.gz'} line 3: label 'weather' does not occur in train" in msg
     assert f"{d / 'test.arrow'} row 0: empty label in column 'label'" in msg
     ids = [{"text": r["text"], "label": i % 3 + 1} for i, r in enumerate(RECORDS)]   # 1-based ids
+    as_ids = Config()
+    as_ids.data.label_type = "id"
     with pytest.raises(DataError, match=r"DataFrame row \d+: label ids run 1..3 with no 0: they look 1-based"):
-        load_data(Config(), pd.DataFrame(ids))
+        load_data(as_ids, pd.DataFrame(ids))
 
 
 def test_a_tune_study_tokenises_once(tiny_model, tmp_path, monkeypatch):

@@ -166,6 +166,8 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))
     except DataError as e:
         raise DataError(problems + e.problems) from None
+    if lm.note:
+        notes.append(lm.note)
     for name in ("dev", "test"):
         if name in raw and not raw[name] and not problems:
             problems.append(f"{srcs[name].name}: no examples in the file; fix: give it labelled lines, or leave it out")

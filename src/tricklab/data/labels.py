@@ -16,6 +16,7 @@ class LabelMap:
     task: str
     names: list[str]          # class names (single/multi-label); ["score"] for regression
     from_ids: bool = False    # single-label data gives ids (0..C-1) rather than names
+    note: str = ""            # how integer labels were read, when that is a guess the run should print
 
     @property
     def num_labels(self) -> int:
@@ -87,6 +88,10 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
     raws = [r.label for r in rows]
     as_ids = label_type == "id" or (label_type == "auto" and all(_is_int(x) for x in raws)
                                     and not (class_names and all(x in class_names for x in raws)))
+    if as_ids and label_type == "auto" and class_names is None:
+        as_ids, note = _ids_or_names(raws)
+        if not as_ids:
+            return LabelMap(task, sorted(set(raws), key=int), note=note)
     if not as_ids:
         return LabelMap(task, list(class_names) if class_names else sorted(set(raws)))
     ids = [int(x) for x in raws if _is_int(x)]
@@ -105,6 +110,18 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
         raise DataError(f"{r.where}: label id {C} is out of range: {class_file} names {C} classes "
                         f"(0..{C - 1}); the ids look 1-based: fix: subtract 1 from every id")
     return LabelMap(task, list(class_names), from_ids=True)
+
+
+def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
+    """Integer labels without a class file: class ids when they are exactly 0..max (every id used, as a label
+    encoder writes them); otherwise (-1/1, 1..5 stars, 0/5/10, ...) names, so no class is invented empty."""
+    ids = sorted({int(x) for x in raws})
+    if ids == list(range(len(ids))):
+        return True, ""
+    shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+    return False, (f"labels: the integers {shown} are read as {len(ids)} class names, not as ids 0..{ids[-1]} "
+                   f"(they are not 0..{len(ids) - 1}); predictions name them the same way; to read them as ids: "
+                   f"--set data.label_type=id")
 
 
 def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "") -> list[Any]:
