@@ -12,6 +12,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["TRICKLAB_CACHE"] = tempfile.mkdtemp(prefix="tricklab-test-cache-")  # per-host and token caches, not the user's
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="tricklab-test-hfmod-"))  # remote code, per worker
 if os.environ.get("PYTEST_XDIST_WORKER"):          # `make test` runs one worker per core: one thread each, so that
     os.environ.setdefault("OMP_NUM_THREADS", "1")   # workers (and their subprocesses) do not fight over the cores
     import torch
@@ -38,6 +39,17 @@ def make_tiny_model(path: Path, vocab_extra: str = "") -> Path:
     BertModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A test whose run sets train.threads must not leave the worker on more threads than the one it was given."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

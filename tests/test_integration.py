@@ -35,7 +35,7 @@ def test_m3e_small_learns_thucnews(thucnews_slice, tmp_path):
     from tricklab.training import train
 
     cfg = load_config(None, ["model.name=m3e-small", "data.max_length=32", "train.epochs=2", "train.batch_size=64",
-                             "train.lr=2e-4"])
+                             "train.lr=2e-4", "train.precision=fp32"])   # auto would time bf16 on a loaded machine
     m = train(cfg, thucnews_slice, out=tmp_path / "run", progress=False)
     assert m["accuracy"] > 0.75, m["accuracy"]  # 10 classes from 2,000 headlines in two epochs (chance: 0.1)
     meta = json.loads((tmp_path / "run" / "model" / "tricklab.json").read_text())

@@ -203,7 +203,10 @@ def test_both_protocols_cut_slow_headers_and_serve_kept_alive_requests(protocol)
             s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
             for _ in range(3):
                 time.sleep(0.3)
-                s.sendall(b"X-Slow: 1\r\n")
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except OSError:                      # a stalled client is already cut: what is under test
+                    break
             status, _ = read_response(s, timeout=10)
             assert status == 0 and 0.9 < time.perf_counter() - t0 < 5
         with srv.connect() as s:                     # a kept-alive connection: a request, then a slow one
@@ -220,7 +223,7 @@ def test_both_protocols_cut_slow_headers_and_serve_kept_alive_requests(protocol)
             assert status == 0 and 0.9 < time.perf_counter() - t0 < 5
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
             s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-            time.sleep(0.5)
+            time.sleep(0.1)                          # slow but in time: 0.9 s of margin for a loaded machine
             s.sendall(b"\r\n")
             status, _ = read_response(s, timeout=10)
             assert status == 200

@@ -11,7 +11,6 @@ Two CPU processes, gloo backend, loopback only; all cases run in one spawn to ke
 """
 from __future__ import annotations
 
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -54,9 +53,10 @@ def step(enc: nn.Module, loss: SupCon, x: torch.Tensor, labels: torch.Tensor, id
     return value.detach()
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+    # a file store, not a tcp:// port picked in advance that the other test worker could take meanwhile
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=WORLD,
                             timeout=timedelta(seconds=30))
     try:
         results = []
@@ -73,18 +73,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_supcon_ddp_equals_single_process_on_global_batch(tmp_path):
     # forkserver: a fresh single-threaded server imports torch (and DDP's torch._dynamo) once, the two
     # workers fork from it (safe, unlike forking pytest); spawn would import everything twice
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     mp.set_forkserver_preload(["torch", "torch._dynamo", "torch.nn.parallel", __name__])
-    procs = mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False,
+    procs = mp.start_processes(_worker, args=(str(tmp_path),), nprocs=WORLD, join=False,
                                start_method=method)
     deadline = time.monotonic() + 90
     try:
