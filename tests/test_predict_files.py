@@ -189,6 +189,10 @@ def test_compressed_inputs_are_read_transparently(run, pred, tmp_path, ext):
     assert [g["id"] for g in got] == [str(i) for i in range(len(TEXTS))]
     for g, w in zip(got, expected(pred, TEXTS)):
         same(g, w)
+    if ext == ".gz":                    # compressed under a plain name: told by its bytes
+        (tmp_path / "plain.csv").write_bytes(data)
+        assert cli_main(["predict", "--run", str(run), str(tmp_path / "plain.csv"), "--output", str(out), "--quiet"]) == 0
+        assert [g["id"] for g in read_jsonl(out)] == [str(i) for i in range(len(TEXTS))]
     (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(raw)[:-12])
     with pytest.raises(DataError, match="cut.csv.gz: could not read it as gzip data"):
         pred.predict_file(tmp_path / "cut.csv.gz", tmp_path / "o2.jsonl", log=None)
@@ -393,6 +397,18 @@ def test_bad_lines_name_file_line_value_and_fix_before_any_prediction(run, tmp_p
     assert "v.jsonl line 2: 'text' is [\"a\"], not a text" in err and "v.jsonl line 3: not valid JSON" in err
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv: file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, head, what", [
+    ("labelled.xlsx", b"PK\x03\x04\x14\x00\x06\x00", "a ZIP archive (an Excel .xlsx is one)"),
+    ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 / OLE file"),
+    ("notes.txt", "球赛\n".encode("utf-16"), "UTF-16 text"),
+])
+def test_binary_inputs_are_named_not_read_as_text(run, tmp_path, capsys, name, head, what):
+    (tmp_path / name).write_bytes(head + b"\x00" * 64)
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{name}: the file is {what}" in err and "undecodable" not in err
 
 
 # ---------------------------------------------------------------- Python APIs, order, memory, progress

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..data.readers import TEXT_B_NAMES, TEXT_NAMES
+from ..data.readers import TEXT_B_NAMES, TEXT_NAMES, _binary_error, sniff
 from ..errors import ConfigError, DataError
 
 FORMATS = ("text", "csv", "tsv", "jsonl", "json", "parquet")
@@ -80,6 +80,15 @@ def open_source(path: str | Path | None, fmt: str | None = None) -> Source:
     comp = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
     ext = (suffixes[-2] if comp and len(suffixes) > 1 else "" if comp else suffixes[-1] if suffixes else "")
     fmt = fmt if fmt not in (None, "auto") else EXTENSIONS.get(ext, "text")
+    if comp is None:                    # by the bytes: an .xlsx, a PDF, UTF-16 text... is named, not read as text
+        with open(p, "rb") as f:
+            kind = sniff(f.read(4096))
+        if kind in ("gzip", "bz2", "zstd"):
+            comp = kind                 # compressed under a plain name: read it all the same
+        elif kind == "parquet":
+            fmt = "parquet"
+        elif kind is not None:
+            raise _binary_error(p, kind)
     if fmt == "parquet":
         if comp:
             raise DataError(f"{p}: a compressed parquet file; parquet compresses its own columns: "
