@@ -205,3 +205,69 @@ def test_empty_dev_file_and_tiny_hold_out(tmp_path):
 def test_id_labels_that_are_not_ids(tmp_path):
     msg = bad(tmp_path, {"train.tsv": "好\tpos\n坏\tneg\n", "dev.tsv": "中\tpos\n"}, "data.label_type=id")
     assert "train.tsv line 1: label 'pos' is not a class id" in msg
+
+
+# ---------------------------------------------------------------- columns a new user's files come with
+
+REVIEWS = ["这家酒店的房间很干净，服务也很周到", "早餐太简单了，下次不会再来", "位置方便，离地铁站只有五分钟",
+           "空调坏了一晚上没人修", "前台小姐态度非常好，推荐", "隔音很差，隔壁说话听得一清二楚",
+           "性价比很高，值得入住", "床单上有污渍，卫生堪忧"]
+
+
+def test_headerless_label_first_file_is_read_label_first_and_dev_follows(tmp_path):
+    train = "".join(f"{1 - i % 2}\t{t}{i}\n" for i, t in enumerate(REVIEWS * 3))     # label<TAB>text, 24 lines
+    write(tmp_path / "train.tsv", train)
+    write(tmp_path / "dev.tsv", f"1\t{REVIEWS[0]}\n0\t{REVIEWS[1]}\n")         # 2 lines: too few to tell alone
+    b = load_data(cfg(), tmp_path)
+    assert [r.text for r in b.train.rows][:2] == [REVIEWS[0] + "0", REVIEWS[1] + "1"]
+    assert b.label_map.names == ["0", "1"] and b.train.labels[:4] == [1, 0, 1, 0]
+    assert [r.text for r in b.dev.rows] == REVIEWS[:2] and b.dev.labels == [1, 0]
+    note = next(n for n in b.notes if n.startswith("columns of train.tsv"))
+    assert "text = column 1 (its values are long and distinct" in note and "label = column 0" in note
+    assert "data.text_column=1" in note and "data.label_column=0" in note
+    assert not any(n.startswith("columns of dev.tsv") for n in b.notes)      # read as train is: no second note
+    # text first (the usual layout) stays as it was, and so does a file whose both columns repeat
+    write(tmp_path / "train.tsv", "".join(f"{t}{i}\t{i % 2}\n" for i, t in enumerate(REVIEWS * 3)))
+    write(tmp_path / "dev.tsv", f"{REVIEWS[0]}\t1\n")
+    b = load_data(cfg(), tmp_path)
+    assert b.train.rows[0].text == REVIEWS[0] + "0" and b.dev.rows[0].text == REVIEWS[0]
+    write(tmp_path / "train.tsv", "".join(f"{'好坏'[i % 2]}\t{i % 2}\n" for i in range(12)))
+    write(tmp_path / "dev.tsv", "好\t0\n")
+    assert load_data(cfg(), tmp_path).train.rows[0].text == "好"
+
+
+@pytest.mark.parametrize("header, text_col, label_col, why", [
+    ("review,stars", "review", "stars", "label = 'stars' (the only column left)"),
+    ("comment_text,label", "comment_text", "label", "text = 'comment_text' (the only column left)"),
+    ("评论,标签", "评论", "标签", "label = '标签' (matched the name"),
+    ("sentence,sentiment", "sentence", "sentiment", "label = 'sentiment' (matched the name"),
+])
+def test_header_columns_by_name_or_the_one_left(tmp_path, header, text_col, label_col, why):
+    rows = "".join(f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(REVIEWS))
+    write(tmp_path / "train.csv", header + "\n" + rows)
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
+    assert b.label_map.names == ["neg", "pos"]                  # the header is no example, its label no class
+    assert sorted(r.text for r in b.train.rows + b.dev.rows) == sorted(REVIEWS)
+    assert why in next(n for n in b.notes if n.startswith("columns of train.csv"))
+    assert b.columns["train"]["roles"]["text"]["column"] == text_col
+    assert b.columns["train"]["roles"]["label"]["column"] == label_col
+
+
+def test_an_id_column_is_never_taken_for_the_label(tmp_path):
+    write(tmp_path / "train.csv", "text,id\n" + "".join(f"{t},{i}\n" for i, t in enumerate(REVIEWS)))
+    msg = str(pytest.raises(DataError, load_data, cfg(), tmp_path / "train.csv").value)
+    assert "train.csv line 1: no label column in header (text, id); fix: --set data.label_column=NAME" in msg
+
+
+def test_semicolon_csv_is_read_and_says_so(tmp_path):
+    rows = "".join(f'"{t}, 真的";{"pos" if i % 2 else "neg"}\n' for i, t in enumerate(REVIEWS))  # commas in text
+    write(tmp_path / "train.csv", "review;sentiment\n" + rows)
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
+    assert sorted(r.text for r in b.train.rows + b.dev.rows) == sorted(f"{t}, 真的" for t in REVIEWS)
+    note = next(n for n in b.notes if n.startswith("columns of train.csv"))
+    assert "(';'-separated: its first line has no comma)" in note and "--set 'data.delimiter=;'" in note
+    b2 = load_data(cfg("data.dev_ratio=0.25", "data.delimiter=semicolon"), tmp_path / "train.csv")
+    assert sorted(r.text for r in b2.train.rows) == sorted(r.text for r in b.train.rows)
+    write(tmp_path / "c.csv", "review,sentiment\n" + "".join(f"{t};x,{i % 2}\n" for i, t in enumerate(REVIEWS)))
+    b3 = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "c.csv")      # a comma on line 1: the comma it is
+    assert all(r.text.endswith(";x") for r in b3.train.rows) and "separated" not in " ".join(b3.notes)

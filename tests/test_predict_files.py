@@ -81,6 +81,22 @@ def test_csv_with_header_predicts_the_text_column_and_passes_ids_through(run, pr
     assert list(rows[0]) == ["id", "text", "source", "label", "score", "top_k"]
 
 
+def test_semicolon_csv_is_read_by_its_first_line_and_says_so(run, pred, tmp_path, capsys):
+    inp = tmp_path / "eu.csv"       # a spreadsheet saved where the decimal mark is a comma: ';' between cells
+    inp.write_text('\ufeffid;review\n17;"球赛,冠军"\n18;股市银行\n19;玩家;多余\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out), "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert "eu.csv: read as ';'-separated (its first line has no comma)" in err
+    assert "eu.csv line 4: expected 2 semicolon-separated columns (id, review), found 3" in err
+    inp.write_text('id;review\n17;"球赛,冠军"\n18;股市银行\n', encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out), "--quiet"]) == 0
+    got = read_jsonl(out)
+    assert [g["id"] for g in got] == ["17", "18"] and got[0]["review"] == "球赛,冠军"
+    for g, w in zip(got, expected(pred, ["球赛,冠军", "股市银行"])):
+        same(g, w)
+
+
 def test_jsonl_with_extra_keys_keeps_them(run, pred, tmp_path, capsys):
     inp = tmp_path / "in.jsonl"
     recs = [{"id": 1, "text": "球赛冠军", "meta": {"src": "x", "n": [1, 2]}}, {"id": 2, "text": "股市利率", "meta": None},
@@ -287,13 +303,13 @@ def test_text_column_is_found_when_unambiguous(pred, tmp_path):
 
 
 def test_missing_column_lists_the_available_ones(run, tmp_path, capsys):
-    (tmp_path / "c.csv").write_text("id,body\n1,球赛\n", encoding="utf-8")
+    (tmp_path / "c.csv").write_text("id,blurb\n1,球赛\n", encoding="utf-8")
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "c.csv"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "c.csv" in err and "(id, body)" in err and "--text-column" in err
+    assert err.count("\n") == 0 and "c.csv" in err and "(id, blurb)" in err and "--text-column" in err
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "c.csv"), "--text-column", "txt"]) == 2
     err = capsys.readouterr().err
-    assert "no text column 'txt' (columns: id, body)" in err
+    assert "no text column 'txt' (columns: id, blurb)" in err
     (tmp_path / "d.jsonl").write_text('{"body": "球赛"}\n{"title": "股市"}\n', encoding="utf-8")
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "d.jsonl"), "--text-column", "body"]) == 2
     assert "d.jsonl line 2: no 'body' (keys: title)" in capsys.readouterr().err

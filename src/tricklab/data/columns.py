@@ -25,9 +25,11 @@ def column_not_found(path: Path | str, role: str, want: str, header: list[str], 
 
 
 def column_choice(path: Path, header: list[str] | None, first: list[str], cfg: DataConfig, ncols: int,
-                  picked: dict[str, int | None]) -> dict[str, Any]:
-    """Which column each role reads and why (a setting, a known name, or the position), and the columns left
-    unused: the run prints it as a note and keeps it in run.json."""
+                  picked: dict[str, int | None], guessed: dict[str, str] | None = None) -> dict[str, Any]:
+    """Which column each role reads and why (a setting, a known name, the position, or `guessed`: role -> the
+    reason the reader chose it from what was left or from the values), and the columns left unused: the run
+    prints it as a note and keeps it in run.json."""
+    guessed = guessed or {}
     set_by = {"text": cfg.text_column, "text_b": cfg.text_b_column, "label": cfg.label_column,
               "soft_label": cfg.soft_label_column}
     given = {set_by[r] for r in picked if isinstance(set_by[r], int)}
@@ -39,6 +41,8 @@ def column_choice(path: Path, header: list[str] | None, first: list[str], cfg: D
             continue
         if set_by[role] is not None:
             why = f"data.{role}_column={set_by[role]!r}"
+        elif role in guessed:
+            why = guessed[role]
         elif header is not None:
             why = f"matched the name {header[i].strip()!r}"
         elif positional:
@@ -52,6 +56,11 @@ def column_choice(path: Path, header: list[str] | None, first: list[str], cfg: D
     return {"file": str(path), "header": header is not None, "columns": ncols,
             "first_line": None if header is not None else [c.strip()[:30] for c in first[:ncols]],
             "roles": roles, "unused": unused}
+
+
+def role_columns(choice: dict[str, Any]) -> dict[str, int]:
+    """role -> column index of a column_choice (the reasons left out: two files read alike when these agree)."""
+    return {role: r["index"] for role, r in choice["roles"].items()}
 
 
 class Rows(list):
@@ -70,5 +79,9 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
         parts.append(f"{role} = {col} ({r['why']})")
         pins.append("--set " + shlex.quote(f"data.{role}_column={r['column'] if r['column'] is not None else r['index']}"))
     unused = ", ".join(repr(c) if isinstance(c, str) else f"column {c}" for c in choice["unused"])
+    delim = choice.get("delimiter")
+    if delim:       # a .csv read with another separator than the comma (readers.csv_delimiter)
+        head = f" ({delim!r}-separated: its first line has no comma)" + head
+        pins.insert(0, "--set " + shlex.quote(f"data.delimiter={delim}"))
     return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")
             + (f"; to choose others or pin this choice: {' '.join(pins)}" if pin else ""))

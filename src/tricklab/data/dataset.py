@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import ConfigError, DataError
-from .columns import column_note
+from .columns import column_note, role_columns
 from .invalid import InvalidRows, Skipped
 from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file
 from .readers import Row
@@ -154,7 +154,7 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     train_rows = raw["train"]
     columns = {name: rows.columns for name, rows in raw.items() if getattr(rows, "columns", None)}
     notes += [column_note(c, pin=name == "train") for name, c in columns.items()
-              if name == "train" or "train" not in columns or c["roles"] != columns["train"]["roles"]]
+              if name == "train" or "train" not in columns or role_columns(c) != role_columns(columns["train"])]
     task = cfg.task
     if task == "auto":
         task = detect_task(train_rows, d.label_sep)
@@ -260,10 +260,12 @@ def _read_sources(srcs: dict[str, Source], d: Any, inv: InvalidRows, problems: l
     if not raw["train"]:
         raise DataError(problems or [f"{train.name}: no examples"])
     pair = raw["train"][0].text_b is not None
+    if (getattr(raw["train"], "columns", None) or {}).get("label_first"):
+        d = replace(d, text_column=1, label_column=0)   # dev/test (however small) read train's layout
     for name in ("dev", "test"):
         if name in srcs:
             src = srcs[name]
-            raw[name] = inv.read(name, src.name, lambda f, src=src: src.read(d, True, f, pair=pair), problems)
+            raw[name] = inv.read(name, src.name, lambda f, src=src, d=d: src.read(d, True, f, pair=pair), problems)
     return raw
 
 

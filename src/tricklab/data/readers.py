@@ -33,13 +33,15 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..config import DataConfig
 from ..errors import DataError
 from .columns import Rows, column_choice, column_not_found
-from .columns import Rows, column_choice, column_not_found
 
-TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "title")
-TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2")
-LABEL_NAMES = ("label", "labels", "score", "target", "class", "category")
+TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "title",
+              "comment", "body", "document", "tweet", "message", "utterance", "headline", "premise",
+              "文本", "内容", "正文", "句子", "句子1", "评论", "标题", "问题")
+TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2", "hypothesis", "句子2")
+LABEL_NAMES = ("label", "labels", "score", "target", "class", "category", "sentiment", "polarity", "intent", "topic",
+               "标签", "类别", "分类", "情感", "类型", "分数")
 KNOWN = set(TEXT_NAMES + TEXT_B_NAMES + LABEL_NAMES)
-DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "pipe": "|"}  # names usable on the command line
+DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "pipe": "|", "semicolon": ";"}  # names usable on the command line
 COMPRESSED = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
               ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}   # JSON arrays: by their `[`
@@ -276,11 +278,31 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
     if fmt in ("jsonl", "json"):
         return _read_json(path, lines, fmt, cfg, labelled, problems)
     delim = DELIMITERS.get(cfg.delimiter, cfg.delimiter) if cfg.delimiter else ("," if fmt == "csv" else "\t")
+    if fmt == "csv" and not cfg.delimiter:
+        delim = csv_delimiter(path, comp)
     if fmt == "csv":
         records: Iterable[tuple[int, Any]] = _csv_records(path, lines, delim)
     else:
         records = ((i, ln.rstrip("\r\n")) for i, ln in lines if ln.strip())
-    return _read_delimited(path, records, cfg, delim, labelled, fmt == "csv", problems, pair)
+    rows = _read_delimited(path, records, cfg, delim, labelled, fmt == "csv", problems, pair)
+    if delim != "," and fmt == "csv" and not cfg.delimiter and rows.columns:
+        rows.columns["delimiter"] = delim
+    return rows
+
+
+def csv_delimiter(path: Path, comp: str | None) -> str:
+    """The separator of a .csv file, from its first non-blank line (delimiter_of)."""
+    return delimiter_of(next((ln for _, ln in iter_lines(path, comp) if ln.strip()), ""))
+
+
+def delimiter_of(first: str) -> str:
+    """',' unless a CSV's first line has no comma and holds ';', tabs or '|' (a spreadsheet saved where the decimal
+    mark is a comma writes ';'): then the most frequent of them. The caller says which in a note."""
+    if "," in first:
+        return ","
+    counts = {d: first.count(d) for d in (";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
 
 
 def _csv_records(path: Path, lines: Iterator[tuple[int, str]], delim: str) -> Iterator[tuple[int, list[str]]]:
@@ -348,11 +370,21 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     bi = _pick(header, cfg.text_b_column, TEXT_B_NAMES, path, "text_b")
     li = _pick(header, cfg.label_column, LABEL_NAMES, path, "label")
     si = _pick(header, cfg.soft_label_column, (), path, "soft_label")
+    guessed: dict[str, str] = {}
     if header is not None:
         ncols = len(header)
+        left = [i for i in range(ncols) if i not in (ti, bi, li, si)]
+        if (len(left) == 1 and (ti is None) != (labelled and li is None)     # one role unnamed, one column left
+                and not _id_like(header[left[0]])):
+            role = "text" if ti is None else "label"
+            ti, li = (left[0], li) if ti is None else (ti, left[0])
+            guessed[role] = "the only column left"
         if ti is None:
             raise DataError(f"{path} line 1: no text column in header ({', '.join(header)}); "
                             f"fix: --set data.text_column=NAME")
+        if labelled and li is None:
+            raise DataError(f"{path} line 1: no label column in header ({', '.join(header)}); "
+                            f"fix: --set data.label_column=NAME")
     else:
         given = [i for i in (ti, bi, li, si) if i is not None]
         if not split_all:  # e.g. space: the last column takes the rest of the line
@@ -372,6 +404,12 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
                 ti = free.pop(0)
             if labelled and li is None and free:
                 li = free.pop(0)
+        if not given and ncols == 2 and pair is not True and split_all:
+            records, flipped = _label_first(records, split)
+            if flipped:                 # label<TAB>text, a common layout (e.g. ChnSentiCorp's)
+                ti, li = 1, (0 if labelled else None)
+                guessed["text"] = "its values are long and distinct, column 0's short and repeated: label first"
+                guessed["label"] = "short, repeated values"
     if not labelled:
         li = None if header is None and ncols == 1 else li
     layout = ", ".join(n for n, i in sorted([("text", ti), ("text_b", bi), ("label", li)], key=lambda x: -1 if x[1] is None else x[1]) if i is not None)
@@ -398,8 +436,30 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             continue
         rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None))
     out = Rows(rows)
-    out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si})
+    out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si},
+                                guessed)
+    out.columns["label_first"] = "label" in guessed and header is None    # dev/test files follow train's layout
     return out
+
+
+def _id_like(name: str) -> bool:
+    n = name.strip().lower()
+    return n in ("id", "idx", "index", "uid", "no", "key", "序号", "编号") or n.endswith("_id")
+
+
+def _label_first(records: Iterator[tuple[int, Any]], split: Any) -> tuple[Iterator[tuple[int, Any]], bool]:
+    """(the same records, whether the first 500 read label first): column 0 label-like, column 1 not."""
+    sample = list(itertools.islice(records, 500))
+    cells = [c for c in (split(rec, 2) for _, rec in sample) if len(c) == 2]
+    flipped = _label_like([c[0].strip() for c in cells]) and not _label_like([c[1].strip() for c in cells])
+    return itertools.chain(sample, records), flipped
+
+
+def _label_like(values: list[str]) -> bool:
+    """A column of labels rather than texts: short values, repeated (at most half as many distinct as rows)."""
+    if len(values) < 4:
+        return False
+    return len(set(values)) <= len(values) // 2 and sum(map(len, values)) / len(values) <= 16
 
 
 def _read_json(path: Path, lines: Iterator[tuple[int, str]], fmt: str, cfg: DataConfig, labelled: bool,

@@ -18,13 +18,14 @@ import csv
 import gzip
 import importlib.util
 import io
+import itertools
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..data.readers import TEXT_B_NAMES, TEXT_NAMES, _binary_error, sniff
+from ..data.readers import TEXT_B_NAMES, TEXT_NAMES, _binary_error, delimiter_of, sniff
 from ..errors import ConfigError, DataError
 
 FORMATS = ("text", "csv", "tsv", "jsonl", "json", "parquet")
@@ -244,13 +245,23 @@ def _row(src: Source, header: list[str], cells: list[str], line: int, sep: str, 
 
 def _csv_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
     it = lines(src)
+    head: list[tuple[int, str]] = []
+    for no, ln in it:                   # up to the first non-blank line: its separator is the file's
+        head.append((no, ln))
+        if ln.strip():
+            break
+    delim = delimiter_of(head[-1][1] if head else "")
+    if delim != ",":
+        src.note(f"note: {src.name}: read as {delim!r}-separated (its first line has no comma)", log)
+    it = itertools.chain(head, it)
+    sep = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}[delim]
     counter = {"line": 0}
 
     def feed() -> Iterator[str]:
         for no, ln in it:
             counter["line"] = no
             yield ln
-    reader = csv.reader(feed())
+    reader = csv.reader(feed(), delimiter=delim)
     header: list[str] | None = None
     start = 1
     try:
@@ -261,7 +272,7 @@ def _csv_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tup
             if header is None:
                 header = _header(src, cells, line)
                 continue
-            yield line, _row(src, header, cells, line, "comma", ",".join(cells))
+            yield line, _row(src, header, cells, line, sep, delim.join(cells))
     except csv.Error as e:
         raise DataError(f"{src.name} line {counter['line']}: not valid CSV ({e}); fix: check the quoting "
                         f"around that line, or use --format tsv for a tab-separated file") from None
