@@ -271,3 +271,37 @@ def test_semicolon_csv_is_read_and_says_so(tmp_path):
     write(tmp_path / "c.csv", "review,sentiment\n" + "".join(f"{t};x,{i % 2}\n" for i, t in enumerate(REVIEWS)))
     b3 = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "c.csv")      # a comma on line 1: the comma it is
     assert all(r.text.endswith(";x") for r in b3.train.rows) and "separated" not in " ".join(b3.notes)
+
+
+def test_jsonl_gets_the_columns_note_and_a_misspelt_field_is_one_error(tmp_path):
+    recs = [{"id": i, "review": REVIEWS[i], "stars": "pos" if i % 2 else "neg"} for i in range(8)]
+    write(tmp_path / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+    b = load_data(cfg("data.label_column=stars", "data.dev_ratio=0.25"), tmp_path / "train.jsonl")
+    note = next(n for n in b.notes if n.startswith("columns of train.jsonl"))
+    assert "text = 'review' (matched the name 'review'), label = 'stars' (data.label_column='stars')" in note
+    assert "unused: 'id'" in note and b.columns["train"]["roles"]["label"]["column"] == "stars"
+    e = pytest.raises(DataError, load_data, cfg("data.label_column=star"), tmp_path / "train.jsonl").value
+    assert len(e.problems) == 1                                  # not one "no label field" per line
+    assert "data.label_column='star': column not found" in str(e) and "did you mean 'stars'?" in str(e)
+    e = pytest.raises(DataError, load_data, cfg("data.text_column=reviw", "data.label_column=stars"),
+                      tmp_path / "train.jsonl").value
+    assert len(e.problems) == 1 and "did you mean 'review'?" in str(e)
+
+
+@pytest.mark.parametrize("labels, task, hint", [
+    (["0.0", "1.0", "1.0", "0.0"], "single_label", "the labels are 2 numbers (0, 1) read as classes: if they are "
+                                                   "scores, --set task=regression"),
+    ([str(i) for i in range(12)], "single_label", "the labels are 12 numbers (0, 1, 2, 3, 4, 5, ...) read as classes"),
+    (["1.0", "2.0", "3.0", "2.5"], "regression", None),          # a fraction: scores, nothing to add
+    (["1.0", "2.0", "3.0", "2.0"], "regression", "the targets are 3 whole numbers (1, 2, 3) read as scores: if they "
+                                                 "are classes, --set task=single_label"),
+    (["0", "1", "1", "0"], "single_label", None),
+])
+def test_numeric_labels_task_and_the_hint_for_the_other_reading(tmp_path, labels, task, hint):
+    texts = [f"{t}{i}" for i, t in enumerate(REVIEWS * 2)]
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{lab}\n" for t, lab in zip(texts, labels)))
+    write(tmp_path / "dev.tsv", f"新的\t{labels[0]}\n")
+    b = load_data(cfg(), tmp_path)
+    note = next(n for n in b.notes if n.startswith("task: "))
+    assert b.task == task and note.startswith(f"task: {task} (detected from")
+    assert (hint in note) if hint else note.endswith("override)"), note

@@ -15,7 +15,7 @@ from ..config import Config
 from ..errors import ConfigError, DataError
 from .columns import column_note, role_columns
 from .invalid import InvalidRows, Skipped
-from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file
+from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file, task_hint
 from .readers import Row
 from .sources import Source, is_path, resolve
 
@@ -158,7 +158,8 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     task = cfg.task
     if task == "auto":
         task = detect_task(train_rows, d.label_sep)
-        notes.append(f"task: {task} (detected from {_short_name(train_p)}; set `task:` to override)")
+        notes.append(f"task: {task} (detected from {_short_name(train_p)}; set `task:` to override)"
+                     + task_hint(task, train_rows))
     class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
     if class_names is None and task == "single_label":
         class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names

@@ -62,8 +62,28 @@ def detect_task(rows: list[Row], sep: str) -> str:
     if any(isinstance(x, list) or (isinstance(x, str) and (x.startswith("[") or (sep and sep in x))) for x in raws):
         return "multi_label"
     if all(_is_float(x) for x in raws) and any(not _is_int(x) for x in raws):
+        values = {float(x) for x in raws}
+        if len(values) <= 2 and all(v.is_integer() for v in values):
+            return "single_label"       # 0.0/1.0: a binary label that a DataFrame wrote as floats
         return "regression"
     return "single_label"
+
+
+def task_hint(task: str, rows: list[Row]) -> str:
+    """What to set when the detected task may be the other reading of numeric labels ("" when it is clear)."""
+    raws = [r.label for r in rows]
+    if task == "multi_label" or not raws or not all(_is_float(x) for x in raws):
+        return ""
+    values = sorted({float(x) for x in raws})
+    whole = all(v.is_integer() for v in values)
+    shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    if task == "single_label" and (len(values) > 10 or not all(_is_int(x) for x in raws)):
+        return (f"; the labels are {len(values)} numbers ({shown}) read as classes: if they are scores, "
+                f"--set task=regression")
+    if task == "regression" and whole and len(values) <= 10:
+        return (f"; the targets are {len(values)} whole numbers ({shown}) read as scores: if they are classes, "
+                f"--set task=single_label")
+    return ""
 
 
 def read_class_file(path: Path) -> list[str]:

@@ -578,9 +578,27 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
         if row is not None:
             row.line, row.source, row.unit = i, source, unit
             rows.append(row)
+    if columns is None and cache:
+        _named_fields_exist(cfg, cache, source, n_problems, problems)
+        keys = [str(k) for k in next(iter(cache))]        # the first record's keys: the note names what was read
+        rows.columns = column_choice(source, keys, keys, cfg, len(keys), {
+            role: None if c is None else keys.index(c) for role, c in zip(("text", "text_b", "label", "soft_label"),
+                                                                          cache[next(iter(cache))])})
     if not rows and len(problems) == n_problems:
         problems.append(f"{source}: no examples" + (": it needs one JSON object per line" if unit == "line" else ""))
     return rows
+
+
+def _named_fields_exist(cfg: DataConfig, cache: dict[tuple, Any], source: str, n_problems: int,
+                        problems: list[str]) -> None:
+    """A data.text_column/label_column name that no record has is a typo, not a missing field on every line:
+    one error with the fields there are and the closest name, instead of one problem per record."""
+    seen = list(dict.fromkeys(str(k) for keys in cache for k in keys))
+    low = {k.lower() for k in seen}
+    for role, want in (("text", cfg.text_column), ("label", cfg.label_column), ("text_b", cfg.text_b_column)):
+        if isinstance(want, str) and want.lower() not in low:
+            del problems[n_problems:]
+            raise column_not_found(source, role, want, seen, table=True)
 
 
 def _record_row(obj: dict, tk: str | None, bk: str | None, lk: str | None, sk: str | None, where: str,
