@@ -243,6 +243,13 @@ def test_pairs_from_csv_text_and_python(pair_run, tmp_path, capsys):
     assert [g["n"] for g in got] == [0, 1, 2]
     for g, w in zip(got, want):
         same(g, w)
+    (tmp_path / "p3.txt").write_text("".join(f"{a}\t{b}\t{i % 2}\n" for i, (a, b) in enumerate(pairs)), encoding="utf-8")
+    notes: list[str] = []               # a labelled pair file (text_a, text_b, label): the label is no part of text_b
+    p.predict_file(tmp_path / "p3.txt", tmp_path / "t3.jsonl", log=notes.append)
+    got = read_jsonl(tmp_path / "t3.jsonl")
+    assert [(g["text_a"], g["text_b"]) for g in got] == pairs and any("first two as text_a and text_b" in n for n in notes)
+    for g, w in zip(got, want):
+        same(g, w)
     (tmp_path / "one.csv").write_text("text\n球赛\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"one.csv: this model classifies sentence pairs.*\(text\).*--text-b-column"):
         p.predict_file(tmp_path / "one.csv", tmp_path / "x.jsonl", log=None)

@@ -506,6 +506,7 @@ class Columns:
                 raise DataError(f"{where}: empty text before the first tab; fix: fill it in or delete the line")
             return {"text": first}, first.strip()
         a, sep, b = text.partition("\t")
+        b = b.split("\t", 1)[0]        # a third column (a gold label, an id) is not part of the pair: see texts()
         if not sep or not a.strip() or not b.strip():
             raise DataError(f"{where}: this model classifies sentence pairs: expected text_a<TAB>text_b, got "
                             f"{text[:60]!r}; fix: put a tab between the two texts, or give a CSV/JSONL with two "
@@ -585,6 +586,9 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
             continue
         if cols.tabs and not pair and "\t" in rec["text"]:
             src.note("note: lines hold tabs: predicting the first column only (the model takes one text)", log)
+        elif cols.tabs and pair and rec["text"].count("\t") > 1:
+            src.note("note: lines hold more than two tab-separated columns: predicting the first two as text_a and "
+                     "text_b (the model takes a pair); the rest is left out", log)
         yield line, out, x
 
 
