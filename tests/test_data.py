@@ -305,3 +305,15 @@ def test_numeric_labels_task_and_the_hint_for_the_other_reading(tmp_path, labels
     note = next(n for n in b.notes if n.startswith("task: "))
     assert b.task == task and note.startswith(f"task: {task} (detected from")
     assert (hint in note) if hint else note.endswith("override)"), note
+
+
+def test_labels_differing_only_in_case_get_a_note(tmp_path):
+    labs = ["positive", "negative", "Positive", "negative", "positive", "neg ative"]
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{lab}\n" for t, lab in zip(REVIEWS, labs)))
+    write(tmp_path / "dev.tsv", "新的\tpositive\n")
+    b = load_data(cfg(), tmp_path)
+    assert b.label_map.names == ["Positive", "neg ative", "negative", "positive"]      # kept apart, as written
+    note = next(n for n in b.notes if n.startswith("labels: "))
+    assert "'Positive' / 'positive'" in note and "'neg ative' / 'negative'" in note and "write it one way" in note
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{lab}\n" for t, lab in zip(REVIEWS, ["positive", "neg"] * 3)))
+    assert not any(n.startswith("labels: ") for n in load_data(cfg(), tmp_path).notes)

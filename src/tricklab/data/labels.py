@@ -113,7 +113,8 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
         if not as_ids:
             return LabelMap(task, sorted(set(raws), key=int), note=note)
     if not as_ids:
-        return LabelMap(task, list(class_names) if class_names else sorted(set(raws)))
+        names = list(class_names) if class_names else sorted(set(raws))
+        return LabelMap(task, names, note=_case_twins(names))
     ids = [int(x) for x in raws if _is_int(x)]
     if not ids:  # label_type=id but nothing is an id: encode_labels names each bad line
         return LabelMap(task, list(class_names) if class_names else ["0"], from_ids=True)
@@ -130,6 +131,20 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
         raise DataError(f"{r.where}: label id {C} is out of range: {class_file} names {C} classes "
                         f"(0..{C - 1}); the ids look 1-based: fix: subtract 1 from every id")
     return LabelMap(task, list(class_names), from_ids=True)
+
+
+def _case_twins(names: list[str]) -> str:
+    """A note when class names differ only in case or inner spaces ('positive' / 'Positive'): likely one class
+    typed two ways, which train keeps apart."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault("".join(str(n).lower().split()), []).append(n)
+    twins = [g for g in groups.values() if len(g) > 1]
+    if not twins:
+        return ""
+    shown = "; ".join(" / ".join(repr(n) for n in g) for g in twins[:4])
+    return (f"labels: {shown}: class names that differ only in case or spaces are different classes; if each is one "
+            f"class, write it one way in every file")
 
 
 def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
