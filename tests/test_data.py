@@ -214,30 +214,32 @@ REVIEWS = ["这家酒店的房间很干净，服务也很周到", "早餐太简�
            "性价比很高，值得入住", "床单上有污渍，卫生堪忧"]
 
 
-def test_headerless_label_first_file_is_read_label_first_and_dev_follows(tmp_path):
-    train = "".join(f"{1 - i % 2}\t{t}{i}\n" for i, t in enumerate(REVIEWS * 3))     # label<TAB>text, 24 lines
-    write(tmp_path / "train.tsv", train)
-    write(tmp_path / "dev.tsv", f"1\t{REVIEWS[0]}\n0\t{REVIEWS[1]}\n")         # 2 lines: too few to tell alone
+def test_headerless_label_first_file_stops_with_the_settings_that_read_it(tmp_path):
+    write(tmp_path / "train.tsv", "".join(f"{1 - i % 2}\t{t}{i}\n" for i, t in enumerate(REVIEWS * 3)))
+    write(tmp_path / "dev.tsv", f"1\t{REVIEWS[0]}\n0\t{REVIEWS[1]}\n")
+    msg = str(pytest.raises(DataError, load_data, cfg(), tmp_path).value)
+    assert "train.tsv: no header and two columns, and column 0 looks like the labels (short, repeated: '0', '1')" in msg
+    assert "fix: --set data.text_column=1 --set data.label_column=0" in msg
+    b = load_data(cfg("data.text_column=1", "data.label_column=0"), tmp_path)       # the fix reads it, dev too
+    assert b.train.rows[0].text == REVIEWS[0] + "0" and [r.text for r in b.dev.rows] == REVIEWS[:2]
+    assert b.train.labels[:2] == [1, 0] and b.dev.labels == [1, 0]
+
+
+@pytest.mark.parametrize("lines", [
+    [f"{t}{i}\t{i % 2}" for i, t in enumerate(REVIEWS * 3)],                       # text first: as it always was
+    [f"{'好坏'[i % 2]}\t{i % 2}" for i in range(12)],                                # both columns short and repeated
+    [f"{['查余额', '退款', '转账'][i % 3]}\tbilling_refund_request_{i % 3}" for i in range(30)],  # short texts, long labels
+    [f"{'好坏'[i % 2]}\t{i:02d}" for i in range(20)],           # column 1 distinct but as short as labels: no texts
+])
+def test_text_first_files_are_never_taken_for_label_first(tmp_path, lines):
+    write(tmp_path / "train.tsv", "\n".join(lines) + "\n")
+    write(tmp_path / "dev.tsv", lines[0] + "\n")
     b = load_data(cfg(), tmp_path)
-    assert [r.text for r in b.train.rows][:2] == [REVIEWS[0] + "0", REVIEWS[1] + "1"]
-    assert b.label_map.names == ["0", "1"] and b.train.labels[:4] == [1, 0, 1, 0]
-    assert [r.text for r in b.dev.rows] == REVIEWS[:2] and b.dev.labels == [1, 0]
-    note = next(n for n in b.notes if n.startswith("columns of train.tsv"))
-    assert "text = column 1 (its values are long and distinct" in note and "label = column 0" in note
-    assert "data.text_column=1" in note and "data.label_column=0" in note
-    assert not any(n.startswith("columns of dev.tsv") for n in b.notes)      # read as train is: no second note
-    # text first (the usual layout) stays as it was, and so does a file whose both columns repeat
-    write(tmp_path / "train.tsv", "".join(f"{t}{i}\t{i % 2}\n" for i, t in enumerate(REVIEWS * 3)))
-    write(tmp_path / "dev.tsv", f"{REVIEWS[0]}\t1\n")
-    b = load_data(cfg(), tmp_path)
-    assert b.train.rows[0].text == REVIEWS[0] + "0" and b.dev.rows[0].text == REVIEWS[0]
-    write(tmp_path / "train.tsv", "".join(f"{'好坏'[i % 2]}\t{i % 2}\n" for i in range(12)))
-    write(tmp_path / "dev.tsv", "好\t0\n")
-    assert load_data(cfg(), tmp_path).train.rows[0].text == "好"
+    assert b.train.rows[0].text == lines[0].split("\t")[0]
 
 
 @pytest.mark.parametrize("header, text_col, label_col, why", [
-    ("review,stars", "review", "stars", "label = 'stars' (the only column left)"),
+    ("review,stars", "review", "stars", "label = 'stars' (the only column left; short, repeated values)"),
     ("comment_text,label", "comment_text", "label", "text = 'comment_text' (the only column left)"),
     ("评论,标签", "评论", "标签", "label = '标签' (matched the name"),
     ("sentence,sentiment", "sentence", "sentiment", "label = 'sentiment' (matched the name"),
@@ -253,10 +255,18 @@ def test_header_columns_by_name_or_the_one_left(tmp_path, header, text_col, labe
     assert b.columns["train"]["roles"]["label"]["column"] == label_col
 
 
-def test_an_id_column_is_never_taken_for_the_label(tmp_path):
-    write(tmp_path / "train.csv", "text,id\n" + "".join(f"{t},{i}\n" for i, t in enumerate(REVIEWS)))
+@pytest.mark.parametrize("header, values", [
+    ("text,id", [str(i) for i in range(8)]),                       # an id
+    (",text", [str(i) for i in range(8)]),                         # pandas' to_csv index (first, unnamed)
+    ("text,Unnamed: 0", ["pos", "neg"] * 4),                       # ... read back and written again
+    ("question,answer", [f"答案是第{i}个选项" for i in range(8)]),   # long, distinct values: no labels
+])
+def test_the_column_left_is_no_label_unless_it_looks_like_one(tmp_path, header, values):
+    first = header.split(",")[0] == ""
+    rows = "".join((f"{v},{t}\n" if first else f"{t},{v}\n") for t, v in zip(REVIEWS, values))
+    write(tmp_path / "train.csv", header + "\n" + rows)
     msg = str(pytest.raises(DataError, load_data, cfg(), tmp_path / "train.csv").value)
-    assert "train.csv line 1: no label column in header (text, id); fix: --set data.label_column=NAME" in msg
+    assert f"train.csv line 1: no label column in header ({header.replace(',', ', ')}); fix: --set data.label_column=NAME" in msg
 
 
 def test_semicolon_csv_is_read_and_says_so(tmp_path):
@@ -265,7 +275,7 @@ def test_semicolon_csv_is_read_and_says_so(tmp_path):
     b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
     assert sorted(r.text for r in b.train.rows + b.dev.rows) == sorted(f"{t}, 真的" for t in REVIEWS)
     note = next(n for n in b.notes if n.startswith("columns of train.csv"))
-    assert "(';'-separated: its first line has no comma)" in note and "--set 'data.delimiter=;'" in note
+    assert "(';'-separated: its first line has no comma)" in note and "--set data.delimiter=semicolon" in note
     b2 = load_data(cfg("data.dev_ratio=0.25", "data.delimiter=semicolon"), tmp_path / "train.csv")
     assert sorted(r.text for r in b2.train.rows) == sorted(r.text for r in b.train.rows)
     write(tmp_path / "c.csv", "review,sentiment\n" + "".join(f"{t};x,{i % 2}\n" for i, t in enumerate(REVIEWS)))
@@ -317,3 +327,39 @@ def test_labels_differing_only_in_case_get_a_note(tmp_path):
     assert "'Positive' / 'positive'" in note and "'neg ative' / 'negative'" in note and "write it one way" in note
     write(tmp_path / "train.tsv", "".join(f"{t}\t{lab}\n" for t, lab in zip(REVIEWS, ["positive", "neg"] * 3)))
     assert not any(n.startswith("labels: ") for n in load_data(cfg(), tmp_path).notes)
+
+
+@pytest.mark.parametrize("content, delim, texts", [
+    ("review\tlabel\n好, 很好\tpos\n坏\tneg\n中\tpos\n差\tneg\n", "tab", ["好, 很好", "坏", "中", "差"]),
+    ("review|label\n好;很好|pos\n坏|neg\n中|pos\n差|neg\n", "pipe", ["好;很好", "坏", "中", "差"]),
+    ("review;stars\nSehr gut;4,5\nok;3,0\nschlecht;4,5\nnaja;3,0\n", "semicolon", ["Sehr gut", "ok", "schlecht", "naja"]),
+    ('"好;很\n好",pos\n坏,neg\n中,pos\n差,neg\n', None, ["好;很\n好", "坏", "中", "差"]),   # ';' inside quotes
+])
+def test_csv_separator_is_told_by_its_first_lines(tmp_path, content, delim, texts):
+    write(tmp_path / "train.csv", content)
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
+    assert sorted(r.text for r in b.train.rows + b.dev.rows) == sorted(texts)
+    note = next(n for n in b.notes if n.startswith("columns of train.csv"))
+    assert (f"--set data.delimiter={delim}" in note) if delim else "separated" not in note
+
+
+def test_whole_number_float_labels_name_the_same_classes_as_integers(tmp_path):
+    write(tmp_path / "train.csv", "text,label\n" + "".join(f"{t},{float(i % 2)}\n" for i, t in enumerate(REVIEWS)))
+    write(tmp_path / "dev.csv", f"text,label\n新的,1\n旧的,0.0\n")
+    b = load_data(cfg(), tmp_path)
+    assert b.task == "single_label" and b.label_map.names == ["0", "1"]
+    assert b.train.labels == [i % 2 for i in range(8)] and b.dev.labels == [1, 0]
+
+
+def test_integers_read_as_names_say_how_to_read_ids_when_dev_has_another(tmp_path):
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{[0, 1, 2, 4][i % 4]}\n" for i, t in enumerate(REVIEWS)))
+    write(tmp_path / "dev.tsv", "新的\t3\n")
+    msg = str(pytest.raises(DataError, load_data, cfg(), tmp_path).value)
+    assert "dev.tsv line 1: label '3' does not occur in train" in msg and "--set data.label_type=id" in msg
+    assert load_data(cfg("data.label_type=id"), tmp_path).dev.labels == [3]
+
+
+def test_a_chinese_first_line_is_an_example_not_a_header(tmp_path):
+    write(tmp_path / "train.tsv", "评论\t正面\n" + "".join(f"{t}\t{['正面', '负面'][i % 2]}\n" for i, t in enumerate(REVIEWS)))
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.tsv")
+    assert "评论" in [r.text for r in b.train.rows + b.dev.rows] and b.label_map.names == ["正面", "负面"]

@@ -82,6 +82,7 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
     delim = choice.get("delimiter")
     if delim:       # a .csv read with another separator than the comma (readers.csv_delimiter)
         head = f" ({delim!r}-separated: its first line has no comma)" + head
-        pins.insert(0, "--set " + shlex.quote(f"data.delimiter={delim}"))
+        name = {";": "semicolon", "\t": "tab", "|": "pipe"}.get(delim, delim)
+        pins.insert(0, "--set " + shlex.quote(f"data.delimiter={name}"))
     return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")
             + (f"; to choose others or pin this choice: {' '.join(pins)}" if pin else ""))

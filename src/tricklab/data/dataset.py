@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -261,12 +261,10 @@ def _read_sources(srcs: dict[str, Source], d: Any, inv: InvalidRows, problems: l
     if not raw["train"]:
         raise DataError(problems or [f"{train.name}: no examples"])
     pair = raw["train"][0].text_b is not None
-    if (getattr(raw["train"], "columns", None) or {}).get("label_first"):
-        d = replace(d, text_column=1, label_column=0)   # dev/test (however small) read train's layout
     for name in ("dev", "test"):
         if name in srcs:
             src = srcs[name]
-            raw[name] = inv.read(name, src.name, lambda f, src=src, d=d: src.read(d, True, f, pair=pair), problems)
+            raw[name] = inv.read(name, src.name, lambda f, src=src: src.read(d, True, f, pair=pair), problems)
     return raw
 
 

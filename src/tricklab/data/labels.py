@@ -44,6 +44,16 @@ def _is_float(s: Any) -> bool:
         return False
 
 
+def canon(label: Any) -> Any:
+    """A single-label value as a class name: '1.0' (a whole number written as a float, as pandas writes an integer
+    column with gaps) is '1', so a train file of 0.0/1.0 and a dev file of 0/1 name the same classes."""
+    if isinstance(label, str) and "." in label and _is_float(label) and not _is_int(label):
+        v = float(label)
+        if v.is_integer() and abs(v) < 2**53:
+            return str(int(v))
+    return label
+
+
 def split_multi(raw: Any, sep: str) -> list[str] | None:
     """`a|b` or a JSON list -> ["a", "b"]; None when unparseable."""
     if isinstance(raw, list):
@@ -105,7 +115,7 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
             seen = sorted({lab for r in rows for lab in (split_multi(r.label, sep) or [])})
             class_names = seen
         return LabelMap(task, list(class_names))
-    raws = [r.label for r in rows]
+    raws = [canon(r.label) for r in rows]
     as_ids = label_type == "id" or (label_type == "auto" and all(_is_int(x) for x in raws)
                                     and not (class_names and all(x in class_names for x in raws)))
     if as_ids and label_type == "auto" and class_names is None:
@@ -121,13 +131,13 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
     if class_names is None:
         lo, hi = min(ids), max(ids)
         if lo >= 1 and 0 not in ids:
-            r = next(r for r in rows if _is_int(r.label) and int(r.label) == hi)
+            r = next(r for r in rows if _is_int(canon(r.label)) and int(canon(r.label)) == hi)
             raise DataError(f"{r.where}: label ids run {lo}..{hi} with no 0: they look 1-based; "
                             f"fix: subtract 1 from every id, or read them as names with --set data.label_type=name")
         return LabelMap(task, [str(i) for i in range(hi + 1)], from_ids=True)
     C = len(class_names)
     if ids and max(ids) == C and min(ids) >= 1 and 0 not in ids:
-        r = next(r for r in rows if _is_int(r.label) and int(r.label) == C)
+        r = next(r for r in rows if _is_int(canon(r.label)) and int(canon(r.label)) == C)
         raise DataError(f"{r.where}: label id {C} is out of range: {class_file} names {C} classes "
                         f"(0..{C - 1}); the ids look 1-based: fix: subtract 1 from every id")
     return LabelMap(task, list(class_names), from_ids=True)
@@ -188,23 +198,27 @@ def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "")
             out.append(sorted({index[lab] for lab in labs}))
             continue
         elif lm.from_ids:
-            if not _is_int(r.label):
+            r_label = canon(r.label)
+            if not _is_int(r_label):
                 problems.append(f"{where}: label {_short(str(r.label))} is not a class id (expected 0..{C - 1}); fix: use ids, "
                                 f"or --set data.label_type=name to read labels as names")
-            elif not 0 <= int(r.label) < C:
+            elif not 0 <= int(r_label) < C:
                 src = f"{class_file} names {C} classes" if class_file else f"train has ids 0..{C - 1}"
                 problems.append(f"{where}: label id {r.label} is out of range: {src} (0..{C - 1}); "
                                 f"fix: correct the id" + (" or add the class to the class file" if class_file else ""))
             else:
-                out.append(int(r.label))
+                out.append(int(r_label))
                 continue
         else:
-            if r.label not in index:
+            lab = canon(r.label)
+            if lab not in index:
+                ids_hint = (" (train's integers are read as class names; if they are class ids, "
+                            "--set data.label_type=id)") if lm.note.startswith("labels: the integers") else ""
                 problems.append(f"{where}: label {_short(str(r.label))} does not occur in train (train labels: "
-                                f"{', '.join(lm.names[:12])}{', ...' if C > 12 else ''}); fix: correct the label or add "
-                                f"examples of it to train")
+                                f"{', '.join(lm.names[:12])}{', ...' if C > 12 else ''}){ids_hint}; fix: correct the "
+                                f"label or add examples of it to train")
             else:
-                out.append(index[r.label])
+                out.append(index[lab])
                 continue
     if problems:
         raise DataError(problems)

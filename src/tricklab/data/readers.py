@@ -55,6 +55,7 @@ NAMES = {"gzip": "gzip-compressed", "zstd": "zstd-compressed", "bz2": "bzip2-com
          "pdf": "a PDF document", "npy": "a NumPy .npy array", "hdf5": "an HDF5 file", "pickle": "a Python pickle",
          "xls": "an Excel 97-2003 / OLE file", "utf-16": "UTF-16 text", "binary": "binary data (no known format)"}
 BATCH = 8192
+SNIFF_LINES = 20   # lines csv.Sniffer sees to tell a .csv's separator
 
 
 @dataclass(slots=True)
@@ -291,18 +292,21 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
 
 
 def csv_delimiter(path: Path, comp: str | None) -> str:
-    """The separator of a .csv file, from its first non-blank line (delimiter_of)."""
-    return delimiter_of(next((ln for _, ln in iter_lines(path, comp) if ln.strip()), ""))
+    """The separator of a .csv file, from its first non-blank lines (delimiter_of)."""
+    return delimiter_of(list(itertools.islice((ln for _, ln in iter_lines(path, comp) if ln.strip()), SNIFF_LINES)))
 
 
-def delimiter_of(first: str) -> str:
-    """',' unless a CSV's first line has no comma and holds ';', tabs or '|' (a spreadsheet saved where the decimal
-    mark is a comma writes ';'): then the most frequent of them. The caller says which in a note."""
-    if "," in first:
+def delimiter_of(head: list[str]) -> str:
+    """',' unless csv.Sniffer, shown a CSV's first lines and offered ',', ';', tab and '|', finds another one used
+    consistently (a spreadsheet saved where the decimal mark is a comma writes ';') that the first line holds
+    too. The caller says which in a note."""
+    if not head:
         return ","
-    counts = {d: first.count(d) for d in (";", "\t", "|")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    try:
+        found = csv.Sniffer().sniff("".join(head), delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+    return found if found in head[0] else ","
 
 
 def _csv_records(path: Path, lines: Iterator[tuple[int, str]], delim: str) -> Iterator[tuple[int, list[str]]]:
@@ -326,7 +330,10 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
         names_like = all(c == "" or c.replace(" ", "_").replace("-", "_").isidentifier() for c in cells)
         return all(n.lower() in cells for n in named) or names_like and (
             any(c in KNOWN for c in cells) or any(difflib.get_close_matches(n.lower(), cells, 1) for n in named))
-    return any(c in KNOWN for c in cells) and all(c == "" or c.isidentifier() or c in KNOWN for c in cells)
+    # unknown cells must look like ASCII names: Chinese words pass isidentifier(), and a first line `评论<TAB>正面`
+    # is an example, not a header
+    return any(c in KNOWN for c in cells) and all(c == "" or c in KNOWN or c.isascii() and c.isidentifier()
+                                                  or c.startswith("unnamed:") for c in cells)   # pandas' index
 
 
 def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ...], path: Path, role: str) -> int | None:
@@ -374,11 +381,15 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     if header is not None:
         ncols = len(header)
         left = [i for i in range(ncols) if i not in (ti, bi, li, si)]
-        if (len(left) == 1 and (ti is None) != (labelled and li is None)     # one role unnamed, one column left
-                and not _id_like(header[left[0]])):
-            role = "text" if ti is None else "label"
-            ti, li = (left[0], li) if ti is None else (ti, left[0])
-            guessed[role] = "the only column left"
+        if len(left) == 1 and (ti is None) != (labelled and li is None) and not _id_like(header[left[0]]):
+            if ti is None:              # one role unnamed, one column left: the label is named, so this is the text
+                ti, guessed["text"] = left[0], "the only column left"
+            else:                       # a label only if its values look like labels (not an `answer` column)
+                sample = list(itertools.islice(records, 500))
+                records = itertools.chain(sample, records)
+                values = [c[left[0]].strip() for c in (split(rec, ncols) for _, rec in sample) if len(c) == ncols]
+                if _label_like(values):
+                    li, guessed["label"] = left[0], "the only column left; short, repeated values"
         if ti is None:
             raise DataError(f"{path} line 1: no text column in header ({', '.join(header)}); "
                             f"fix: --set data.text_column=NAME")
@@ -404,12 +415,8 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
                 ti = free.pop(0)
             if labelled and li is None and free:
                 li = free.pop(0)
-        if not given and ncols == 2 and pair is not True and split_all:
-            records, flipped = _label_first(records, split)
-            if flipped:                 # label<TAB>text, a common layout (e.g. ChnSentiCorp's)
-                ti, li = 1, (0 if labelled else None)
-                guessed["text"] = "its values are long and distinct, column 0's short and repeated: label first"
-                guessed["label"] = "short, repeated values"
+        if labelled and not given and ncols == 2 and pair is not True and split_all:
+            records = _refuse_label_first(path, records, split)
     if not labelled:
         li = None if header is None and ncols == 1 else li
     layout = ", ".join(n for n, i in sorted([("text", ti), ("text_b", bi), ("label", li)], key=lambda x: -1 if x[1] is None else x[1]) if i is not None)
@@ -438,28 +445,40 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     out = Rows(rows)
     out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si},
                                 guessed)
-    out.columns["label_first"] = "label" in guessed and header is None    # dev/test files follow train's layout
     return out
 
 
 def _id_like(name: str) -> bool:
     n = name.strip().lower()
-    return n in ("id", "idx", "index", "uid", "no", "key", "序号", "编号") or n.endswith("_id")
+    return (n in ("", "id", "idx", "index", "uid", "no", "key", "序号", "编号") or n.endswith("_id")
+            or n.startswith("unnamed:"))           # pandas' to_csv writes its index as '' (read back: 'Unnamed: 0')
 
 
-def _label_first(records: Iterator[tuple[int, Any]], split: Any) -> tuple[Iterator[tuple[int, Any]], bool]:
-    """(the same records, whether the first 500 read label first): column 0 label-like, column 1 not."""
+def _refuse_label_first(path: Path, records: Iterator[tuple[int, Any]], split: Any) -> Iterator[tuple[int, Any]]:
+    """The same records; a header-less two-column file whose first 500 lines read label first (column 0 short and
+    repeated, column 1 long and distinct) stops with the settings that read it so, rather than training on the
+    labels as texts. A setting, not a silent flip: evaluate, predict and resume then read it the same way."""
     sample = list(itertools.islice(records, 500))
     cells = [c for c in (split(rec, 2) for _, rec in sample) if len(c) == 2]
-    flipped = _label_like([c[0].strip() for c in cells]) and not _label_like([c[1].strip() for c in cells])
-    return itertools.chain(sample, records), flipped
+    c0, c1 = [c[0].strip() for c in cells], [c[1].strip() for c in cells]
+    if _label_like(c0) and len(set(c1)) >= 0.9 * len(c1) and _mean_len(c1) >= max(2 * _mean_len(c0), 4):
+        shown = ", ".join(repr(v) for v in sorted(set(c0))[:4])
+        raise DataError(f"{path}: no header and two columns, and column 0 looks like the labels (short, repeated: "
+                        f"{shown}) and column 1 like the texts (long, distinct); fix: --set data.text_column=1 "
+                        f"--set data.label_column=0 (or, if column 0 is the text: --set data.text_column=0 "
+                        f"--set data.label_column=1)")
+    return itertools.chain(sample, records)
+
+
+def _mean_len(values: list[str]) -> float:
+    return sum(map(len, values)) / len(values) if values else 0.0
 
 
 def _label_like(values: list[str]) -> bool:
     """A column of labels rather than texts: short values, repeated (at most half as many distinct as rows)."""
     if len(values) < 4:
         return False
-    return len(set(values)) <= len(values) // 2 and sum(map(len, values)) / len(values) <= 16
+    return len(set(values)) <= len(values) // 2 and _mean_len(values) <= 16
 
 
 def _read_json(path: Path, lines: Iterator[tuple[int, str]], fmt: str, cfg: DataConfig, labelled: bool,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..data.readers import TEXT_B_NAMES, TEXT_NAMES, _binary_error, delimiter_of, sniff
+from ..data.readers import SNIFF_LINES, TEXT_B_NAMES, TEXT_NAMES, _binary_error, delimiter_of, sniff
 from ..errors import ConfigError, DataError
 
 FORMATS = ("text", "csv", "tsv", "jsonl", "json", "parquet")
@@ -88,6 +88,9 @@ def open_source(path: str | Path | None, fmt: str | None = None) -> Source:
             comp = kind                 # compressed under a plain name: read it all the same
         elif kind == "parquet":
             fmt = "parquet"
+        elif kind == "arrow":
+            raise DataError(f"{p}: an Arrow IPC file: predict reads text, CSV/TSV, JSONL/JSON and Parquet; fix: save "
+                            f"it as Parquet (pyarrow.parquet.write_table), or use `tricklab evaluate`, which reads Arrow")
         elif kind is not None:
             raise _binary_error(p, kind)
     if fmt == "parquet":
@@ -246,11 +249,11 @@ def _row(src: Source, header: list[str], cells: list[str], line: int, sep: str, 
 def _csv_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
     it = lines(src)
     head: list[tuple[int, str]] = []
-    for no, ln in it:                   # up to the first non-blank line: its separator is the file's
+    for no, ln in it:                   # the first non-blank lines tell the separator (data.readers.delimiter_of)
         head.append((no, ln))
-        if ln.strip():
+        if sum(1 for _, x in head if x.strip()) >= SNIFF_LINES:
             break
-    delim = delimiter_of(head[-1][1] if head else "")
+    delim = delimiter_of([x for _, x in head if x.strip()])
     if delim != ",":
         src.note(f"note: {src.name}: read as {delim!r}-separated (its first line has no comma)", log)
     it = itertools.chain(head, it)
@@ -523,10 +526,8 @@ def _find(keys: list[str], want: str | None, names: tuple[str, ...], source: str
             return low[want.lower()]
         raise DataError(f"{source}: no {kind} column {want!r} (columns: {', '.join(keys) or 'none'}); "
                         f"fix: {flag} one of those")
-    found = [k for k in keys if k.lower() in names]
-    if len(found) > 1:
-        raise DataError(f"{source}: several {kind} columns ({', '.join(found)}); fix: choose one with {flag}")
-    return found[0] if found else None
+    low = {k.lower(): k for k in reversed(keys)}
+    return next((low[n] for n in names if n in low), None)     # the first known name, in train's order (_pick)
 
 
 def check_flags(src: Source | str, pair: bool, text_column: str | None, text_b_column: str | None) -> None:
@@ -576,6 +577,10 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
                 raise DataError(str(rec))
             if cols is None:
                 cols = resolve_columns(src, list(rec), pair, text_column, text_b_column, src.unit)
+                known = [k for k in rec if str(k).lower() in TEXT_NAMES]
+                if text_column is None and not cols.tabs and len(known) > 1:
+                    src.note(f"note: several text columns ({', '.join(map(str, known))}): predicting {cols.text!r}, "
+                             f"the first known name as train picks it; choose another with --text-column", log)
             out, x = cols.extract(line, rec)
         except DataError as e:
             if problems is None or cols is None and not isinstance(rec, Problem):
