@@ -85,3 +85,15 @@ def test_evaluate_out_folder_and_bundle(trained, thuc_dir, tmp_path, capsys):
     assert evb["n"] == 30 and "accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli_main(["evaluate", "--data", str(thuc_dir / "test.txt")])       # --run or --bundle is needed
+
+
+def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    import tricklab.cli as cli
+
+    def stop(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", stop)
+    assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted") and f"tricklab train --out {tmp_path / 'r'} --resume" in err

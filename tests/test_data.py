@@ -240,12 +240,14 @@ def test_text_first_files_are_never_taken_for_label_first(tmp_path, lines):
 
 @pytest.mark.parametrize("header, text_col, label_col, why", [
     ("review,stars", "review", "stars", "label = 'stars' (the only column left; short, repeated values)"),
+    ("id,review,stars", "review", "stars", "label = 'stars' (the only column left; short, repeated values)"),
     ("comment_text,label", "comment_text", "label", "text = 'comment_text' (the only column left)"),
     ("评论,标签", "评论", "标签", "label = '标签' (matched the name"),
     ("sentence,sentiment", "sentence", "sentiment", "label = 'sentiment' (matched the name"),
 ])
 def test_header_columns_by_name_or_the_one_left(tmp_path, header, text_col, label_col, why):
-    rows = "".join(f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(REVIEWS))
+    ids = header.startswith("id,")
+    rows = "".join(f"{f'{i},' if ids else ''}{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(REVIEWS))
     write(tmp_path / "train.csv", header + "\n" + rows)
     b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
     assert b.label_map.names == ["neg", "pos"]                  # the header is no example, its label no class

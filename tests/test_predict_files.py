@@ -320,6 +320,7 @@ def test_missing_column_lists_the_available_ones(run, tmp_path, capsys):
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "c.csv"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "c.csv" in err and "(id, blurb)" in err and "--text-column" in err
+    assert "if line 1 is already data (no header line), --format text" in err
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "c.csv"), "--text-column", "txt"]) == 2
     err = capsys.readouterr().err
     assert "no text column 'txt' (columns: id, blurb)" in err

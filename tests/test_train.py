@@ -263,3 +263,16 @@ def test_metric_must_belong_to_the_task(tiny_model, thuc_dir, tmp_path):
 
     with pytest.raises(ConfigError, match=r"train.metric='pearson' is not a single_label metric"):
         train(tiny_cfg(tiny_model, "train.metric=pearson"), thuc_dir, out=tmp_path / "r", progress=False)
+
+
+def test_max_length_beyond_the_encoders_positions_stops_before_training(tiny_model, thuc_dir, tmp_path, capsys):
+    """The tiny encoder has 64 positions: a longer max_length is one line with the long-text fix (not a shape error
+    from the first forward pass), and the folder is no half-made run that refuses the next try."""
+    out = tmp_path / "r"
+    args = ["train", "--data", str(thuc_dir), "--model", str(tiny_model), "--out", str(out), "--set",
+            "train.precision=fp32", "--set", "train.max_steps=2", "--quiet"]
+    assert cli_main([*args, "--set", "data.max_length=65"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data.max_length=65" in err and "reads at most 64 tokens" in err
+    assert "--set data.max_length=64" in err and "data.truncation=chunk" in err
+    assert cli_main([*args, "--set", "data.max_length=64"]) == 0       # at the limit: trains, in the same folder

@@ -436,7 +436,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        out = getattr(args, "out", None)
+        again = (f"; `tricklab train --out {out} --resume` continues from its last checkpoint (if one was written)"
+                 if args.command == "train" and out else
+                 "; the same command again reuses the finished runs" if args.command in ("compare", "tune") else "")
+        print("interrupted" + again, file=sys.stderr)
         return 130
 
 

@@ -164,8 +164,8 @@ def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
     if ids == list(range(len(ids))):
         return True, ""
     shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
-    return False, (f"labels: the integers {shown} are read as {len(ids)} class names, not as ids 0..{ids[-1]} "
-                   f"(they are not 0..{len(ids) - 1}); predictions name them the same way; to read them as ids: "
+    return False, (f"labels: the integers {shown} are read as {len(ids)} class names (class ids would be exactly "
+                   f"0..{len(ids) - 1}); predictions name them the same way; to read them as ids: "
                    f"--set data.label_type=id")
 
 

@@ -34,7 +34,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from .columns import Rows, column_choice, column_not_found
 
-TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "title",
+TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "question1", "title",
               "comment", "body", "document", "tweet", "message", "utterance", "headline", "premise",
               "文本", "内容", "正文", "句子", "句子1", "评论", "标题", "问题")
 TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2", "hypothesis", "句子2")
@@ -380,8 +380,8 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     guessed: dict[str, str] = {}
     if header is not None:
         ncols = len(header)
-        left = [i for i in range(ncols) if i not in (ti, bi, li, si)]
-        if len(left) == 1 and (ti is None) != (labelled and li is None) and not _id_like(header[left[0]]):
+        left = [i for i in range(ncols) if i not in (ti, bi, li, si) and not _id_like(header[i])]   # ids never count
+        if len(left) == 1 and (ti is None) != (labelled and li is None):
             if ti is None:              # one role unnamed, one column left: the label is named, so this is the text
                 ti, guessed["text"] = left[0], "the only column left"
             else:                       # a label only if its values look like labels (not an `answer` column)

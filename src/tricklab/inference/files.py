@@ -552,8 +552,10 @@ def resolve_columns(src: Source | str, keys: list[str], pair: bool, text_column:
     hint = " (line 1 is read as the header)" if isinstance(src, Source) and src.fmt in ("csv", "tsv") else ""
     text = _find(keys, text_column, TEXT_NAMES, name, "--text-column", "text")
     if text is None:
+        nohead = (" or, if line 1 is already data (no header line), --format text: one text per line, the first "
+                  "tab-separated column" if hint else "")
         raise DataError(f"{name}: no text column among ({', '.join(keys) or 'no columns'}){hint}; "
-                        f"fix: --text-column NAME")
+                        f"fix: --text-column NAME{nohead}")
     b = _find([k for k in keys if k != text], text_b_column, TEXT_B_NAMES, name, "--text-b-column", "second text") \
         if pair else None
     if pair and b is None:

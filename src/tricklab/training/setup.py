@@ -202,6 +202,7 @@ def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torc
     decoder_notes(cfg, notes)
     model, tok, backbone = build_classifier(cfg.model.name, lm.num_labels, cfg.model.pooling, cfg.model.head,
                                             cfg.model.head_args, cfg.model.dropout)
+    check_max_length(cfg, model, tok)
     lower = cfg.data.lowercase == "true" or (cfg.data.lowercase == "auto" and needs_lowercase(tok))
     pbi = cfg.model.prior_bias_init
     if pbi == "true" or (pbi == "auto" and bundle.task == "multi_label"):  # --resume: the checkpoint overwrites it
@@ -213,6 +214,27 @@ def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torc
         notes.append("lowercase: on: this tokenizer keeps capitals but its vocabulary has lower-case Latin letters "
                      "only (capitals would become [UNK]); --set data.lowercase=false to disable")
     return model, tok, lower, backbone
+
+
+def position_limit(model: torch.nn.Module, tok: Any) -> int | None:
+    """How many tokens the encoder can read: its tokenizer's model_max_length when set (BERT 512; RoBERTa's 514
+    positions hold 512 tokens), else its config's max_position_embeddings; None when neither says."""
+    n = getattr(tok, "model_max_length", None)
+    if isinstance(n, int) and 0 < n < 1_000_000:
+        return n
+    n = getattr(getattr(getattr(model, "encoder", None), "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_max_length(cfg: Config, model: torch.nn.Module, tok: Any) -> None:
+    """data.max_length beyond the encoder's positions would fail in the first forward pass (a shape error deep in
+    transformers): refused before training, with the long-text settings."""
+    limit = position_limit(model, tok)
+    if limit is not None and cfg.data.max_length > limit:
+        raise ConfigError(f"data.max_length={cfg.data.max_length}: {cfg.model.name} reads at most {limit} tokens (its "
+                          f"position embeddings); fix: --set data.max_length={limit}, and for longer texts "
+                          f"--set data.truncation=chunk (windows of max_length over the whole text) or head_tail "
+                          f"(README: Long texts)")
 
 
 def decoder_notes(cfg: Config, notes: list[str]) -> None:
