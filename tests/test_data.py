@@ -365,3 +365,21 @@ def test_a_chinese_first_line_is_an_example_not_a_header(tmp_path):
     write(tmp_path / "train.tsv", "评论\t正面\n" + "".join(f"{t}\t{['正面', '负面'][i % 2]}\n" for i, t in enumerate(REVIEWS)))
     b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.tsv")
     assert "评论" in [r.text for r in b.train.rows + b.dev.rows] and b.label_map.names == ["正面", "负面"]
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_labels_joined_by_another_separator_are_named_as_likely_lists(tmp_path, sep):
+    combos = [["horror", "action"], ["comedy"], ["action", "comedy"], ["horror"], ["action"], ["comedy", "horror"]]
+    labs = [sep.join(c) for c in combos] * 2
+    texts = [f"{t}{i}" for i, t in enumerate(REVIEWS * 2)][:len(labs)]
+    body = "".join(f'{t},"{lab}"\n' for t, lab in zip(texts, labs))
+    write(tmp_path / "train.csv", "text,labels\n" + body)
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
+    note = next(n for n in b.notes if n.startswith("task: "))
+    assert b.task == "single_label" and f"6 of 12 labels hold {sep!r}" in note and "3 pieces recombine into 6" in note
+    assert f"data.label_sep={sep}" in note
+    b = load_data(cfg("data.dev_ratio=0.25", f"data.label_sep={sep}"), tmp_path / "train.csv")   # the fix
+    assert b.task == "multi_label" and b.label_map.names == ["action", "comedy", "horror"]
+    write(tmp_path / "plain.csv", "text,label\n" + "".join(f"{t},\"{['a, b', 'c'][i % 2]}\"\n" for i, t in enumerate(texts)))
+    note = next(n for n in load_data(cfg("data.dev_ratio=0.25"), tmp_path / "plain.csv").notes if n.startswith("task: "))
+    assert "pieces" not in note          # a label with a comma that does not recombine: one class name

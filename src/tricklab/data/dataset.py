@@ -159,7 +159,7 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     if task == "auto":
         task = detect_task(train_rows, d.label_sep)
         notes.append(f"task: {task} (detected from {_short_name(train_p)}; set `task:` to override)"
-                     + task_hint(task, train_rows))
+                     + task_hint(task, train_rows, d.label_sep))
     class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
     if class_names is None and task == "single_label":
         class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,14 @@ def detect_task(rows: list[Row], sep: str) -> str:
     return "single_label"
 
 
-def task_hint(task: str, rows: list[Row]) -> str:
-    """What to set when the detected task may be the other reading of numeric labels ("" when it is clear)."""
+def task_hint(task: str, rows: list[Row], sep: str = "|") -> str:
+    """What to set when the detected task may be another reading of the labels ("" when it is clear): numbers
+    (classes or scores), or single labels that are lists joined by another separator than data.label_sep."""
     raws = [r.label for r in rows]
+    if task == "single_label" and raws:
+        listed = _joined_lists(raws, sep)
+        if listed:
+            return listed
     if task == "multi_label" or not raws or not all(_is_float(x) for x in raws):
         return ""
     values = sorted({float(x) for x in raws})
@@ -93,6 +99,22 @@ def task_hint(task: str, rows: list[Row]) -> str:
     if task == "regression" and whole and len(values) <= 10:
         return (f"; the targets are {len(values)} whole numbers ({shown}) read as scores: if they are classes, "
                 f"--set task=single_label")
+    return ""
+
+
+def _joined_lists(raws: list[Any], sep: str) -> str:
+    """Labels like 'horror,action' read as single labels: when a tenth of them hold ',' or ';' and their pieces
+    are fewer than the distinct labels (the pieces recombine), they are likely multi-label lists."""
+    labels = [x for x in raws if isinstance(x, str)]
+    for s in (",", ";"):
+        if s == sep or not labels:
+            continue
+        joined = [x for x in labels if s in x.strip()]
+        pieces = {p.strip() for x in labels for p in x.split(s) if p.strip()}
+        if len(joined) >= 0.1 * len(labels) and len(pieces) < len(set(labels)):
+            return (f"; {len(joined)} of {len(labels)} labels hold {s!r} and their {len(pieces)} pieces recombine "
+                    f"into {len(set(labels))} distinct labels: if they are lists of labels (multi-label), "
+                    f"--set {shlex.quote(f'data.label_sep={s}')} (the separator is {sep!r})")
     return ""
 
 
