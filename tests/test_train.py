@@ -276,3 +276,33 @@ def test_max_length_beyond_the_encoders_positions_stops_before_training(tiny_mod
     assert err.count("\n") == 0 and "data.max_length=65" in err and "reads at most 64 tokens" in err
     assert "--set data.max_length=64" in err and "data.truncation=chunk" in err
     assert cli_main([*args, "--set", "data.max_length=64"]) == 0       # at the limit: trains, in the same folder
+
+
+def test_reading_notes_name_unknown_tokens_and_latin_text_for_the_chinese_default(tiny_model, thuc_dir, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from tricklab.config import load_config
+    from tricklab.training.setup import reading_notes
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+
+    def notes(texts, model="m3e-small"):
+        enc = SimpleNamespace(input_ids=[tok(t)["input_ids"] for t in texts])
+        bundle = SimpleNamespace(train=SimpleNamespace(rows=[SimpleNamespace(text=t) for t in texts]))
+        return reading_notes(load_config(None, [f"model.name={model}"]), bundle, enc, tok)
+
+    assert notes(["球赛队员冠军", "股市银行利率"]) == []                       # in the vocabulary, Han script
+    texts = ["球赛队员冠军", "我们今天去看电影吧", "苹果香蕉葡萄"]
+    unk = notes(texts, model=str(tiny_model))
+    chars = "".join(texts)                              # one token per character; [CLS]/[SEP] not counted
+    share = sum(c not in tok.get_vocab() for c in chars) / len(chars)
+    assert 0.5 < share < 0.7 and len(unk) == 1 and "--model" in unk[0]
+    assert unk[0].startswith(f"warning: {share:.0%} of the train tokens are [UNK]")
+    latin = notes(["the match was won", "stocks fell today"])      # (whole words are [UNK] to the tiny vocabulary)
+    assert any("Latin script" in n and "m3e-small (the default)" in n and "--model minilm-en" in n for n in latin)
+    assert not any("Latin script" in n for n in notes(["the match was won"], model=str(tiny_model)))  # not the default
+    train(tiny_cfg(tiny_model, "train.max_steps=1"), write_thucnews(tmp_path / "d", n_train=24, n_dev=6),
+          out=tmp_path / "r", progress=False)                              # wired into a run: none on readable text
+    assert "[UNK] for this tokenizer" not in capsys.readouterr().out

@@ -4,6 +4,7 @@ schedule, and the state restored from the last checkpoint on --resume. The resul
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -261,6 +262,29 @@ def decoder_notes(cfg: Config, notes: list[str]) -> None:
                      f"low-rank adapters only (faster, a small run folder)")
 
 
+def reading_notes(cfg: Config, bundle: DataBundle, train_enc: Encoded, tok: Any) -> list[str]:
+    """Whether the encoder can read this text: the share of [UNK] among train tokens (first 2,000 rows), and Latin
+    script fed to the Chinese default. Both say which model to pass instead."""
+    from ..evaluation.model_card import detect_language
+
+    out = []
+    unk = getattr(tok, "unk_token_id", None)
+    special = set(getattr(tok, "all_special_ids", [])) - {unk}
+    n = k = 0
+    for row in itertools.islice(train_enc.input_ids, 2000):
+        ids = np.asarray(row)
+        real = ids[~np.isin(ids, list(special))] if special else ids
+        n, k = n + real.size, k + int((real == unk).sum()) if unk is not None else k
+    if n and k / n > 0.05:
+        out.append(f"warning: {k / n:.0%} of the train tokens are {tok.unk_token} for this tokenizer: the model cannot "
+                   f"read much of the text; fix: an encoder whose vocabulary covers its language (--model minilm-en "
+                   f"for English, or any transformers model name or folder)")
+    if cfg.model.name == "m3e-small" and detect_language([r.text for r in bundle.train.rows[:2000]]) == ["en"]:
+        out.append("the text is in Latin script, and m3e-small (the default) is a Chinese encoder that reads Latin "
+                   "words as word pieces; for English: --model minilm-en (packaged), or any English encoder")
+    return out
+
+
 def trainable_note(model: torch.nn.Module) -> list[str]:
     """How many parameters train, when some are frozen (lora, freeze)."""
     total = sum(p.numel() for p in model.parameters())
@@ -361,6 +385,7 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
     notes = precision_notes + list(bundle.notes) + balance_notes(cfg, bundle)
     model, tok, lower, backbone = build_model(cfg, bundle, notes)
     enc = encode_splits(cfg, bundle, tok, lower, notes)
+    notes += reading_notes(cfg, bundle, enc.train, tok)
     weights = balanced_weights(enc.train.labels, bundle.label_map.num_labels) if cfg.data.sampler == "balanced" else None
     if tc.strategy == "setfit":   # batches of sentence pairs (training/setfit.py)
         n_batches = len(epoch_pair_batches(enc.train.labels, tc, 0, accelerator.process_index,
