@@ -97,3 +97,14 @@ def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys):
     assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted") and f"tricklab train --out {tmp_path / 'r'} --resume" in err
+
+
+def test_evaluate_names_the_models_classes_when_a_file_gives_names_for_ids(trained, tmp_path, capsys):
+    """A model trained on ids (THUCNews: ids into class.txt) evaluated on a file that writes the class names: the
+    error names the model's ids and classes; label_type (how a training run reads labels) is no fix here."""
+    run, _ = trained
+    (tmp_path / "named.txt").write_text("球赛冠军\tsports\n股市利率\tfinance\n", encoding="utf-8")
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(tmp_path / "named.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "named.txt line 1: label 'sports' is not a class id of this model (ids 0..2: sports, finance, game)" in err
+    assert "as ids 0..2" in err and "label_type" not in err

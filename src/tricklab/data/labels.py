@@ -191,8 +191,9 @@ def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
                    f"--set data.label_type=id")
 
 
-def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "") -> list[Any]:
-    """Raw labels -> int (single), list[int] (multi), float (regression); every bad value reported."""
+def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "", model: bool = False) -> list[Any]:
+    """Raw labels -> int (single), list[int] (multi), float (regression); every bad value reported. `model`: the
+    label map is a trained model's (evaluate), so a fix is to write the labels as its training data did."""
     out: list[Any] = []
     problems: list[str] = []
     index = {n: i for i, n in enumerate(lm.names)}
@@ -221,7 +222,11 @@ def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "")
             continue
         elif lm.from_ids:
             r_label = canon(r.label)
-            if not _is_int(r_label):
+            if not _is_int(r_label) and model:
+                shown = "" if lm.names == [str(i) for i in range(C)] else f": {', '.join(lm.names[:12])}"
+                problems.append(f"{where}: label {_short(str(r.label))} is not a class id of this model (ids 0..{C - 1}"
+                                f"{shown}); fix: write the labels as its training data did, as ids 0..{C - 1}")
+            elif not _is_int(r_label):
                 problems.append(f"{where}: label {_short(str(r.label))} is not a class id (expected 0..{C - 1}); fix: use ids, "
                                 f"or --set data.label_type=name to read labels as names")
             elif not 0 <= int(r_label) < C:

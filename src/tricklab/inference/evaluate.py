@@ -96,7 +96,8 @@ def _labelled_rows(ed: EvalData, data_cfg: DataConfig, lm: LabelMap) -> tuple[li
     does not know) is reported together, before any prediction; data.on_invalid=skip drops those rows."""
     inv, problems = InvalidRows(data_cfg.on_invalid), []
     rows = inv.read("eval", ed.name, lambda found: _read(ed, data_cfg, lm, found), problems)
-    rows, gold = inv.keep_valid("eval", ed.name, rows, lambda rs: encode_labels(rs, lm, data_cfg.label_sep), problems)
+    rows, gold = inv.keep_valid("eval", ed.name, rows, lambda rs: encode_labels(rs, lm, data_cfg.label_sep, model=True),
+                                  problems)
     if problems:
         hint = inv.hint("evaluate", f"skipped_rows_{ed.stem}.tsv beside eval_{ed.stem}.json")
         raise DataError(problems + ([hint] if hint else []))
