@@ -289,7 +289,7 @@ def test_reading_notes_name_unknown_tokens_and_latin_text_for_the_chinese_defaul
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
 
     def notes(texts, model="m3e-small"):
-        enc = SimpleNamespace(input_ids=[tok(t)["input_ids"] for t in texts])
+        enc = SimpleNamespace(input_ids=[tok(t, truncation=True, max_length=128)["input_ids"] for t in texts])
         bundle = SimpleNamespace(train=SimpleNamespace(rows=[SimpleNamespace(text=t) for t in texts]))
         return reading_notes(load_config(None, [f"model.name={model}"]), bundle, enc, tok)
 
@@ -303,6 +303,9 @@ def test_reading_notes_name_unknown_tokens_and_latin_text_for_the_chinese_defaul
     latin = notes(["the match was won", "stocks fell today"])      # (whole words are [UNK] to the tiny vocabulary)
     assert any("Latin script" in n and "m3e-small (the default)" in n and "--model minilm-en" in n for n in latin)
     assert not any("Latin script" in n for n in notes(["the match was won"], model=str(tiny_model)))  # not the default
+    cut = notes(["球赛" * 80, "股市" * 80, "玩家", "银行"])                    # 2 of 4 reach max_length (128)
+    assert len(cut) == 1 and cut[0].startswith("50% of the train texts reach data.max_length (128 tokens)")
+    assert notes(["球赛" * 80] + ["玩家"] * 10) == []                         # 1 of 11: under a tenth, no note
     train(tiny_cfg(tiny_model, "train.max_steps=1"), write_thucnews(tmp_path / "d", n_train=24, n_dev=6),
           out=tmp_path / "r", progress=False)                              # wired into a run: none on readable text
     assert "[UNK] for this tokenizer" not in capsys.readouterr().out

@@ -270,11 +270,16 @@ def reading_notes(cfg: Config, bundle: DataBundle, train_enc: Encoded, tok: Any)
     out = []
     unk = getattr(tok, "unk_token_id", None)
     special = set(getattr(tok, "all_special_ids", [])) - {unk}
-    n = k = 0
+    n = k = full = rows = 0
     for row in itertools.islice(train_enc.input_ids, 2000):
         ids = np.asarray(row)
         real = ids[~np.isin(ids, list(special))] if special else ids
         n, k = n + real.size, k + int((real == unk).sum()) if unk is not None else k
+        rows, full = rows + 1, full + (ids.size >= cfg.data.max_length)
+    if rows and full / rows >= 0.1 and cfg.data.truncation != "chunk":
+        out.append(f"{full / rows:.0%} of the train texts reach data.max_length ({cfg.data.max_length} tokens) and "
+                   f"longer ones are cut (data.truncation={cfg.data.truncation}); to read more of them: --set "
+                   f"data.max_length=N (time grows with it), or data.truncation=head_tail / chunk (README: Long texts)")
     if n and k / n > 0.05:
         out.append(f"warning: {k / n:.0%} of the train tokens are {tok.unk_token} for this tokenizer: the model cannot "
                    f"read much of the text; fix: an encoder whose vocabulary covers its language (--model minilm-en "
