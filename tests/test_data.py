@@ -383,3 +383,17 @@ def test_labels_joined_by_another_separator_are_named_as_likely_lists(tmp_path, 
     write(tmp_path / "plain.csv", "text,label\n" + "".join(f"{t},\"{['a, b', 'c'][i % 2]}\"\n" for i, t in enumerate(texts)))
     note = next(n for n in load_data(cfg("data.dev_ratio=0.25"), tmp_path / "plain.csv").notes if n.startswith("task: "))
     assert "pieces" not in note          # a label with a comma that does not recombine: one class name
+    write(tmp_path / "eu.csv", "text;label\n" + "".join(f"{t};{['4,5', '3,0', '4,0', '3,5'][i % 4]}\n"
+                                                        for i, t in enumerate(texts)))
+    note = next(n for n in load_data(cfg("data.dev_ratio=0.25"), tmp_path / "eu.csv").notes if n.startswith("task: "))
+    assert "label_sep" not in note       # decimal commas: numbers, not lists
+
+
+def test_quora_style_pairs_skip_their_id_columns(tmp_path):
+    rows = "".join(f"{i},{2 * i},{2 * i + 1},{REVIEWS[i % 8]}吗,{REVIEWS[(i + 1) % 8]}吗,{i % 2}\n" for i in range(16))
+    write(tmp_path / "train.csv", "id,qid1,qid2,question1,question2,is_duplicate\n" + rows)
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
+    roles = b.columns["train"]["roles"]
+    assert (roles["text"]["column"], roles["text_b"]["column"], roles["label"]["column"]) == (
+        "question1", "question2", "is_duplicate")
+    assert b.is_pair and b.label_map.names == ["0", "1"]

@@ -320,7 +320,11 @@ def test_missing_column_lists_the_available_ones(run, tmp_path, capsys):
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "c.csv"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "c.csv" in err and "(id, blurb)" in err and "--text-column" in err
-    assert "if line 1 is already data (no header line), --format text" in err
+    assert "--format text" not in err           # a CSV line read as text would keep its quotes and other cells
+    (tmp_path / "h.tsv").write_text("球赛冠军\t0\n股市利率\t1\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "h.tsv"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "(line 1 is read as the header)" in err and "if line 1 is already data (no header line), --format text" in err
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "c.csv"), "--text-column", "txt"]) == 2
     err = capsys.readouterr().err
     assert "no text column 'txt' (columns: id, blurb)" in err

@@ -276,9 +276,27 @@ def test_max_length_beyond_the_encoders_positions_stops_before_training(tiny_mod
     assert err.count("\n") == 0 and "data.max_length=65" in err and "reads at most 64 tokens" in err
     assert "--set data.max_length=64" in err and "data.truncation=chunk" in err
     assert cli_main([*args, "--set", "data.max_length=64"]) == 0       # at the limit: trains, in the same folder
+    capsys.readouterr()
+    assert cli_main([*args, "--overwrite", "--set", "data.max_length=65"]) == 2     # a refused --overwrite ...
+    assert (out / "metrics.json").is_file() and (out / "model" / "tricklab.json").is_file()   # ... keeps the old run
 
 
-def test_reading_notes_name_unknown_tokens_and_latin_text_for_the_chinese_default(tiny_model, thuc_dir, tmp_path, capsys):
+def test_position_limit_is_the_position_table_of_the_encoder():
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+
+    from tricklab.training.setup import position_limit
+
+    small = dict(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    bert = BertModel(BertConfig(max_position_embeddings=40, **small))
+    roberta = RobertaModel(RobertaConfig(max_position_embeddings=42, pad_token_id=1, **small))
+    assert position_limit(SimpleNamespace(encoder=bert)) == 40
+    assert position_limit(SimpleNamespace(encoder=roberta)) == 40    # positions start after padding_idx 1
+    assert position_limit(SimpleNamespace(encoder=SimpleNamespace(embeddings=SimpleNamespace()))) is None  # relative
+
+
+def test_reading_notes_name_unknown_tokens_and_latin_text_for_the_chinese_default(tiny_model):
     from types import SimpleNamespace
 
     from transformers import AutoTokenizer
@@ -288,24 +306,47 @@ def test_reading_notes_name_unknown_tokens_and_latin_text_for_the_chinese_defaul
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
 
-    def notes(texts, model="m3e-small"):
-        enc = SimpleNamespace(input_ids=[tok(t, truncation=True, max_length=128)["input_ids"] for t in texts])
-        bundle = SimpleNamespace(train=SimpleNamespace(rows=[SimpleNamespace(text=t) for t in texts]))
+    def notes(texts, model="m3e-small", pair=False):
+        enc = _Enc([tok(t, truncation=True, max_length=128)["input_ids"] for t in texts])
+        bundle = SimpleNamespace(train=SimpleNamespace(rows=[SimpleNamespace(text=t) for t in texts]), is_pair=pair)
         return reading_notes(load_config(None, [f"model.name={model}"]), bundle, enc, tok)
 
-    assert notes(["球赛队员冠军", "股市银行利率"]) == []                       # in the vocabulary, Han script
+    assert notes(["球赛队员冠军", "股市银行利率"]) == ([], [])                  # in the vocabulary, Han script
     texts = ["球赛队员冠军", "我们今天去看电影吧", "苹果香蕉葡萄"]
-    unk = notes(texts, model=str(tiny_model))
+    n, w = notes(texts, model=str(tiny_model))
     chars = "".join(texts)                              # one token per character; [CLS]/[SEP] not counted
     share = sum(c not in tok.get_vocab() for c in chars) / len(chars)
-    assert 0.5 < share < 0.7 and len(unk) == 1 and "--model" in unk[0]
-    assert unk[0].startswith(f"warning: {share:.0%} of the train tokens are [UNK]")
-    latin = notes(["the match was won", "stocks fell today"])      # (whole words are [UNK] to the tiny vocabulary)
-    assert any("Latin script" in n and "m3e-small (the default)" in n and "--model minilm-en" in n for n in latin)
-    assert not any("Latin script" in n for n in notes(["the match was won"], model=str(tiny_model)))  # not the default
-    cut = notes(["球赛" * 80, "股市" * 80, "玩家", "银行"])                    # 2 of 4 reach max_length (128)
+    assert 0.5 < share < 0.7 and n == [] and len(w) == 1 and "--model" in w[0]
+    assert w[0].startswith(f"{share:.0%} of the train tokens are [UNK]")     # a warning: announce adds `warning: `
+    n, _ = notes(["the match was won", "stocks fell today"])      # (whole words are [UNK] to the tiny vocabulary)
+    assert n == ["the text is in Latin script, and m3e-small (the default) is a Chinese encoder that reads Latin "
+                 "words as word pieces; for English: --model minilm-en (packaged), or any English encoder"]
+    assert notes(["the match was won"], model=str(tiny_model))[0] == []     # another model: no language advice
+    assert notes(["球赛的match在Python的requests库里"])[0] == []             # Chinese with English terms: no advice
+    cut, _ = notes(["球赛" * 80, "股市" * 80, "玩家", "银行"])                 # 2 of 4 reach max_length (128)
     assert len(cut) == 1 and cut[0].startswith("50% of the train texts reach data.max_length (128 tokens)")
-    assert notes(["球赛" * 80] + ["玩家"] * 10) == []                         # 1 of 11: under a tenth, no note
-    train(tiny_cfg(tiny_model, "train.max_steps=1"), write_thucnews(tmp_path / "d", n_train=24, n_dev=6),
-          out=tmp_path / "r", progress=False)                              # wired into a run: none on readable text
-    assert "[UNK] for this tokenizer" not in capsys.readouterr().out
+    assert "head_tail / chunk" in cut[0] and "head_tail" not in notes(["球赛" * 80, "玩家"], pair=True)[0][0]
+    assert notes(["球赛" * 80] + ["玩家"] * 10) == ([], [])                   # 1 of 11: under a tenth, no note
+    # evenly spaced rows, not the first 2,000: a file sorted long-first is not all long
+    assert notes(["球赛" * 80] * 2000 + ["玩家"] * 8000)[0][0].startswith("20% of the train texts")
+
+
+class _Enc:
+    """Token ids per row, as Encoded holds them."""
+
+    def __init__(self, ids):
+        self.input_ids = ids
+
+    def __len__(self):
+        return len(self.input_ids)
+
+
+def test_reading_notes_and_warnings_reach_the_run(tiny_model, tmp_path, capsys):
+    data = write_thucnews(tmp_path / "d", n_train=24, n_dev=6)
+    with open(data / "train.txt", "a", encoding="utf-8") as f:
+        f.write("".join(f"苹果香蕉葡萄橘子{i}\t0\n" for i in range(24)))        # half the rows: unknown characters
+    train(tiny_cfg(tiny_model, "train.max_steps=1", "data.max_length=8"), data, out=tmp_path / "r", progress=False)
+    out = capsys.readouterr().out
+    assert "note: " in out and "of the train texts reach data.max_length (8 tokens)" in out
+    assert "warning: " in out and "of the train tokens are [UNK] for this tokenizer" in out
+    assert "note: warning" not in out

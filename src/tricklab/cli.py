@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
-        again = (f"; `tricklab train --out {out} --resume` continues from its last checkpoint (if one was written)"
+        again = (f"; `tricklab train --out {shlex.quote(str(out))} --resume` continues from its last checkpoint "
+                 f"(if one was written)"
                  if args.command == "train" and out else
                  "; the same command again reuses the finished runs" if args.command in ("compare", "tune") else "")
         print("interrupted" + again, file=sys.stderr)

@@ -111,6 +111,8 @@ def _joined_lists(raws: list[Any], sep: str) -> str:
             continue
         joined = [x for x in labels if s in x.strip()]
         pieces = {p.strip() for x in labels for p in x.split(s) if p.strip()}
+        if all(_is_float(p) for p in pieces):
+            continue                    # 4,5 / 3,0: numbers with a decimal comma, not lists
         if len(joined) >= 0.1 * len(labels) and len(pieces) < len(set(labels)):
             return (f"; {len(joined)} of {len(labels)} labels hold {s!r} and their {len(pieces)} pieces recombine "
                     f"into {len(set(labels))} distinct labels: if they are lists of labels (multi-label), "
@@ -223,7 +225,8 @@ def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "",
         elif lm.from_ids:
             r_label = canon(r.label)
             if not _is_int(r_label) and model:
-                shown = "" if lm.names == [str(i) for i in range(C)] else f": {', '.join(lm.names[:12])}"
+                shown = ("" if lm.names == [str(i) for i in range(C)]
+                         else f": {', '.join(lm.names[:12])}{', ...' if C > 12 else ''}")
                 problems.append(f"{where}: label {_short(str(r.label))} is not a class id of this model (ids 0..{C - 1}"
                                 f"{shown}); fix: write the labels as its training data did, as ids 0..{C - 1}")
             elif not _is_int(r_label):

@@ -451,6 +451,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
 def _id_like(name: str) -> bool:
     n = name.strip().lower()
     return (n in ("", "id", "idx", "index", "uid", "no", "key", "序号", "编号") or n.endswith("_id")
+            or n.rstrip("0123456789") in ("id", "qid", "pid")                # qid1, qid2 (Quora pairs)
             or n.startswith("unnamed:"))           # pandas' to_csv writes its index as '' (read back: 'Unnamed: 0')
 
 

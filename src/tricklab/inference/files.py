@@ -553,7 +553,7 @@ def resolve_columns(src: Source | str, keys: list[str], pair: bool, text_column:
     text = _find(keys, text_column, TEXT_NAMES, name, "--text-column", "text")
     if text is None:
         nohead = (" or, if line 1 is already data (no header line), --format text: one text per line, the first "
-                  "tab-separated column" if hint else "")
+                  "tab-separated column" if hint and src.fmt == "tsv" else "")
         raise DataError(f"{name}: no text column among ({', '.join(keys) or 'no columns'}){hint}; "
                         f"fix: --text-column NAME{nohead}")
     b = _find([k for k in keys if k != text], text_b_column, TEXT_B_NAMES, name, "--text-b-column", "second text") \

@@ -203,7 +203,7 @@ def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torc
     decoder_notes(cfg, notes)
     model, tok, backbone = build_classifier(cfg.model.name, lm.num_labels, cfg.model.pooling, cfg.model.head,
                                             cfg.model.head_args, cfg.model.dropout)
-    check_max_length(cfg, model, tok)
+    check_max_length(cfg, model, bundle.is_pair)
     lower = cfg.data.lowercase == "true" or (cfg.data.lowercase == "auto" and needs_lowercase(tok))
     pbi = cfg.model.prior_bias_init
     if pbi == "true" or (pbi == "auto" and bundle.task == "multi_label"):  # --resume: the checkpoint overwrites it
@@ -217,25 +217,25 @@ def build_model(cfg: Config, bundle: DataBundle, notes: list[str]) -> tuple[torc
     return model, tok, lower, backbone
 
 
-def position_limit(model: torch.nn.Module, tok: Any) -> int | None:
-    """How many tokens the encoder can read: its tokenizer's model_max_length when set (BERT 512; RoBERTa's 514
-    positions hold 512 tokens), else its config's max_position_embeddings; None when neither says."""
-    n = getattr(tok, "model_max_length", None)
-    if isinstance(n, int) and 0 < n < 1_000_000:
-        return n
-    n = getattr(getattr(getattr(model, "encoder", None), "config", None), "max_position_embeddings", None)
-    return n if isinstance(n, int) and n > 0 else None
+def position_limit(model: torch.nn.Module) -> int | None:
+    """How many tokens the encoder can read: the rows of its absolute position-embedding table (BERT 512; the
+    RoBERTa family numbers positions after padding_idx, so 514 rows hold 512 tokens); None when it has no such
+    table (relative or rotary positions: DeBERTa-v3, decoder LMs), where no length is out of range."""
+    pe = getattr(getattr(getattr(model, "encoder", None), "embeddings", None), "position_embeddings", None)
+    if not isinstance(pe, torch.nn.Embedding):
+        return None
+    return pe.num_embeddings - (pe.padding_idx + 1 if pe.padding_idx is not None else 0)
 
 
-def check_max_length(cfg: Config, model: torch.nn.Module, tok: Any) -> None:
+def check_max_length(cfg: Config, model: torch.nn.Module, pair: bool) -> None:
     """data.max_length beyond the encoder's positions would fail in the first forward pass (a shape error deep in
     transformers): refused before training, with the long-text settings."""
-    limit = position_limit(model, tok)
+    limit = position_limit(model)
     if limit is not None and cfg.data.max_length > limit:
         raise ConfigError(f"data.max_length={cfg.data.max_length}: {cfg.model.name} reads at most {limit} tokens (its "
-                          f"position embeddings); fix: --set data.max_length={limit}, and for longer texts "
-                          f"--set data.truncation=chunk (windows of max_length over the whole text) or head_tail "
-                          f"(README: Long texts)")
+                          f"position embeddings); fix: --set data.max_length={limit}" + (
+                              "" if pair else ", and for longer texts --set data.truncation=chunk (windows of "
+                              "max_length over the whole text) or head_tail (README: Long texts)"))
 
 
 def decoder_notes(cfg: Config, notes: list[str]) -> None:
@@ -262,32 +262,48 @@ def decoder_notes(cfg: Config, notes: list[str]) -> None:
                      f"low-rank adapters only (faster, a small run folder)")
 
 
-def reading_notes(cfg: Config, bundle: DataBundle, train_enc: Encoded, tok: Any) -> list[str]:
-    """Whether the encoder can read this text: the share of [UNK] among train tokens (first 2,000 rows), and Latin
-    script fed to the Chinese default. Both say which model to pass instead."""
-    from ..evaluation.model_card import detect_language
-
-    out = []
+def reading_notes(cfg: Config, bundle: DataBundle, train_enc: Encoded, tok: Any) -> tuple[list[str], list[str]]:
+    """(notes, warnings) on whether the encoder reads this text, from up to 2,000 evenly spaced train rows: the
+    share of [UNK] tokens (a warning over 5%), Latin-script text fed to the Chinese default, and the share of
+    texts that reach data.max_length (cut). Each names what to set instead."""
+    notes, warnings = [], []
     unk = getattr(tok, "unk_token_id", None)
-    special = set(getattr(tok, "all_special_ids", [])) - {unk}
-    n = k = full = rows = 0
-    for row in itertools.islice(train_enc.input_ids, 2000):
-        ids = np.asarray(row)
-        real = ids[~np.isin(ids, list(special))] if special else ids
+    special = list(set(getattr(tok, "all_special_ids", [])) - {unk})
+    n = k = full = 0
+    picks = np.unique(np.linspace(0, len(train_enc) - 1, min(2000, len(train_enc))).astype(int)) if len(train_enc) else []
+    for i in picks:
+        ids = np.asarray(train_enc.input_ids[int(i)])
+        real = ids[~np.isin(ids, special)] if special else ids
         n, k = n + real.size, k + int((real == unk).sum()) if unk is not None else k
-        rows, full = rows + 1, full + (ids.size >= cfg.data.max_length)
-    if rows and full / rows >= 0.1 and cfg.data.truncation != "chunk":
-        out.append(f"{full / rows:.0%} of the train texts reach data.max_length ({cfg.data.max_length} tokens) and "
-                   f"longer ones are cut (data.truncation={cfg.data.truncation}); to read more of them: --set "
-                   f"data.max_length=N (time grows with it), or data.truncation=head_tail / chunk (README: Long texts)")
+        full += ids.size >= cfg.data.max_length
     if n and k / n > 0.05:
-        out.append(f"warning: {k / n:.0%} of the train tokens are {tok.unk_token} for this tokenizer: the model cannot "
-                   f"read much of the text; fix: an encoder whose vocabulary covers its language (--model minilm-en "
-                   f"for English, or any transformers model name or folder)")
-    if cfg.model.name == "m3e-small" and detect_language([r.text for r in bundle.train.rows[:2000]]) == ["en"]:
-        out.append("the text is in Latin script, and m3e-small (the default) is a Chinese encoder that reads Latin "
-                   "words as word pieces; for English: --model minilm-en (packaged), or any English encoder")
-    return out
+        warnings.append(f"{k / n:.0%} of the train tokens are {tok.unk_token} for this tokenizer: the model reads them "
+                        f"all as one unknown token (emoji, rare symbols, or a language its vocabulary lacks); if "
+                        f"the text's language is not covered, pass an encoder that covers it (--model minilm-en for "
+                        f"English, or any transformers model name or folder)")
+    if cfg.model.name == "m3e-small" and _latin_only([r.text for r in bundle.train.rows[:2000]]):
+        notes.append("the text is in Latin script, and m3e-small (the default) is a Chinese encoder that reads Latin "
+                     "words as word pieces; for English: --model minilm-en (packaged), or any English encoder")
+    if len(picks) and full / len(picks) >= 0.1 and cfg.data.truncation != "chunk":
+        more = ("" if bundle.is_pair else ", or data.truncation=head_tail / chunk (README: Long texts)")
+        notes.append(f"{full / len(picks):.0%} of the train texts reach data.max_length ({cfg.data.max_length} "
+                     f"tokens) and longer ones are cut (data.truncation={cfg.data.truncation}); to read more of them: "
+                     f"--set data.max_length=N (time grows with it){more}")
+    return notes, warnings
+
+
+def _latin_only(texts: list[str]) -> bool:
+    """Mostly Latin letters and (almost) no Han: English-like text, not Chinese with English terms in it."""
+    import unicodedata
+
+    latin = han = 0
+    for t in texts:
+        for ch in t[:200]:
+            if ch.isalpha():
+                name = unicodedata.name(ch, "")
+                latin += name.startswith("LATIN")
+                han += name.startswith("CJK")
+    return latin > 0 and latin >= 0.5 * (latin + han) and han < 0.05 * (latin + han)
 
 
 def trainable_note(model: torch.nn.Module) -> list[str]:
@@ -369,10 +385,6 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
     tc = cfg.train
     precision_notes: list[str] = []
     accelerator, precision = make_accelerator(cfg, out, precision_notes)
-    if overwrite and not resume:
-        if accelerator.is_main_process:
-            clear_run_folder(out)
-        accelerator.wait_for_everyone()
     bundle = load_data(cfg, data, dev, test)                       # every data problem, before the model loads
     if not record["files"]:
         record = data_record(data, dev, test, bundle)
@@ -390,7 +402,12 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
     notes = precision_notes + list(bundle.notes) + balance_notes(cfg, bundle)
     model, tok, lower, backbone = build_model(cfg, bundle, notes)
     enc = encode_splits(cfg, bundle, tok, lower, notes)
-    notes += reading_notes(cfg, bundle, enc.train, tok)
+    reading, reading_warnings = reading_notes(cfg, bundle, enc.train, tok)
+    notes += reading
+    if overwrite and not resume:     # only now: data, model and settings are checked, so a refused run keeps the old
+        if accelerator.is_main_process:
+            clear_run_folder(out)
+        accelerator.wait_for_everyone()
     weights = balanced_weights(enc.train.labels, bundle.label_map.num_labels) if cfg.data.sampler == "balanced" else None
     if tc.strategy == "setfit":   # batches of sentence pairs (training/setfit.py)
         n_batches = len(epoch_pair_batches(enc.train.labels, tc, 0, accelerator.process_index,
@@ -414,7 +431,7 @@ def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
               accelerator.unwrap_model(prepared), losses, tricks, optimizer, scheduler, total_steps, steps_per_epoch,
               metric, notes=notes, data_record=record, forced=forced, sample_weights=weights,
               warnings=coverage_warnings(bundle.class_counts(), bundle.label_map.names, len(bundle.train),
-                                         bundle.train.source))   # regression: no classes, the train size only
+                                         bundle.train.source) + reading_warnings)   # regression: the train size only
     if resume:
         restore(run)
     return run
