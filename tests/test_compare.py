@@ -155,17 +155,21 @@ def test_every_variant_is_validated_before_training(tiny_model, tmp_path):
     data = write_thucnews(tmp_path / "d", n_train=30, n_dev=9)
     vf = tmp_path / "variants.yaml"
     vf.write_text(yaml.safe_dump({"typo": {"trian": {"lr": 1e-4}}, "badtrick": {"tricks": [{"name": "fmg"}]},
-                                  "regloss": {"loss": {"name": "mse"}}, "ok": {"data": {"max_length": 16}}}))
+                                  "regloss": {"loss": {"name": "mse"}}, "ok": {"data": {"max_length": 16}},
+                                  "long": {"data": {"max_length": 65}}}))
     out = tmp_path / "grid"
     with pytest.raises(ConfigError) as e:
-        compare(load_config(None, [f"model.name={tiny_model}"]), data, variants_file=vf, seeds=2, out=out)
+        compare(load_config(None, [f"model.name={tiny_model}", "data.max_length=24"]), data, variants_file=vf, seeds=2,
+                out=out)
     msg = str(e.value)
     assert "variant 'typo': unknown config key 'trian'; did you mean 'train'?" in msg
     assert "variant 'badtrick': unknown trick 'fmg'; did you mean 'fgm'?" in msg
     assert "variant 'regloss': loss 'mse' is for regression tasks, not single_label" in msg
+    assert "variant 'long': data.max_length=65: " in msg and "reads at most 64 tokens" in msg   # no weights read
     assert "'ok'" not in msg and not out.exists()  # nothing trained, no folder made
     with pytest.raises(ConfigError, match=r"--metric 'acuracy' is not a single_label metric; did you mean 'accuracy'"):
-        compare(load_config(None, [f"model.name={tiny_model}"]), data, variants="rdrop", metric="acuracy", out=out)
+        compare(load_config(None, [f"model.name={tiny_model}", "data.max_length=24"]), data, variants="rdrop",
+                metric="acuracy", out=out)
     assert not out.exists()
 
 

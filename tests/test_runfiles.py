@@ -293,7 +293,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(tiny_model, run, tmp_path, c
         other2 = hold_lock(grid / "baseline" / "seed1")
         try:
             assert cli_main(["compare", "--data", str(data), "--model", str(tiny_model), "--variants", "baseline",
-                             "--seeds", "1", "--out", str(grid), "--epochs", "1"]) == 2
+                             "--seeds", "1", "--out", str(grid), "--epochs", "1", "--set", "data.max_length=24"]) == 2
             err = one_line_error(capsys)
             assert f"seed1: in use by another tricklab process (pid {other2.pid})" in err
         finally:
@@ -333,7 +333,8 @@ def test_compare_jobs_children_die_with_a_killed_parent(tiny_model, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "tricklab.cli", "compare", "--data", str(data), "--model", str(tiny_model),
            "--variants", "baseline,rdrop", "--seeds", "1", "--out", str(out), "--jobs", "2", "--set",
-           "train.max_steps=100000", "--set", "train.eval_every=100000", "--set", "train.batch_size=4"]
+           "train.max_steps=100000", "--set", "train.eval_every=100000", "--set", "train.batch_size=4", "--set",
+           "data.max_length=24"]
     parent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kids: list[int] = []
     try:

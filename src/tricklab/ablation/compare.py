@@ -287,6 +287,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     from ..registry import TRICKS, load_plugins
     from ..training import build_losses
     from ..training.optim import lr_factor
+    from ..training.setup import check_max_length_early
     from ..training.tracking import check_trackers
 
     problems = list(problems or [])
@@ -308,6 +309,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
             build_losses(r.config, tasks[key])
             for t in r.config.tricks:
                 TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"})
+            check_max_length_early(r.config)
         except ConfigError as e:
             problems.append(f"{describe(r) if describe else f'variant {r.variant!r}'}: {e}")
     if problems:

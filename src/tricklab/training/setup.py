@@ -8,6 +8,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -236,6 +237,24 @@ def check_max_length(cfg: Config, model: torch.nn.Module, pair: bool) -> None:
                           f"position embeddings); fix: --set data.max_length={limit}" + (
                               "" if pair else ", and for longer texts --set data.truncation=chunk (windows of "
                               "max_length over the whole text) or head_tail (README: Long texts)"))
+
+
+def check_max_length_early(cfg: Config, pair: bool = False) -> None:
+    """check_max_length from the model's config alone (an encoder on the meta device: no weights read), for grids
+    that check every variant before the first run trains (compare, tune). A model whose config cannot be read here
+    is left to the run, which reports it."""
+    from transformers import AutoConfig, AutoModel
+
+    from ..model.resolve import pretrained_args, resolve_model
+
+    try:
+        where, kw = pretrained_args(resolve_model(cfg.model.name))
+        conf = AutoConfig.from_pretrained(where, **kw)
+        with torch.device("meta"):
+            encoder = AutoModel.from_config(conf)
+    except Exception:                # noqa: BLE001 - any failure here is the run's to report, with its context
+        return
+    check_max_length(cfg, SimpleNamespace(encoder=encoder), pair)
 
 
 def decoder_notes(cfg: Config, notes: list[str]) -> None:
