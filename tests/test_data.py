@@ -383,8 +383,8 @@ def test_labels_joined_by_another_separator_are_named_as_likely_lists(tmp_path, 
     write(tmp_path / "plain.csv", "text,label\n" + "".join(f"{t},\"{['a, b', 'c'][i % 2]}\"\n" for i, t in enumerate(texts)))
     note = next(n for n in load_data(cfg("data.dev_ratio=0.25"), tmp_path / "plain.csv").notes if n.startswith("task: "))
     assert "pieces" not in note          # a label with a comma that does not recombine: one class name
-    write(tmp_path / "eu.csv", "text;label\n" + "".join(f"{t};{['4,5', '3,0', '4,0', '3,5'][i % 4]}\n"
-                                                        for i, t in enumerate(texts)))
+    scores = ["4,5", "3,0", "4,0", "3,5", "5,0", "5,5"]         # pieces 3, 4, 5, 0 recombine into 6 labels
+    write(tmp_path / "eu.csv", "text;label\n" + "".join(f"{t};{scores[i % 6]}\n" for i, t in enumerate(texts)))
     note = next(n for n in load_data(cfg("data.dev_ratio=0.25"), tmp_path / "eu.csv").notes if n.startswith("task: "))
     assert "label_sep" not in note       # decimal commas: numbers, not lists
 
