@@ -12,6 +12,9 @@ from ..config import DataConfig
 from ..errors import DataError
 
 
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe", " ": "space"}   # data.delimiter names
+
+
 def column_not_found(path: Path | str, role: str, want: str, header: list[str], table: bool = False) -> DataError:
     """data.<role>_column names no column of the header (or, `table`, of a Parquet/Arrow/in-memory table's columns):
     the columns and the closest name (difflib)."""
@@ -82,7 +85,7 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
     delim = choice.get("delimiter")
     if delim:       # a .csv read with another separator than the comma (readers.csv_delimiter)
         head = f" ({delim!r}-separated: its first line has no comma)" + head
-        name = {";": "semicolon", "\t": "tab", "|": "pipe"}.get(delim, delim)
+        name = DELIMITER_NAMES.get(delim, delim)
         pins.insert(0, "--set " + shlex.quote(f"data.delimiter={name}"))
     return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")
             + (f"; to choose others or pin this choice: {' '.join(pins)}" if pin else ""))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..data.columns import DELIMITER_NAMES
 from ..data.readers import SNIFF_LINES, TEXT_B_NAMES, TEXT_NAMES, _binary_error, delimiter_of, sniff
 from ..errors import ConfigError, DataError
 
@@ -257,7 +258,7 @@ def _csv_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tup
     if delim != ",":
         src.note(f"note: {src.name}: read as {delim!r}-separated (its first line has no comma)", log)
     it = itertools.chain(head, it)
-    sep = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}[delim]
+    sep = DELIMITER_NAMES[delim]
     counter = {"line": 0}
 
     def feed() -> Iterator[str]:
