@@ -131,3 +131,15 @@ def test_push_errors_are_one_line(run, tmp_path, monkeypatch, capsys):
     assert cli_main(["push", "--run", str(run), "--repo", "me/x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: push to me/x: ConnectionError: no network; fix:") and "Traceback" not in err
+
+
+def test_script_counts_and_language():
+    from tricklab.evaluation.model_card import detect_language, script_counts
+
+    # letters only, by script; digits, spaces and punctuation are not counted; 200 characters a text at most
+    assert script_counts(["球赛 abc, 12!", "ひらカタ 한국"]) == {"zh": 2, "ja": 4, "ko": 2, "en": 3}
+    assert script_counts(["a" * 500]) == {"zh": 0, "ja": 0, "ko": 0, "en": 200}
+    assert script_counts(["球"] * 2000 + ["a"] * 10) == {"zh": 2000, "ja": 0, "ko": 0, "en": 0}   # first 2,000 texts
+    assert detect_language(["球赛冠军"] * 3 + ["the match"] * 1) == ["zh", "en"]   # 12 Han, 8 Latin: both >= 30%
+    assert detect_language(["球赛冠军"] * 9 + ["ab"]) == ["zh"]
+    assert detect_language(["漢字とかな"]) == ["ja"] and detect_language(["12 34"]) == []

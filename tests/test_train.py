@@ -329,6 +329,9 @@ def test_reading_notes_name_unknown_tokens_and_latin_text_for_the_chinese_defaul
     assert notes(["球赛" * 80] + ["玩家"] * 10) == ([], [])                   # 1 of 11: under a tenth, no note
     # evenly spaced rows, not the first 2,000: a file sorted long-first is not all long
     assert notes(["球赛" * 80] * 2000 + ["玩家"] * 8000)[0][0].startswith("20% of the train texts")
+    # the language check samples the same way: 1,000 Chinese rows first, then 9,000 English ones read as English
+    assert notes(["球赛冠军"] * 1000 + ["the match was won"] * 9000)[0][0].startswith("the text is in Latin script")
+    assert notes(["the match was won"] * 5000 + ["球赛冠军"] * 5000)[0] == []      # half Han: not Latin-only
 
 
 class _Enc:

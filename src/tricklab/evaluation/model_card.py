@@ -29,9 +29,9 @@ SHOWN = {"single_label": ["accuracy", "macro_f1", "weighted_f1", "loss", "ece", 
          "regression": ["pearson", "spearman", "mse"]}
 
 
-def detect_language(texts: Sequence[str]) -> list[str]:
-    """ISO 639-1 codes by script over a sample of texts: Han -> zh (kana -> ja, Hangul -> ko), Latin -> en
-    (a guess: Latin script alone does not tell English from French); [] when nothing dominates."""
+def script_counts(texts: Sequence[str]) -> dict[str, int]:
+    """Letters by script over the first 2,000 texts (200 characters each), keyed by the language each script
+    suggests: Han -> zh, kana -> ja, Hangul -> ko, Latin -> en."""
     counts = {"zh": 0, "ja": 0, "ko": 0, "en": 0}
     for t in texts[:2000]:
         for ch in t[:200]:
@@ -42,6 +42,13 @@ def detect_language(texts: Sequence[str]) -> list[str]:
                    else "zh" if name.startswith("CJK") else "en" if name.startswith("LATIN") else None)
             if key:
                 counts[key] += 1
+    return counts
+
+
+def detect_language(texts: Sequence[str]) -> list[str]:
+    """ISO 639-1 codes by script over a sample of texts: Han -> zh (kana -> ja, Hangul -> ko), Latin -> en
+    (a guess: Latin script alone does not tell English from French); [] when nothing dominates."""
+    counts = script_counts(texts)
     total = sum(counts.values())
     if counts["ja"] > 0.05 * total:
         return ["ja"]

@@ -28,6 +28,7 @@ from ..data.sources import rows_digest
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
+from ..evaluation.model_card import script_counts
 from ..model import build_classifier, decoder_backbone, prior_bias
 from ..model.adapters import has_adapters
 from ..model.runtime import compile_encoder, resolve_compile, resolve_precision
@@ -289,7 +290,7 @@ def reading_notes(cfg: Config, bundle: DataBundle, train_enc: Encoded, tok: Any)
     unk = getattr(tok, "unk_token_id", None)
     special = list(set(getattr(tok, "all_special_ids", [])) - {unk})
     n = k = full = 0
-    picks = np.unique(np.linspace(0, len(train_enc) - 1, min(2000, len(train_enc))).astype(int)) if len(train_enc) else []
+    picks = _spaced(len(train_enc))
     for i in picks:
         ids = np.asarray(train_enc.input_ids[int(i)])
         real = ids[~np.isin(ids, special)] if special else ids
@@ -300,7 +301,8 @@ def reading_notes(cfg: Config, bundle: DataBundle, train_enc: Encoded, tok: Any)
                         f"all as one unknown token (emoji, rare symbols, or a language its vocabulary lacks); if "
                         f"the text's language is not covered, pass an encoder that covers it (--model minilm-en for "
                         f"English, or any transformers model name or folder)")
-    if cfg.model.name == "m3e-small" and _latin_only([r.text for r in bundle.train.rows[:2000]]):
+    rows = bundle.train.rows
+    if cfg.model.name == "m3e-small" and _latin_only([rows[int(i)].text for i in _spaced(len(rows))]):
         notes.append("the text is in Latin script, and m3e-small (the default) is a Chinese encoder that reads Latin "
                      "words as word pieces; for English: --model minilm-en (packaged), or any English encoder")
     if len(picks) and full / len(picks) >= 0.1 and cfg.data.truncation != "chunk":
@@ -311,17 +313,15 @@ def reading_notes(cfg: Config, bundle: DataBundle, train_enc: Encoded, tok: Any)
     return notes, warnings
 
 
+def _spaced(n: int, k: int = 2000) -> Any:
+    """Up to k evenly spaced indices of 0..n-1 (a file sorted by length, class or language is sampled whole)."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).astype(int)) if n else []
+
+
 def _latin_only(texts: list[str]) -> bool:
     """Mostly Latin letters and (almost) no Han: English-like text, not Chinese with English terms in it."""
-    import unicodedata
-
-    latin = han = 0
-    for t in texts:
-        for ch in t[:200]:
-            if ch.isalpha():
-                name = unicodedata.name(ch, "")
-                latin += name.startswith("LATIN")
-                han += name.startswith("CJK")
+    counts = script_counts(texts)
+    latin, han = counts["en"], counts["zh"]
     return latin > 0 and latin >= 0.5 * (latin + han) and han < 0.05 * (latin + han)
 
 
