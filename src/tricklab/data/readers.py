@@ -55,6 +55,7 @@ NAMES = {"gzip": "gzip-compressed", "zstd": "zstd-compressed", "bz2": "bzip2-com
          "pdf": "a PDF document", "npy": "a NumPy .npy array", "hdf5": "an HDF5 file", "pickle": "a Python pickle",
          "xls": "an Excel 97-2003 / OLE file", "utf-16": "UTF-16 text", "binary": "binary data (no known format)"}
 BATCH = 8192
+PEEK_RECORDS = 500      # records read ahead to judge a column (label-like leftover, label-first file); then reread
 SNIFF_LINES = 20   # lines csv.Sniffer sees to tell a .csv's separator
 
 
@@ -385,8 +386,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             if ti is None:              # one role unnamed, one column left: the label is named, so this is the text
                 ti, guessed["text"] = left[0], "the only column left"
             else:                       # a label only if its values look like labels (not an `answer` column)
-                sample = list(itertools.islice(records, 500))
-                records = itertools.chain(sample, records)
+                sample, records = _peek(records)
                 values = [c[left[0]].strip() for c in (split(rec, ncols) for _, rec in sample) if len(c) == ncols]
                 if _label_like(values):
                     li, guessed["label"] = left[0], "the only column left; short, repeated values"
@@ -456,10 +456,10 @@ def _id_like(name: str) -> bool:
 
 
 def _refuse_label_first(path: Path, records: Iterator[tuple[int, Any]], split: Any) -> Iterator[tuple[int, Any]]:
-    """The same records; a header-less two-column file whose first 500 lines read label first (column 0 short and
+    """The same records; a header-less two-column file whose first PEEK_RECORDS (500) lines read label first (column 0 short and
     repeated, column 1 long and distinct) stops with the settings that read it so, rather than training on the
     labels as texts. A setting, not a silent flip: evaluate, predict and resume then read it the same way."""
-    sample = list(itertools.islice(records, 500))
+    sample, records = _peek(records)
     cells = [c for c in (split(rec, 2) for _, rec in sample) if len(c) == 2]
     c0, c1 = [c[0].strip() for c in cells], [c[1].strip() for c in cells]
     if _label_like(c0) and len(set(c1)) >= 0.9 * len(c1) and _mean_len(c1) >= max(2 * _mean_len(c0), 4):
@@ -468,7 +468,13 @@ def _refuse_label_first(path: Path, records: Iterator[tuple[int, Any]], split: A
                         f"{shown}) and column 1 like the texts (long, distinct); fix: --set data.text_column=1 "
                         f"--set data.label_column=0 (or, if column 0 is the text: --set data.text_column=0 "
                         f"--set data.label_column=1)")
-    return itertools.chain(sample, records)
+    return records
+
+
+def _peek(records: Iterator[tuple[int, Any]], n: int = PEEK_RECORDS) -> tuple[list[tuple[int, Any]], Iterator[tuple[int, Any]]]:
+    """The first n records, and an iterator that still yields every record from the first."""
+    sample = list(itertools.islice(records, n))
+    return sample, itertools.chain(sample, records)
 
 
 def _mean_len(values: list[str]) -> float:
