@@ -4,6 +4,7 @@ subprocesses, a failed run, resume of a stopped grid, `report` rebuilding the sa
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import shutil
@@ -149,8 +150,12 @@ def test_merge_onto_base():
         {"name": "focal", "gamma": 2, "alpha": "balanced"}
 
 
-def test_every_variant_is_validated_before_training(tiny_model, tmp_path):
+def test_every_variant_is_validated_before_training(tiny_model, tmp_path, monkeypatch):
     from tricklab.config import load_config
+    setup = importlib.import_module("tricklab.training.setup")      # (tricklab.training.setup is also a function)
+    reads = []
+    real = setup.declared_position_limit
+    monkeypatch.setattr(setup, "declared_position_limit", lambda name: reads.append(name) or real(name))
 
     data = write_thucnews(tmp_path / "d", n_train=30, n_dev=9)
     vf = tmp_path / "variants.yaml"
@@ -166,6 +171,7 @@ def test_every_variant_is_validated_before_training(tiny_model, tmp_path):
     assert "variant 'badtrick': unknown trick 'fmg'; did you mean 'fgm'?" in msg
     assert "variant 'regloss': loss 'mse' is for regression tasks, not single_label" in msg
     assert "variant 'long': data.max_length=65: " in msg and "reads at most 64 tokens" in msg   # no weights read
+    assert reads == [str(tiny_model)]              # the model's position limit is read once for the whole grid
     assert "'ok'" not in msg and not out.exists()  # nothing trained, no folder made
     with pytest.raises(ConfigError, match=r"--metric 'acuracy' is not a single_label metric; did you mean 'accuracy'"):
         compare(load_config(None, [f"model.name={tiny_model}", "data.max_length=24"]), data, variants="rdrop",

@@ -293,6 +293,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     problems = list(problems or [])
     tasks: dict[str, str] = {}
     done: set[str] = set()
+    limits: dict[str, int | None] = {}          # each model's position limit, read once per grid
     for r in runs:
         data_cfg = {k: v for k, v in r.config.data.__dict__.items() if k != "sampler"}  # reading is the same
         key = json.dumps([r.config.task, data_cfg], sort_keys=True, default=str)
@@ -309,7 +310,7 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
             build_losses(r.config, tasks[key])
             for t in r.config.tricks:
                 TRICKS.build(t["name"], **{k: v for k, v in t.items() if k != "name"})
-            check_max_length_early(r.config)
+            check_max_length_early(r.config, limits=limits)
         except ConfigError as e:
             problems.append(f"{describe(r) if describe else f'variant {r.variant!r}'}: {e}")
     if problems:

@@ -232,7 +232,10 @@ def position_limit(model: torch.nn.Module) -> int | None:
 def check_max_length(cfg: Config, model: torch.nn.Module, pair: bool) -> None:
     """data.max_length beyond the encoder's positions would fail in the first forward pass (a shape error deep in
     transformers): refused before training, with the long-text settings."""
-    limit = position_limit(model)
+    _refuse_beyond(cfg, position_limit(model), pair)
+
+
+def _refuse_beyond(cfg: Config, limit: int | None, pair: bool) -> None:
     if limit is not None and cfg.data.max_length > limit:
         raise ConfigError(f"data.max_length={cfg.data.max_length}: {cfg.model.name} reads at most {limit} tokens (its "
                           f"position embeddings); fix: --set data.max_length={limit}" + (
@@ -240,22 +243,30 @@ def check_max_length(cfg: Config, model: torch.nn.Module, pair: bool) -> None:
                               "max_length over the whole text) or head_tail (README: Long texts)"))
 
 
-def check_max_length_early(cfg: Config, pair: bool = False) -> None:
-    """check_max_length from the model's config alone (an encoder on the meta device: no weights read), for grids
-    that check every variant before the first run trains (compare, tune). A model whose config cannot be read here
-    is left to the run, which reports it."""
+def check_max_length_early(cfg: Config, pair: bool = False, limits: dict[str, int | None] | None = None) -> None:
+    """check_max_length from the model's config alone, for grids that check every variant before the first run
+    trains (compare, tune). `limits` keeps each model's limit across the variants of one grid."""
+    limits = {} if limits is None else limits
+    if cfg.model.name not in limits:
+        limits[cfg.model.name] = declared_position_limit(cfg.model.name)
+    _refuse_beyond(cfg, limits[cfg.model.name], pair)
+
+
+def declared_position_limit(name: str) -> int | None:
+    """position_limit of the encoder its config builds, on the meta device (no weights read); None also for a
+    model whose config cannot be read here: that is left to the run, which reports it."""
     from transformers import AutoConfig, AutoModel
 
     from ..model.resolve import pretrained_args, resolve_model
 
     try:
-        where, kw = pretrained_args(resolve_model(cfg.model.name))
+        where, kw = pretrained_args(resolve_model(name))
         conf = AutoConfig.from_pretrained(where, **kw)
         with torch.device("meta"):
             encoder = AutoModel.from_config(conf)
     except Exception:                # noqa: BLE001 - any failure here is the run's to report, with its context
-        return
-    check_max_length(cfg, SimpleNamespace(encoder=encoder), pair)
+        return None
+    return position_limit(SimpleNamespace(encoder=encoder))
 
 
 def decoder_notes(cfg: Config, notes: list[str]) -> None:
