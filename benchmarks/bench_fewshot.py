@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_fewshot.py --data thucnews=../shared/data/thucnews \
         --data chnsenticorp=../shared/data/chnsenticorp/train.tsv:../shared/data/chnsenticorp/dev.tsv \
-        [--k 8,16,32,64] [--seeds 5] [--jobs 2] [--set model.pooling=mean ...] [--out runs/fewshot]
+        [--k 8,16,32,64] [--seeds 5] [--jobs 2] [--set model.pooling=mean ...] [--variants-file F] [--out runs/fewshot]
 
 Each (data set, K) cell is one `tricklab compare` grid (tricklab.ablation.compare) of the variants in
 configs/variants_fewshot.yaml (`finetune`, `setfit`; each seed draws its own K-per-class subset, shared by the two
@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], help="config override for every run (KEY=VALUE)")
     ap.add_argument("--variants", default="finetune,setfit", help="baseline first, then the other")
+    ap.add_argument("--variants-file", default=str(VARIANTS),
+                    help="their definitions (default configs/variants_fewshot.yaml; configs/variants_fewshot_steps.yaml "
+                         "gives fine-tuning a step budget, for data sets with few classes)")
     ap.add_argument("--out", default="runs/fewshot")
     a = ap.parse_args()
 
@@ -83,7 +86,7 @@ def main() -> None:
         boards = {}
         for k in ks:
             cfg = load_config(None, [*a.set, f"data.max_train_per_class={k}"])
-            res = compare(cfg, train, test=test, variants=[baseline, other], variants_file=VARIANTS, seeds=a.seeds,
+            res = compare(cfg, train, test=test, variants=[baseline, other], variants_file=Path(a.variants_file), seeds=a.seeds,
                           out=Path(a.out) / name / f"k{k}", jobs=a.jobs, baseline=baseline, progress=print)
             if res.leaderboard is not None:
                 boards[k] = res.leaderboard
