@@ -402,3 +402,93 @@ def test_a_tune_study_tokenises_once(tiny_model, tmp_path, monkeypatch):
     tune(tiny_cfg(tiny_model, "train.max_steps=2"), data, space=space, trials=3, out=tmp_path / "tune",
          pruner="none", verify_seeds=0)
     assert calls == [24], calls
+
+
+# ---------------------------------------------------------------- Excel workbooks
+
+openpyxl = pytest.importorskip("openpyxl")
+
+
+def write_xlsx(path: Path, sheets: dict[str, list[list]]) -> Path:
+    """A workbook with these sheets (name -> rows of cell values), in this order."""
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name)
+        for r in rows:
+            ws.append(r)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(path)
+    return path
+
+
+def test_an_excel_sheet_reads_like_a_csv_with_its_row_numbers(tmp_path):
+    from datetime import date
+
+    from tricklab.data.columns import column_note
+    from tricklab.data.readers import read_rows
+
+    rows = [["评论", "标签", "备注"], ["球赛冠军队员", 1, None], [None, None, None], ["股市银行利率", 0.0, "x"],
+            ["玩家游戏版本", 1, date(2024, 1, 2)], ["电竞", True, 3.5]]
+    path = write_xlsx(tmp_path / "labelled.xlsx", {"标注": rows, "说明": [["readme"]]})
+    got = read_rows(path, Config().data)
+    # a Chinese header with one unknown name is a header in a sheet; 0.0 reads as "0", TRUE as "true"
+    assert [(r.text, r.label, r.where) for r in got] == [
+        ("球赛冠军队员", "1", f"{path} row 2"), ("股市银行利率", "0", f"{path} row 4"),
+        ("玩家游戏版本", "1", f"{path} row 5"), ("电竞", "true", f"{path} row 6")]
+    note = column_note(got.columns)
+    assert note.startswith("columns of labelled.xlsx (sheet '标注'; other sheets: '说明'): text = '评论'")
+    assert "unused: '备注'" in note and "--set 'data.sheet=标注' --set 'data.text_column=评论'" in note
+    # another sheet by name (case-insensitive) or index; a missing one lists the sheets
+    other = write_xlsx(tmp_path / "two.xlsx", {"notes": [["nothing", "here"]],
+                                               "Data": [["text", "label"], ["球赛", "a"], ["股市", "b"]]})
+    for sheet in ("data", 1, "1"):
+        cfg = Config()
+        cfg.data.sheet = sheet
+        assert [r.text for r in read_rows(other, cfg.data)] == ["球赛", "股市"]
+    cfg.data.sheet = "train"
+    with pytest.raises(DataError, match=r"two.xlsx: no sheet named 'train'; its sheets are: 'notes', 'Data'"):
+        read_rows(other, cfg.data)
+    cfg.data.sheet = 2
+    with pytest.raises(DataError, match=r"sheet 2 not found: the workbook has 2 sheet\(s\)"):
+        read_rows(other, cfg.data)
+
+
+def test_excel_cells_read_as_the_text_excel_shows():
+    from datetime import date, datetime, time
+
+    from tricklab.data.excel import cell_text, column_letter
+
+    assert [cell_text(v) for v in (None, True, False, 3, 3.0, -2.0, 0.25, 1e20, "球赛 ")] == [
+        "", "true", "false", "3", "3", "-2", "0.25", "1e+20", "球赛 "]
+    assert cell_text(date(2024, 1, 2)) == "2024-01-02" and cell_text(datetime(2024, 1, 2)) == "2024-01-02"
+    assert cell_text(datetime(2024, 1, 2, 9, 30)) == "2024-01-02 09:30:00" and cell_text(time(9, 5)) == "09:05:00"
+    assert [column_letter(i) for i in (0, 1, 25, 26, 27, 51, 52, 701, 702)] == [
+        "A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA"]
+
+
+def test_excel_problems_name_the_row_and_headerless_sheets_read_by_position(tmp_path):
+    path = write_xlsx(tmp_path / "d" / "train.xlsx", {"Sheet1": [["text", "label"], ["球赛冠军", "sports"],
+                                                                  ["", "finance"], ["玩家游戏", None]]})
+    with pytest.raises(DataError) as e:
+        load_data(Config(), path)
+    assert f"{path} row 3: empty text; fix: fill it in or delete the row" in str(e.value)
+    assert f"{path} row 4: empty label for '玩家游戏'" in str(e.value)
+    bare = write_xlsx(tmp_path / "bare.xlsx", {"Sheet1": [["球赛冠军队员", "sports"], ["股市银行利率", "finance"]] * 6})
+    b = load_data(Config(), bare)
+    assert sorted({r.label for r in b.train.rows + b.dev.rows}) == ["finance", "sports"]
+    # a broken workbook and a text file named .xlsx: one line each, with the fix
+    (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    with pytest.raises(DataError, match=r"broken.xlsx: cannot read it as an Excel workbook .*save it again as .xlsx"):
+        load_data(Config(), tmp_path / "broken.xlsx")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "train.xlsx").write_text("text,label\n球赛,a\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"says an Excel workbook, but the file is text; fix: rename it"):
+        load_data(Config(), tmp_path / "t" / "train.xlsx")
+    # the CLI trains on a workbook, and evaluate reads one
+    data = write_xlsx(tmp_path / "w" / "train.xlsx", {"Sheet1": [["text", "label"]] + [[r["text"], r["label"]]
+                                                                                       for r in RECORDS]})
+    write_xlsx(tmp_path / "w" / "dev.xlsx", {"Sheet1": [["text", "label"]] + [[r["text"], r["label"]]
+                                                                             for r in RECORDS[:6]]})
+    b = load_data(Config(), tmp_path / "w")                     # a folder of workbooks: train.xlsx, dev.xlsx
+    assert (len(b.train), len(b.dev)) == (24, 6) and b.train.source == str(data)

@@ -59,6 +59,14 @@ def same(got: dict, want: dict) -> None:
     assert got["label"] == want["label"] and float(got["score"]) == pytest.approx(want["score"], abs=1e-5)
 
 
+def xlsx_rows(p: Path) -> list[dict]:
+    """The first sheet's rows as dicts of its header, with the cell values as openpyxl reads them."""
+    import openpyxl
+
+    rows = list(openpyxl.load_workbook(p).worksheets[0].iter_rows(values_only=True))
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
 def read_jsonl(p: Path) -> list[dict]:
     return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
 
@@ -337,14 +345,14 @@ def test_missing_column_lists_the_available_ones(run, tmp_path, capsys):
 
 # ---------------------------------------------------------------- outputs
 
-@pytest.mark.parametrize("ext", [".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt"])
+@pytest.mark.parametrize("ext", [".jsonl", ".json", ".csv", ".tsv", ".parquet", ".xlsx", ".txt"])
 def test_output_format_follows_the_extension(pred, tmp_path, ext):
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(TEXTS)),
                    encoding="utf-8")
     out = tmp_path / f"out{ext}"
-    if ext == ".parquet":
-        pytest.importorskip("pyarrow")
+    if ext in (".parquet", ".xlsx"):
+        pytest.importorskip("pyarrow" if ext == ".parquet" else "openpyxl")
     assert pred.predict_file(inp, out, top_k=3, log=None) == len(TEXTS)
     if ext in (".jsonl", ".txt"):
         rows = read_jsonl(out)
@@ -354,6 +362,8 @@ def test_output_format_follows_the_extension(pred, tmp_path, ext):
         import pyarrow.parquet as pq
 
         rows = pq.read_table(out).to_pylist()
+    elif ext == ".xlsx":
+        rows = xlsx_rows(out)
     else:
         rows = list(csv.DictReader(out.open(encoding="utf-8"), delimiter="\t" if ext == ".tsv" else ","))
     assert [str(r["id"]) for r in rows] == [str(i) for i in range(len(TEXTS))]
@@ -433,8 +443,63 @@ def test_bad_lines_name_file_line_value_and_fix_before_any_prediction(run, tmp_p
     assert "missing.csv: file not found" in capsys.readouterr().err
 
 
+def test_excel_in_and_out_keeps_the_sheet_and_its_values(run, pred, tmp_path, capsys):
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "待预测"
+    for r in (["编号", "评论", None, "金额"], [17, "球赛冠军队员", None, 2.5], [None, None, None, None],
+              [18, "股市银行利率", "note", None], [19, "=玩家游戏", None, 3]):
+        ws.append(r)
+    ws["B5"].data_type = "s"                           # a text that starts with '=' (not a formula)
+    notes = wb.create_sheet("说明")
+    notes.append(["read me"])
+    notes.append(["then predict"])
+    inp = tmp_path / "in.xlsx"
+    wb.save(inp)
+    out = tmp_path / "out.xlsx"
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "in.xlsx: read sheet '待预测'; other sheets: '说明'; --sheet NAME to read another" in err
+    rows = xlsx_rows(out)
+    assert [list(r)[:4] for r in rows[:1]] == [["编号", "评论", "C", "金额"]]        # an empty header cell: its letter
+    assert [r["编号"] for r in rows] == [17, 18, 19] and [r["金额"] for r in rows] == [2.5, None, 3]   # values kept
+    assert [r["评论"] for r in rows] == ["球赛冠军队员", "股市银行利率", "=玩家游戏"] and rows[1]["C"] == "note"
+    cells = openpyxl.load_workbook(out).worksheets[0]
+    assert cells["B4"].data_type == "s"                # stored as text: Excel shows it, never runs it
+    for r, w in zip(rows, expected(pred, ["球赛冠军队员", "股市银行利率", "=玩家游戏"], top_k=1)):
+        same(r, w)
+        assert json.loads(r["top_k"])[0][0] == w["label"]
+    # a control character a sheet cannot hold (from a JSONL input) is left out, and the run says so
+    (tmp_path / "ctl.jsonl").write_text(json.dumps({"text": "股市\x01利率"}) + "\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "ctl.jsonl"), "--output", str(out), "--quiet"]) == 0
+    assert "out.xlsx: 1 cell(s) held control characters an Excel sheet cannot hold" in capsys.readouterr().err
+    assert xlsx_rows(out)[0]["text"] == "股市利率" and xlsx_rows(out)[0]["label"] == expected(pred, ["股市\x01利率"])[0]["label"]
+    # --sheet by name or index; problems name the sheet's row; JSONL out holds the same values
+    assert cli_main(["predict", "--run", str(run), str(inp), "--sheet", "说明"]) == 2
+    assert "in.xlsx: no text column among (read me)" in capsys.readouterr().err
+    ws.append([20, None, None, None])
+    wb.save(inp)
+    assert cli_main(["predict", "--run", str(run), str(inp), "--sheet", "0"]) == 2
+    assert "in.xlsx row 6: empty text in '评论'" in capsys.readouterr().err
+    assert cli_main(["predict", "--run", str(run), str(inp), "--sheet", "9"]) == 2
+    assert "sheet 9 not found: the workbook has 2 sheet(s) ('待预测', '说明')" in capsys.readouterr().err
+    # wrong uses: --sheet on a CSV, a compressed workbook output, a broken workbook, a text file named .xlsx
+    (tmp_path / "in.csv").write_text("text\n球赛\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "in.csv"), "--sheet", "x"]) == 2
+    assert "--sheet x: " in capsys.readouterr().err
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(tmp_path / "o.xlsx.gz")]) == 2
+    assert "xlsx compresses its own content; fix: --output" in capsys.readouterr().err
+    (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "broken.xlsx")]) == 2
+    assert "broken.xlsx: cannot read it as an Excel workbook" in capsys.readouterr().err
+    (tmp_path / "text.xlsx").write_text("text\n球赛\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "text.xlsx")]) == 2
+    assert "says an Excel workbook, but the file is text" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name, head, what", [
-    ("labelled.xlsx", b"PK\x03\x04\x14\x00\x06\x00", "a ZIP archive (an Excel .xlsx is one)"),
+    ("labelled.zip", b"PK\x03\x04\x14\x00\x06\x00", "a ZIP archive (an Excel .xlsx is one)"),
     ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 / OLE file"),
     ("notes.txt", "球赛\n".encode("utf-16"), "UTF-16 text"),
 ])

@@ -106,7 +106,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference.outputs import output_format
     from .inference.predictor import Predictor
 
-    src = open_source(args.input, args.format)   # the file, its format and packages: before the model loads
+    src = open_source(args.input, args.format, args.sheet)   # the file, format and packages: before the model loads
     output_format(args.output)
     if args.bundle:
         pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size, **_decision(args))
@@ -371,13 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser(sub)
 
     pr = sub.add_parser("predict", help="predict the texts of a file or standard input (txt, CSV, TSV, JSONL, JSON, "
-                                        "parquet; .gz/.bz2/.zst); JSONL, CSV, TSV or parquet out")
+                                        "parquet, Excel .xlsx; .gz/.bz2/.zst); JSONL, CSV, TSV, parquet or .xlsx out")
     model_source(pr)
     pr.add_argument("input", nargs="?",
                     help="input file: .txt one text per line (pair models: text_a<TAB>text_b); .csv/.tsv with a header "
-                         "line; .jsonl; .json (an array of objects); .parquet; the text formats also compressed (.gz, .bz2, .zst). "
-                         "Default, or -: standard input, one text per line")
-    pr.add_argument("--format", choices=["auto", "text", "csv", "tsv", "jsonl", "json", "parquet"], default="auto",
+                         "line; .jsonl; .json (an array of objects); .parquet; .xlsx (first row the header); the text "
+                         "formats also compressed (.gz, .bz2, .zst). Default, or -: standard input, one text per line")
+    pr.add_argument("--format", choices=["auto", "text", "csv", "tsv", "jsonl", "json", "parquet", "xlsx"], default="auto",
                     help="input format (default: from the extension; standard input and other extensions: text)")
     pr.add_argument("--text-column", metavar="NAME",
                     help="the column (key) holding the text (default: the one of text, sentence, content, review, ...)")
@@ -387,9 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=64, help="texts per model batch (the input is read, predicted "
                                                                 "and written 1024 records at a time)")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's)")
+    pr.add_argument("--sheet", metavar="NAME", help="an .xlsx input: the sheet to read, a name or 0-based index "
+                                                     "(default: the first)")
     pr.add_argument("--output", help="write here instead of standard output (JSONL); the format follows the "
-                                     "extension: .jsonl, .json, .csv, .tsv, .parquet (other columns of the input "
-                                     "pass through, then the prediction)")
+                                     "extension: .jsonl, .json, .csv, .tsv, .parquet, .xlsx (other columns of the "
+                                     "input pass through, then the prediction)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--no-check", action="store_true",
                     help="skip reading the input file once for problems before predicting (they still stop the run)")

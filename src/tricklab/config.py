@@ -29,8 +29,9 @@ STRATEGIES = ("finetune", "setfit")
 class DataConfig:
     max_length: int = 128          # tokens per example (pairs: both texts together)
     lowercase: str = "auto"        # auto: lower-case only when the tokenizer's vocabulary lacks capitals
-    format: str = "auto"           # auto | thucnews | tsv | csv | jsonl | json | parquet | arrow (auto: from the
-                                   # extension, under .gz/.bz2/.zst; Parquet/Arrow also from the file's bytes)
+    format: str = "auto"           # auto | thucnews | tsv | csv | jsonl | json | parquet | arrow | xlsx (auto: from
+                                   # the extension, under .gz/.bz2/.zst; Parquet/Arrow also from the file's bytes)
+    sheet: Union[str, int, None] = None  # Excel workbooks: the sheet to read, a name or 0-based index; default: the first
     header: str = "auto"           # auto | true | false (auto: first row names known columns)
     delimiter: str | None = None   # tab | space | comma | a character; default: tab (.txt/.tsv), comma (.csv)
     text_column: Union[str, int, None] = None    # name (with a header) or 0-based index
@@ -249,7 +250,8 @@ def validate(cfg: Config) -> None:
     choice("train.precision", cfg.train.precision, ("auto", "bf16", "fp16", "fp32"))
     choice("train.compile", cfg.train.compile, ("auto", "true", "false"))
     choice("data.lowercase", cfg.data.lowercase, ("auto", "true", "false"))
-    choice("data.format", cfg.data.format, ("auto", "thucnews", "tsv", "csv", "jsonl", "txt", "json", "parquet", "arrow"))
+    choice("data.format", cfg.data.format, ("auto", "thucnews", "tsv", "csv", "jsonl", "txt", "json", "parquet", "arrow",
+                                           "xlsx"))
     choice("data.header", cfg.data.header, ("auto", "true", "false"))
     choice("data.label_type", cfg.data.label_type, ("auto", "id", "name"))
     choice("data.truncation", cfg.data.truncation, ("head", "tail", "head_tail", "chunk"))

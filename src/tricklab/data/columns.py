@@ -87,5 +87,12 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
         head = f" ({delim!r}-separated: its first line has no comma)" + head
         name = DELIMITER_NAMES.get(delim, delim)
         pins.insert(0, "--set " + shlex.quote(f"data.delimiter={name}"))
+    sheet = choice.get("sheet")
+    if sheet:       # an Excel workbook (data/excel.py): the sheet read, and how to read another
+        others = sheet["others"]
+        head = f" (sheet {sheet['name']!r}" + (f"; other sheets: {', '.join(map(repr, others[:5]))}"
+                                                + (", ..." if len(others) > 5 else "") if others else "") + ")" + head
+        if others:
+            pins.insert(0, "--set " + shlex.quote(f"data.sheet={sheet['name']}"))
     return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")
             + (f"; to choose others or pin this choice: {' '.join(pins)}" if pin else ""))

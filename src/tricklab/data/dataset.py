@@ -20,7 +20,7 @@ from .readers import Row
 from .sources import Source, is_path, resolve
 
 EXTS = tuple(e + z for e in (".txt", ".tsv", ".csv", ".jsonl", ".json", ".parquet", ".arrow")
-             for z in ("", ".gz", ".bz2", ".zst"))
+             for z in ("", ".gz", ".bz2", ".zst")) + (".xlsx", ".xlsm")
 CLASS_FILES = ("class.txt", "classes.txt", "labels.txt", "label.txt")
 
 
@@ -93,7 +93,8 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     if p.is_dir():
         train = _find(p, "train")
         if train is None:
-            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .json, .parquet or .arrow (optionally .gz, .bz2, .zst) in the folder "
+            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .json, .parquet, .arrow "
+                            f"(optionally .gz, .bz2, .zst) or .xlsx in the folder "
                             f"(found: {', '.join(sorted(x.name for x in p.iterdir())[:10]) or 'nothing'})")
         dev_p = Path(dev) if dev else _find(p, "dev") or _find(p, "valid") or _find(p, "validation")
         test_p = Path(test) if test else _find(p, "test")

@@ -2,18 +2,21 @@
 column), the value and the fix.
 
 Formats: THUCNews-style `text<TAB>label`, TSV/CSV with or without a header (columns by name or 0-based index),
-JSONL, JSON arrays of objects, Parquet, Arrow IPC (file or stream, e.g. a `datasets` .arrow file), sentence pairs
+JSONL, JSON arrays of objects, Parquet, Arrow IPC (file or stream, e.g. a `datasets` .arrow file), Excel workbooks
+(.xlsx/.xlsm: one sheet, read as a CSV's rows with its row numbers; data/excel.py), sentence pairs
 (text_a, text_b), other delimiters (e.g. `labels<SPACE>text`), and in-memory records (read_records: dicts or tuples,
 from data/sources.py: a `datasets` Dataset, a pandas DataFrame, a list). Any file may be compressed: gzip, bz2, zstd,
 told by the extension (train.csv.gz) or else by the magic bytes. Text is streamed line by line and Parquet/Arrow
 by record batch, so the raw file is never in memory at once. UTF-8 with or without BOM, LF or CRLF. A file in
 another encoding is refused with its first undecodable line and the encoding detected by charset_normalizer (on a
 bounded window of the raw bytes from that line: GB18030, Big5, Shift_JIS, EUC-KR, cp1252, ...), named in the iconv
-fix; UTF-16 and binary formats tricklab does not read (ZIP/Excel, SQLite, pickle, ...) are named by their bytes.
+fix; UTF-16 and binary formats tricklab does not read (ZIP, Excel 97-2003 .xls, SQLite, pickle, ...) are named by
+their bytes.
 Which column each role reads, and why, is recorded for delimited files and Parquet/Arrow tables (data/columns.py).
 
 Libraries: csv, json, gzip, bz2 from the standard library; charset_normalizer (encodings); pyarrow (Parquet,
-Arrow) and zstandard (.zst), both in `pip install 'tricklab[data]'` and imported only when a file needs them.
+Arrow), zstandard (.zst) and openpyxl (Excel), all in `pip install 'tricklab[data]'` and imported only when a file
+needs them.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..config import DataConfig
 from ..errors import DataError
 from .columns import Rows, column_choice, column_not_found
+from .excel import Sheet, is_excel
 
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "question1", "title",
               "comment", "body", "document", "tweet", "message", "utterance", "headline", "premise",
@@ -44,7 +48,8 @@ KNOWN = set(TEXT_NAMES + TEXT_B_NAMES + LABEL_NAMES)
 DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "pipe": "|", "semicolon": ";"}  # names usable on the command line
 COMPRESSED = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
-              ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}   # JSON arrays: by their `[`
+              ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow", ".xlsx": "xlsx",
+              ".xlsm": "xlsx"}   # JSON arrays: by their `[`
 MAGIC = ((b"\x1f\x8b", "gzip"), (b"(\xb5/\xfd", "zstd"), (b"BZh", "bz2"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"),
          (b"\xff\xff\xff\xff", "arrow"),   # an Arrow IPC stream (datasets' data-*.arrow files)
          (b"PK\x03\x04", "zip"), (b"SQLite format 3\x00", "sqlite"), (b"%PDF", "pdf"), (b"\x93NUMPY", "npy"),
@@ -64,7 +69,7 @@ class Row:
     text: str
     text_b: str | None
     label: Any          # raw: a string from text files, any JSON/Arrow value from records, None when unlabelled
-    line: int           # 1-based line in a text file, else the 0-based row index in `source`
+    line: int           # 1-based line in a text file (row in an Excel sheet), else the 0-based row index in `source`
     source: str
     soft: Any = None    # raw soft labels (data.soft_label_column), for distillation
     unit: str = "line"  # how `line` is named: line | row
@@ -176,8 +181,10 @@ def _binary_error(path: Path, kind: str) -> DataError:
     if kind == "utf-16":
         return DataError(f"{path}: the file is UTF-16 text; fix: convert it to UTF-8, e.g. "
                          f"`iconv -f UTF-16 -t UTF-8 {path} > {path.stem}.utf8{path.suffix}`")
+    excel = " or .xlsx" if kind in ("xls", "zip") else ""
     return DataError(f"{path}: the file is {NAMES[kind]}, not a data format tricklab reads; fix: export it as "
-                     f"CSV, TSV, JSONL or Parquet")
+                     f"CSV, TSV, JSONL, Parquet{excel}" + (" (a workbook is read when its name ends in .xlsx)"
+                                                          if kind == "zip" else ""))
 
 
 # legacy encodings worth naming (charset_normalizer picks among them; a free choice over-fits short texts)
@@ -270,9 +277,14 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
     kind = content_kind(path, comp)
     if kind in ("parquet", "arrow"):   # by the bytes: a Parquet file named .txt is still read as Parquet
         return read_table(path, kind, comp, cfg, labelled, problems)
+    fmt = detect_format(path, cfg)
+    if kind == "zip" and (fmt == "xlsx" or is_excel(path)):
+        return _read_excel(path, cfg, labelled, problems, pair)
     if kind is not None:
         raise _binary_error(path, kind)
-    fmt = detect_format(path, cfg)
+    if fmt == "xlsx":
+        raise DataError(f"{path}: data.format=xlsx (or the extension) says an Excel workbook, but the file is text; "
+                        f"fix: rename it after its content (.csv, .tsv, .txt), or --set data.format=auto")
     if fmt in ("parquet", "arrow"):
         raise DataError(f"{path}: data.format={fmt} (or the extension) says {NAMES[fmt]}, but the file is text; "
                         f"fix: --set data.format=auto, or give the right file")
@@ -289,6 +301,16 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
     rows = _read_delimited(path, records, cfg, delim, labelled, fmt == "csv", problems, pair)
     if delim != "," and fmt == "csv" and not cfg.delimiter and rows.columns:
         rows.columns["delimiter"] = delim
+    return rows
+
+
+def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
+    """One sheet of a workbook, its rows read as a CSV's (header or not, the same column rules), named by their
+    row numbers in the sheet."""
+    sheet = Sheet(path, cfg.sheet)
+    rows = _read_delimited(path, sheet.table(), cfg, ",", labelled, True, problems, pair, unit="row")
+    if rows.columns:
+        rows.columns["sheet"] = {"name": sheet.title, "others": sheet.others}
     return rows
 
 
@@ -322,7 +344,9 @@ def _csv_records(path: Path, lines: Iterator[tuple[int, str]], delim: str) -> It
         raise DataError(f"{path} line {start}: cannot read it as CSV ({e}); fix: check the quotes on that line") from None
 
 
-def _header_fields(first: list[str], cfg: DataConfig) -> bool:
+def _header_fields(first: list[str], cfg: DataConfig, sheet: bool = False) -> bool:
+    """Whether the first record names the columns. `sheet` (an Excel sheet's first row): one known name among
+    short cells is enough, since a spreadsheet's first row is a header far more often than a text file's line 1."""
     if cfg.header != "auto":
         return cfg.header == "true"
     named = [c for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)]
@@ -331,6 +355,8 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
         names_like = all(c == "" or c.replace(" ", "_").replace("-", "_").isidentifier() for c in cells)
         return all(n.lower() in cells for n in named) or names_like and (
             any(c in KNOWN for c in cells) or any(difflib.get_close_matches(n.lower(), cells, 1) for n in named))
+    if sheet:
+        return any(c in KNOWN for c in cells) and all(len(c) <= 40 for c in cells)
     # unknown cells must look like ASCII names: Chinese words pass isidentifier(), and a first line `评论<TAB>正面`
     # is an example, not a header
     return any(c in KNOWN for c in cells) and all(c == "" or c in KNOWN or c.isascii() and c.isidentifier()
@@ -358,11 +384,12 @@ def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ..
 
 
 def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig, delim: str, labelled: bool,
-                    is_csv: bool, problems: list[str], pair: bool | None = None) -> list[Row]:
+                    is_csv: bool, problems: list[str], pair: bool | None = None, unit: str = "line") -> list[Row]:
+    """`unit`: what the record numbers count, "line" (a text file's) or "row" (a sheet's)."""
     records = iter(records)
     first_rec = next(records, None)
     if first_rec is None:
-        raise DataError(f"{path}: the file is empty: it needs one example per line")
+        raise DataError(f"{path}: the file is empty: it needs one example per {unit}")
     split_all = is_csv or delim in ("\t", ",")
 
     def split(ln: Any, n: int | None) -> list[str]:
@@ -371,7 +398,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         return ln.split(delim) if split_all or n is None else ln.split(delim, n - 1)
 
     first = split(first_rec[1], None)
-    header = first if _header_fields(first, cfg) else None
+    header = first if _header_fields(first, cfg, sheet=unit == "row") else None
     if header is None:
         records = itertools.chain([first_rec], records)
     ti = _pick(header, cfg.text_column, TEXT_NAMES, path, "text")
@@ -391,10 +418,10 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
                 if _label_like(values):
                     li, guessed["label"] = left[0], "the only column left; short, repeated values"
         if ti is None:
-            raise DataError(f"{path} line 1: no text column in header ({', '.join(header)}); "
+            raise DataError(f"{path} {unit} {first_rec[0]}: no text column in header ({', '.join(header)}); "
                             f"fix: --set data.text_column=NAME")
         if labelled and li is None:
-            raise DataError(f"{path} line 1: no label column in header ({', '.join(header)}); "
+            raise DataError(f"{path} {unit} {first_rec[0]}: no label column in header ({', '.join(header)}); "
                             f"fix: --set data.label_column=NAME")
     else:
         given = [i for i in (ti, bi, li, si) if i is not None]
@@ -408,7 +435,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             ti, bi, li = 0, 1, 2
         elif ti is None or (labelled and li is None):
             if ncols > 3 or (ncols == 3 and ti is None):
-                raise DataError(f"{path} line {first_rec[0]}: {ncols} columns and no header; fix: name them with "
+                raise DataError(f"{path} {unit} {first_rec[0]}: {ncols} columns and no header; fix: name them with "
                                 f"--set data.text_column=I --set data.label_column=J (0-based)")
             free = [i for i in range(ncols) if i not in given]  # unset roles take the free columns in order
             if ti is None and free:
@@ -428,7 +455,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     for line, rec in records:
         cells = split(rec, ncols)
         if len(cells) != ncols:
-            problems.append(f"{path} line {line}: expected {ncols} {sep_name}-separated columns ({layout}), "
+            problems.append(f"{path} {unit} {line}: expected {ncols} {sep_name}-separated columns ({layout}), "
                             f"found {len(cells)}: {_short(rec if isinstance(rec, str) else delim.join(rec))}; "
                             f"fix: remove stray {sep_name}s inside the text, or quote the file as CSV")
             continue
@@ -436,12 +463,13 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         text_b = cells[bi].strip() if bi is not None else None
         label = cells[li].strip() if li is not None else None
         if not text or (bi is not None and not text_b):
-            problems.append(f"{path} line {line}: empty text; fix: fill it in or delete the line")
+            problems.append(f"{path} {unit} {line}: empty text; fix: fill it in or delete the {unit}")
             continue
         if labelled and li is not None and label == "":
-            problems.append(f"{path} line {line}: empty label for {_short(text)}; fix: add the label or delete the line")
+            problems.append(f"{path} {unit} {line}: empty label for {_short(text)}; fix: add the label or delete the "
+                            f"{unit}")
             continue
-        rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None))
+        rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None, unit=unit))
     out = Rows(rows)
     out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si},
                                 guessed)

@@ -5,10 +5,12 @@ Formats (`--format`, else from the extension; standard input and unknown extensi
   csv/tsv  a header line names the columns (CSV quoting by the `csv` module; TSV split on tabs, no quoting)
   jsonl    .jsonl/.ndjson: one JSON object per line;  json: .json, a JSON array of objects (or JSONL)
   parquet  .parquet/.pq, read a record batch at a time with pyarrow (`pip install 'tricklab[data]'`)
+  xlsx     .xlsx/.xlsm: one sheet (--sheet, default the first), its first row the header, cells as the text
+           Excel shows (data/excel.py; openpyxl, the same extra); rows named by their row number in the sheet
 Compressed inputs are read transparently: .gz (gzip), .bz2 (bz2), .zst (zstandard, the `data` extra).
 Every record carries its line (parquet: row) number, so a problem names file, line, value and the fix.
 The text column is found as the training readers find it (data.readers.TEXT_NAMES), when unambiguous.
-Libraries: csv, json (JSONDecoder.raw_decode streams a JSON array), gzip, bz2, zstandard, pyarrow.parquet.
+Libraries: csv, json (JSONDecoder.raw_decode streams a JSON array), gzip, bz2, zstandard, pyarrow.parquet, openpyxl.
 """
 from __future__ import annotations
 
@@ -29,9 +31,9 @@ from ..data.columns import DELIMITER_NAMES
 from ..data.readers import SNIFF_LINES, TEXT_B_NAMES, TEXT_NAMES, _binary_error, delimiter_of, sniff
 from ..errors import ConfigError, DataError
 
-FORMATS = ("text", "csv", "tsv", "jsonl", "json", "parquet")
+FORMATS = ("text", "csv", "tsv", "jsonl", "json", "parquet", "xlsx")
 EXTENSIONS = {".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-              ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+              ".json": "json", ".parquet": "parquet", ".pq": "parquet", ".xlsx": "xlsx", ".xlsm": "xlsx"}
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
 DATA_EXTRA = "pip install 'tricklab[data]'"
 BLOCK = 1 << 16
@@ -50,6 +52,7 @@ class Source:
     fmt: str
     compression: str | None = None
     notes: list[str] = field(default_factory=list)   # hints already given (each once)
+    sheet: str | int | None = None                   # xlsx: the sheet to read (default: the first)
 
     @property
     def name(self) -> str:
@@ -57,7 +60,7 @@ class Source:
 
     @property
     def unit(self) -> str:
-        return "row" if self.fmt == "parquet" else "line"
+        return "row" if self.fmt in ("parquet", "xlsx") else "line"
 
     def note(self, msg: str, log: Callable[[str], None] | None) -> None:
         if msg not in self.notes:
@@ -66,13 +69,15 @@ class Source:
                 log(msg)
 
 
-def open_source(path: str | Path | None, fmt: str | None = None) -> Source:
+def open_source(path: str | Path | None, fmt: str | None = None, sheet: str | int | None = None) -> Source:
     """Check what can be checked before the model loads: the file, its format, the packages it needs."""
     if fmt not in (None, "auto") and fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: unknown; fix: one of {', '.join(FORMATS)}")
     if path is None or str(path) == "-":
-        if fmt == "parquet":
-            raise ConfigError("--format parquet: a parquet file cannot be read from standard input; fix: give its path")
+        if fmt in ("parquet", "xlsx"):
+            raise ConfigError(f"--format {fmt}: a {fmt} file cannot be read from standard input; fix: give its path")
+        if sheet is not None:
+            raise ConfigError("--sheet: standard input is read as text; fix: give the workbook's path")
         return Source(None, fmt if fmt not in (None, "auto") else "text")
     p = Path(path)
     if not p.is_file():
@@ -89,11 +94,20 @@ def open_source(path: str | Path | None, fmt: str | None = None) -> Source:
             comp = kind                 # compressed under a plain name: read it all the same
         elif kind == "parquet":
             fmt = "parquet"
+        elif kind == "zip" and fmt == "xlsx":
+            from ..data.excel import need_openpyxl
+
+            need_openpyxl(f"{p}: reading an Excel workbook")
         elif kind == "arrow":
             raise DataError(f"{p}: an Arrow IPC file: predict reads text, CSV/TSV, JSONL/JSON and Parquet; fix: save "
                             f"it as Parquet (pyarrow.parquet.write_table), or use `tricklab evaluate`, which reads Arrow")
         elif kind is not None:
             raise _binary_error(p, kind)
+    if fmt == "xlsx" and (comp or kind != "zip"):
+        raise DataError(f"{p}: the name (or --format) says an Excel workbook, but the file is "
+                        f"{'compressed' if comp else 'text'}; fix: give the .xlsx itself, or --format for its content")
+    if sheet is not None and fmt != "xlsx":
+        raise ConfigError(f"--sheet {sheet}: {p} is not an Excel workbook ({fmt}); fix: drop --sheet")
     if fmt == "parquet":
         if comp:
             raise DataError(f"{p}: a compressed parquet file; parquet compresses its own columns: "
@@ -101,7 +115,7 @@ def open_source(path: str | Path | None, fmt: str | None = None) -> Source:
         _need("pyarrow", f"{p}: reading parquet needs pyarrow")
     if comp == "zstd":
         _need("zstandard", f"{p}: reading .zst needs zstandard")
-    return Source(p, fmt, comp)
+    return Source(p, fmt, comp, sheet=sheet)
 
 
 def _need(module: str, what: str) -> None:
@@ -181,7 +195,7 @@ def lines(src: Source) -> Iterator[tuple[int, str]]:
 def records(src: Source, log: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
     """(line, record) for every record of the input, in order; a bad record comes as (line, Problem)."""
     reader = {"text": _text_records, "csv": _csv_records, "tsv": _tsv_records, "jsonl": _jsonl_records,
-              "json": _json_records, "parquet": _parquet_records}[src.fmt]
+              "json": _json_records, "parquet": _parquet_records, "xlsx": _xlsx_records}[src.fmt]
     return reader(src, log)
 
 
@@ -231,7 +245,7 @@ def _header(src: Source, cells: list[str], line: int) -> list[str]:
     seen = set()
     for c in cells:
         if c in seen:
-            raise DataError(f"{src.name} line {line}: the header names column {c!r} twice; fix: rename one")
+            raise DataError(f"{src.name} {src.unit} {line}: the header names column {c!r} twice; fix: rename one")
         seen.add(c)
     return cells
 
@@ -439,6 +453,25 @@ def _parquet_records(src: Source, log: Callable[[str], None] | None) -> Iterator
             yield row, rec
 
 
+def _xlsx_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
+    """One sheet: its first non-empty row is the header (an empty header cell is named by its column letter),
+    each later row a record, numbered as in the sheet: numbers, booleans and empty cells (None) keep their values
+    (a text column's number is read as its text), dates become ISO text."""
+    from ..data.excel import Sheet, cell_text, column_letter
+
+    assert src.path is not None
+    sheet = Sheet(src.path, src.sheet)
+    if sheet.others:
+        src.note(f"note: {src.name}: read sheet {sheet.title!r}; other sheets: {', '.join(map(repr, sheet.others))}; "
+                 f"--sheet NAME to read another", log)
+    header: list[str] | None = None
+    for row, cells in sheet.table(raw=True):
+        if header is None:
+            header = _header(src, [cell_text(c).strip() or column_letter(i) for i, c in enumerate(cells)], row)
+            continue
+        yield row, dict(zip(header, cells))
+
+
 def parquet_file(src: Source) -> Any:
     import pyarrow.parquet as pq
 
@@ -459,7 +492,7 @@ def quick_count(src: Source) -> int | None:
     file (minus the header; blank lines count, so it may run a little high). None when unknown (stdin, .gz, ...)."""
     if src.fmt == "parquet":
         return parquet_file(src).metadata.num_rows
-    if src.path is None or src.compression or src.fmt == "json":
+    if src.path is None or src.compression or src.fmt in ("json", "xlsx"):
         return None
     n, last = 0, b"\n"
     with open(src.path, "rb") as f:
@@ -493,7 +526,9 @@ class Columns:
             raise DataError(f"{where}: no {key!r} (keys: {', '.join(map(str, rec)) or 'none'}); fix: add it, "
                             f"or name the text with --text-column")
         v = rec[key]
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v is None:                     # an empty cell (xlsx, parquet), a JSON null
+            v = ""
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
             v = str(v)
         if not isinstance(v, str):
             raise DataError(f"{where}: {key!r} is {json.dumps(v, ensure_ascii=False, default=str)[:60]}, not a text; "

@@ -1,7 +1,8 @@
 """Prediction outputs, written a chunk of rows at a time and flushed as they go.
 
 The format follows the output's extension: .jsonl/.ndjson (also standard output, and any other extension),
-.json (one JSON array), .csv, .tsv, .parquet/.pq (pyarrow: `pip install 'tricklab[data]'`). A row is the
+.json (one JSON array), .csv, .tsv, .parquet/.pq (pyarrow: `pip install 'tricklab[data]'`), .xlsx (an Excel
+workbook of one sheet, through openpyxl, the same extra: lists and dicts as JSON text, as in CSV). A row is the
 input record (its columns unchanged, in order) followed by the prediction. In CSV/TSV every list or dict
 value (top_k, multi-label labels and scores) is written as JSON text, true/false for booleans, empty for
 null; TSV fields escape tab, newline, carriage return and backslash as \\t \\n \\r \\\\. Parquet keeps a parquet
@@ -9,7 +10,7 @@ input's column types; other values take the types of the first chunk (nested val
 A compression suffix after the format's (.jsonl.gz, .csv.bz2, .tsv.zst) compresses the text formats with gzip, bz2 or
 zstandard (the `data` extra); parquet compresses its own columns and is not compressed again.
 A file is written next to its destination (NAME.part) and renamed at the end, so a failed run leaves no
-half file behind. Libraries: csv, json, gzip, bz2, zstandard, pyarrow.parquet.ParquetWriter.
+half file behind. Libraries: csv, json, gzip, bz2, zstandard, pyarrow.parquet.ParquetWriter, openpyxl.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from ..errors import ConfigError, DataError
 from .files import COMPRESSIONS, DATA_EXTRA, _need
 
 OUTPUTS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-           ".parquet": "parquet", ".pq": "parquet"}
+           ".parquet": "parquet", ".pq": "parquet", ".xlsx": "xlsx"}
+BINARY = ("parquet", "xlsx")          # written by their library, never through a compressor
 TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -46,10 +48,15 @@ def output_format(output: str | Path | None) -> str:
     comp = output_compression(output)
     inner = Path(output).with_suffix("") if comp else Path(output)
     fmt = OUTPUTS.get(inner.suffix.lower(), "jsonl")
+    if fmt in BINARY and comp:
+        raise ConfigError(f"--output {output}: {fmt} compresses its own {'columns' if fmt == 'parquet' else 'content'}; "
+                          f"fix: --output {inner}")
     if fmt == "parquet":
-        if comp:
-            raise ConfigError(f"--output {output}: parquet compresses its own columns; fix: --output {inner}")
         _need("pyarrow", f"--output {output}: writing parquet needs pyarrow")
+    if fmt == "xlsx":
+        from ..data.excel import need_openpyxl
+
+        need_openpyxl(f"--output {output}: writing an Excel workbook")
     if comp == "zstd":
         _need("zstandard", f"--output {output}: writing zstandard needs the zstandard package")
     return fmt
@@ -79,6 +86,14 @@ def _flat(v: Any) -> Any:
     return v
 
 
+def _cell(v: Any) -> Any:
+    """A value for a worksheet cell: numbers and text as they are, booleans as TRUE/FALSE, lists and dicts as JSON
+    text, null as an empty cell."""
+    if isinstance(v, (list, dict, tuple)):
+        return json.dumps(v, ensure_ascii=False)
+    return v
+
+
 class Writer:
     """`write(rows, lines)` for each chunk (lines: the input line of each row, for messages); `close(ok)`."""
 
@@ -92,20 +107,32 @@ class Writer:
         self.rows = 0
         self._pq: Any = None
         self._schema: Any = None
+        self._xlsx: Any = None
         self.f: IO[str] | None = None
         if self.final is not None:
             self.final.parent.mkdir(parents=True, exist_ok=True)
-        if self.fmt != "parquet":
+        if self.fmt == "xlsx":
+            from ..data.excel import SheetWriter
+
+            assert self.path is not None               # (standard output is JSONL)
+            self._xlsx = SheetWriter(self.path)
+        elif self.fmt != "parquet":
             self.f = sys.stdout if self.path is None else _open_text(self.path, output_compression(output))
             self._csv = csv.writer(self.f, lineterminator="\n") if self.fmt == "csv" else None
 
     def write(self, rows: list[dict[str, Any]], lines: list[int]) -> None:
         if not rows:
             return
-        if self.fmt in ("csv", "tsv", "parquet"):
+        if self.fmt in ("csv", "tsv", "parquet", "xlsx"):
             self._check_columns(rows, lines)
         if self.fmt == "parquet":
             self._write_parquet(rows)
+        elif self.fmt == "xlsx":
+            assert self.columns is not None
+            if self.rows == 0:
+                self._xlsx.append(self.columns)
+            for r in rows:
+                self._xlsx.append([_cell(r.get(c)) for c in self.columns])
         else:
             assert self.f is not None
             self.f.write(self._text(rows))
@@ -162,6 +189,14 @@ class Writer:
     def close(self, ok: bool) -> None:
         """Finish (ok) or throw away the partial file."""
         try:
+            if ok and self._xlsx is not None:
+                if self.rows == 0 and self.columns is None:
+                    self._xlsx.append([])
+                self._xlsx.save()
+                if self._xlsx.cleaned:
+                    print(f"note: {self.final}: {self._xlsx.cleaned} cell(s) held control characters an Excel sheet "
+                          f"cannot hold; they were left out of those cells (the other formats keep them)",
+                          file=sys.stderr)
             if ok and self.fmt == "json" and self.f is not None:
                 self.f.write("[]\n" if self.rows == 0 else "\n]\n")
             if self.fmt == "parquet" and ok and self._pq is None and self.path is not None:
