@@ -105,6 +105,12 @@ def test_saved_adapters_load_merged_with_the_same_logits(tiny_model, tmp_path, m
     base, _, _ = build_classifier(str(tiny_model), C, "mean", "linear", {}, 0.1)
     w = "bert.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(loaded.state_dict()[w], base.state_dict()[w])     # merged, not the bare base
+    if method == "lora":                     # the merge itself: W0 + (alpha / r) B A, from the saved factors
+        key = w.removeprefix("bert.").removesuffix(".weight")
+        A = next(v for k, v in saved.items() if k.endswith(f"{key}.lora_A.weight"))
+        B = next(v for k, v in saved.items() if k.endswith(f"{key}.lora_B.weight"))
+        assert A.shape == (4, base.state_dict()[w].shape[1])
+        torch.testing.assert_close(loaded.state_dict()[w], base.state_dict()[w] + (8 / 4) * B @ A, atol=1e-6, rtol=1e-5)
 
 
 def test_missing_base_model_is_one_clear_error(tiny_model, tmp_path):
@@ -160,7 +166,9 @@ def base_weights(tiny_model: Path) -> dict[str, torch.Tensor]:
 COMBOS = {"lora": ([], []), "lora+fgm": ([{"name": "fgm", "epsilon": 1.0}], []),
           "lora+pgd": ([{"name": "pgd", "steps": 2}], []), "lora+rdrop": ([{"name": "rdrop", "alpha": 1.0}], []),
           "lora+ema": ([{"name": "ema", "decay": 0.9}], []),
-          "lora+supcon": ([], [{"name": "supcon", "weight": 0.2, "projection": 8}])}
+          "lora+supcon": ([], [{"name": "supcon", "weight": 0.2, "projection": 8}]),
+          "lora+llrd": ([{"name": "llrd", "decay": 0.8}], []), "lora+focal": ([], [])}
+MAIN_LOSS = {"lora+focal": {"name": "focal", "gamma": 2.0}}     # a main loss other than cross-entropy
 
 
 @pytest.mark.parametrize("combo", sorted(COMBOS))
@@ -175,6 +183,8 @@ def test_every_trick_composes_base_weights_bit_identical(tiny_model, thuc_dir, t
     cfg = tiny_cfg(tiny_model, "train.epochs=1", "train.max_steps=3", "model.pooling=mean")
     cfg.tricks = tricks + [lora]             # lora last: the adapt_model hook still runs it first
     cfg.aux_losses = aux
+    if combo in MAIN_LOSS:
+        cfg.loss = MAIN_LOSS[combo]
     seen: dict[str, torch.Tensor] = {}
     real = loop.save_resume_checkpoint
 

@@ -104,6 +104,44 @@ def test_logistic_regression_matches_scipy_on_the_same_objective():
     assert np.abs(objective(np.concatenate([W.ravel(), b]))[1]).max() < 1e-4   # stationary point
 
 
+def test_pair_loss_is_the_cosine_loss_of_each_text_pooled_alone(tiny_model):
+    """The training step's loss and gradient equal the reference: each text embedded on its own (no batch, no
+    padding), cos(u, v) against the pair's target, squared, averaged; and the head's dropout is off meanwhile."""
+    from types import SimpleNamespace
+
+    from tricklab.model import build_classifier
+    from tricklab.training.setfit import no_head_dropout, pair_loss
+
+    torch.manual_seed(0)
+    model, tok, _ = build_classifier(str(tiny_model), 3, "mean", "linear", {}, 0.5)
+    model.eval()                                          # the encoder's own dropout off: the two passes agree
+    texts = ["球赛冠军队员", "股市银行", "玩家游戏版本更新", "球赛", "利率上调基金"]
+    enc = encode(tok, texts, None, 24, False, [0, 1, 2, 0, 1])
+    pairs = np.array([[0, 3, 1], [1, 4, 1], [2, 0, 0], [4, 2, 0]])
+    run = SimpleNamespace(enc=SimpleNamespace(train=enc), pad_id=tok.pad_token_id, device=torch.device("cpu"),
+                          model=model, accelerator=SimpleNamespace(backward=lambda loss: loss.backward()))
+    params = [p for p in model.parameters() if p.requires_grad]
+    with no_head_dropout(model):
+        assert model.dropout.p == 0.0
+        got = pair_loss(run, pairs, scale=2.0)
+    assert model.dropout.p == 0.5                         # restored
+    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    model.zero_grad()
+
+    def alone(i: int) -> torch.Tensor:
+        ids = torch.tensor([enc.input_ids[i]])
+        h = model.encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        return h.mean(dim=1)[0]                          # mean pooling over the text's own tokens
+
+    cos = torch.stack([torch.nn.functional.cosine_similarity(alone(a), alone(b), dim=0) for a, b, _ in pairs])
+    ref = ((cos - torch.tensor(pairs[:, 2], dtype=torch.float32)) ** 2).mean()
+    assert got == pytest.approx(ref.item(), rel=1e-4)
+    (2.0 * ref).backward()                                # the scale multiplies the gradient, not the value
+    for p, g in zip(params, grads):
+        ref_g = p.grad if p.grad is not None else torch.zeros_like(p)
+        assert torch.allclose(g, ref_g, atol=1e-5, rtol=1e-3)
+
+
 # ---------------------------------------------------------------- K per class
 
 
@@ -145,9 +183,14 @@ def test_setfit_config_errors(tiny_model, tmp_path, capsys):
                       (["tricks=[{name: ema}]"], "tricks would not be used"),
                       (["data.sampler=balanced"], "data.sampler=balanced would not be used"),
                       (["train.setfit_iterations=0"], "train.setfit_iterations: must be at least 1"),
+                      (["data.truncation=chunk"], "data.truncation=chunk .windows. does not apply"),
                       (["train.strategy=setfi"], "did you mean 'setfit'")):
         with pytest.raises(ConfigError, match=msg):
             load_config(None, ["train.strategy=setfit", *sets])
+    # LoRA is the one trick SetFit takes (its pairs train the adapters); a per-class draw cut again is refused
+    assert load_config(None, ["train.strategy=setfit", "tricks=[{name: lora, r: 4}]"]).tricks[0]["name"] == "lora"
+    with pytest.raises(ConfigError, match="undo its balance; fix: set one of them"):
+        load_config(None, ["data.max_train_per_class=8", "data.max_train_samples=100"])
     (tmp_path / "train.tsv").write_text("".join(f"文本{i}\t{i / 7:.3f}\n" for i in range(20)))   # detected regression
     assert cli_main(["train", "--data", str(tmp_path / "train.tsv"), "--model", str(tiny_model), "--set",
                      "train.strategy=setfit", "--out", str(tmp_path / "r")]) == 2
@@ -162,7 +205,8 @@ def test_setfit_train_cli_then_predict(tiny_model, tmp_path, capsys):
     args = ["train", "--data", str(data), "--model", str(tiny_model), "--out", str(run), "--max-train-per-class", "8",
             "--set", "train.strategy=setfit", "--set", "train.setfit_iterations=4", "--set", "model.pooling=mean",
             "--set", "train.batch_size=8", "--set", "train.lr=1e-3", "--set", "train.precision=fp32", "--set",
-            "data.max_length=24", "--set", "train.log_every=2", "--set", "train.warmup_ratio=0", "--epochs", "2"]
+            "data.max_length=24", "--set", "train.log_every=2", "--set", "train.warmup_ratio=0", "--epochs", "2",
+            "--set", "train.setfit_head_c=0.5", "--set", "train.setfit_head_steps=200"]
     assert cli_main(args) == 0
     err = capsys.readouterr().out
     assert "setfit: 192 pairs an epoch (4 positive + 4 negative per train row), 8 pairs a step" in err
@@ -183,7 +227,7 @@ def test_setfit_train_cli_then_predict(tiny_model, tmp_path, capsys):
     b = load_data(load_config(None, ["data.max_train_per_class=8", "train.seed=42", "data.max_length=24"]), data)
     enc = encode(tok, [r.text for r in b.train.rows], None, 24, meta["data"]["lowercase"], b.train.labels)
     X = embeddings(model, enc, 64, tok.pad_token_id, torch.device("cpu"), "fp32")
-    W, bias = logistic_regression(X, np.array(b.train.labels), 3, C=1.0, max_iter=300)
+    W, bias = logistic_regression(X, np.array(b.train.labels), 3, C=0.5, max_iter=200)   # the run's C and steps
     assert np.allclose(model.classifier.weight.detach().numpy(), W, atol=1e-4)
     assert np.allclose(model.classifier.bias.detach().numpy(), bias, atol=1e-4)
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["strategy"] == "setfit"
@@ -193,6 +237,41 @@ def test_setfit_train_cli_then_predict(tiny_model, tmp_path, capsys):
     assert cli_main(["predict", "--run", str(run), str(inp)]) == 0
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["label"] for x in out] == ["sports", "finance"]
+
+
+def test_setfit_with_lora_trains_the_adapters_and_the_run_reloads(tiny_model, tmp_path, capsys):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    data = write_thucnews(tmp_path / "d", n_train=45, n_dev=15)
+    run = tmp_path / "run"
+    assert cli_main(["train", "--data", str(data), "--model", str(tiny_model), "--out", str(run), "--quiet",
+                     "--set", "train.strategy=setfit", "--set", "train.setfit_iterations=2", "--set",
+                     "model.pooling=mean", "--set", "train.batch_size=8", "--set", "train.lr=1e-2", "--set",
+                     "train.precision=fp32", "--set", "data.max_length=24", "--set", "train.max_steps=4",
+                     "--trick", "lora:r=4,alpha=8"]) == 0
+    out = capsys.readouterr().out
+    assert "trainable parameters:" in out
+    adapters = load_file(str(run / "model" / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapters.items())    # the pairs moved the adapters
+    assert not (run / "model" / "model.safetensors").exists()                         # the base is not copied
+    meta = json.loads((run / "model" / "tricklab.json").read_text())
+    assert meta["adapter"]["base"] == str(tiny_model) and meta["adapter"]["parameters"] == sum(
+        v.numel() for v in adapters.values())
+    from tricklab.model import load_model
+
+    merged, _, _ = load_model(run / "model")               # base + adapters merged: the encoder moved off the base
+    base = AutoModel.from_pretrained(tiny_model).state_dict()
+    assert any(not torch.equal(v, base[k]) for k, v in merged.encoder.state_dict().items() if k in base)
+    cfg = load_config(run / "config.yaml")                 # the saved config loads again: evaluate and predict run
+    assert cfg.train.strategy == "setfit" and cfg.tricks[0]["name"] == "lora"
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(data / "dev.txt"), "--out", str(tmp_path / "ev")]) == 0
+    inp = tmp_path / "in.txt"
+    inp.write_text("球赛冠军队员胜负\n")
+    capsys.readouterr()
+    assert cli_main(["predict", "--run", str(run), str(inp)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] in {"sports", "finance", "game"}
 
 
 def test_compare_finetune_vs_setfit(tiny_model, tmp_path, capsys):

@@ -271,6 +271,10 @@ def validate(cfg: Config) -> None:
     if cfg.data.max_train_per_class and cfg.task in ("multi_label", "regression"):
         raise ConfigError(f"config data.max_train_per_class: a per-class sample is for single_label tasks, not "
                           f"{cfg.task}; fix: --set data.max_train_samples=N instead")
+    if cfg.data.max_train_per_class and cfg.data.max_train_samples:
+        raise ConfigError(f"config data.max_train_per_class={cfg.data.max_train_per_class} and data.max_train_samples="
+                          f"{cfg.data.max_train_samples} together: a plain random cut after the per-class draw would "
+                          f"undo its balance; fix: set one of them (the other to 0)")
     for tracker in tracker_names(cfg.tracking.report_to):
         choice("tracking.report_to", tracker, TRACKERS)
         if tracker == "none":
@@ -324,7 +328,8 @@ def validate(cfg: Config) -> None:
 
 
 def validate_setfit(cfg: Config) -> None:
-    """train.strategy=setfit: single-label, a linear head (the logistic regression), no other loss or trick."""
+    """train.strategy=setfit: single-label, a linear head (the logistic regression), whole texts, no other loss or
+    trick than LoRA (the pairs then train the adapters: a decoder backbone gets them by default)."""
     tc = cfg.train
     if cfg.task in ("multi_label", "regression"):
         raise ConfigError(f"config train.strategy=setfit: for single_label classification only, not {cfg.task}; "
@@ -337,10 +342,16 @@ def validate_setfit(cfg: Config) -> None:
                       else ("model.prior_bias_init", "true"))
         raise ConfigError(f"config train.strategy=setfit draws its own balanced pairs and fits the head afterwards, so "
                           f"{key}={value} would not be used; fix: drop it or --set train.strategy=finetune")
-    used = [k for k, v in (("loss", cfg.loss), ("aux_losses", cfg.aux_losses), ("tricks", cfg.tricks)) if v]
+    if cfg.data.truncation == "chunk":
+        raise ConfigError("config train.strategy=setfit pairs whole texts and fits its head on one embedding per text, "
+                          "so data.truncation=chunk (windows) does not apply; fix: --set data.truncation=head_tail "
+                          "(or head), or --set train.strategy=finetune")
+    tricks = [t for t in cfg.tricks if t.get("name") != "lora"]
+    used = [k for k, v in (("loss", cfg.loss), ("aux_losses", cfg.aux_losses), ("tricks", tricks)) if v]
     if used:
         raise ConfigError(f"config train.strategy=setfit trains with its own contrastive loss, so {', '.join(used)} "
-                          f"would not be used; fix: remove {', '.join(used)} or --set train.strategy=finetune")
+                          f"would not be used (LoRA excepted); fix: remove {', '.join(used)} or --set "
+                          f"train.strategy=finetune")
     for path, v, lo in (("train.setfit_iterations", tc.setfit_iterations, 1),
                         ("train.setfit_head_steps", tc.setfit_head_steps, 1)):
         if v < lo:

@@ -1,6 +1,8 @@
-"""Sentence pairs for train.strategy=setfit (training/setfit.py), drawn as SetFit draws them (Tunstall et al.
+"""Sentence pairs for train.strategy=setfit (training/setfit.py), drawn after SetFit's scheme (Tunstall et al.
 2022, arXiv:2209.11055; setfit's `sentence_pairs_generation`): per iteration, every labelled row is the anchor of
-one positive pair (same label, target 1) and one negative pair (another label, target 0). numpy only."""
+one positive pair (same label, target 1) and one negative pair (another label, target 0). One difference: the
+positive partner is another row of the class (setfit's draw may pick the anchor itself), unless the row is alone
+in its class. numpy only."""
 from __future__ import annotations
 
 from typing import Any

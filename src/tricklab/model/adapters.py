@@ -95,7 +95,7 @@ def adapter_state(encoder: nn.Module) -> dict[str, Tensor]:
 
 def save_adapters(encoder: nn.Module, out: Path, base: str) -> dict[str, Any]:
     """adapter_model.safetensors + adapter_config.json (base_model_name_or_path = the base model) into `out`;
-    returns what tricklab.json records: {method, base, trainable}."""
+    returns what tricklab.json records: {method, base, parameters}."""
     from safetensors.torch import save_file
 
     cfg = encoder.peft_config["default"]
