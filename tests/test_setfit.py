@@ -166,6 +166,27 @@ def test_max_train_per_class_exact_counts_and_seeds(tmp_path):
     assert len(b.dev) == 30                                            # a dev file is left whole
 
 
+def test_max_train_per_class_draws_every_row_of_a_class_alike(tmp_path):
+    """Over many seeds each row is drawn K/n of the time (uniform within its class), whatever its position; with
+    no dev file, the dev rows are held out before the draw and never drawn."""
+    from tricklab.data.dataset import per_class_subset
+
+    data = write_thucnews(tmp_path / "d", n_train=60)                   # 20 rows per class
+    b = load_data(load_config(None, []), data)
+    k, seeds = 5, 600
+    counts = Counter()
+    for seed in range(seeds):
+        sub, _ = per_class_subset(b.train, "single_label", b.label_map.names, k, seed)
+        assert Counter(sub.labels) == {0: k, 1: k, 2: k}
+        counts.update(int(i) for i in sub.index)
+    sizes = Counter(b.train.labels)
+    for i, y in enumerate(b.train.labels):                             # binomial(600, 1/4): mean 150, sd 10.6
+        assert abs(counts[int(b.train.index[i]) if b.train.index is not None else i] - seeds * k / sizes[y]) < 50
+    (data / "dev.txt").unlink()
+    held = load_data(load_config(None, ["data.max_train_per_class=4", "train.seed=3"]), data)
+    assert not {r.text for r in held.dev.rows} & {r.text for r in held.train.rows} and len(held.dev) > 0
+
+
 def test_max_train_per_class_only_single_label(tmp_path):
     with pytest.raises(ConfigError, match="single_label tasks, not regression"):
         load_config(None, ["task=regression", "data.max_train_per_class=4"])
