@@ -476,6 +476,8 @@ def test_excel_in_and_out_keeps_the_sheet_and_its_values(run, pred, tmp_path, ca
     assert "out.xlsx: 1 cell(s) held control characters an Excel sheet cannot hold" in capsys.readouterr().err
     assert xlsx_rows(out)[0]["text"] == "股市利率" and xlsx_rows(out)[0]["label"] == expected(pred, ["股市\x01利率"])[0]["label"]
     # --sheet by name or index; problems name the sheet's row; JSONL out holds the same values
+    assert pred.predict_file(inp, tmp_path / "p.jsonl", sheet=0, log=None, check=False) == 3   # the Python API
+    assert [r["编号"] for r in read_jsonl(tmp_path / "p.jsonl")] == [17, 18, 19]
     assert cli_main(["predict", "--run", str(run), str(inp), "--sheet", "说明"]) == 2
     assert "in.xlsx: no text column among (read me)" in capsys.readouterr().err
     ws.append([20, None, None, None])

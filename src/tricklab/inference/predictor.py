@@ -217,11 +217,13 @@ class Predictor:
 
     def predict_file(self, path: str | Path | Source | None, output: str | Path | None = None, *,
                      text_column: str | None = None, text_b_column: str | None = None, format: str | None = None,
-                     top_k: int = 1, batch_size: int | None = None, progress: bool = False, check: bool = True,
+                     sheet: str | int | None = None, top_k: int = 1, batch_size: int | None = None,
+                     progress: bool = False, check: bool = True,
                      log: Callable[[str], None] | None = _stderr, **options: Any) -> int:
         """Predict every text of a file (path None or "-": standard input) and write one row per record to
         `output`: the record's columns unchanged, then the prediction (format from the extension: .jsonl, .json,
-        .csv, .tsv, .parquet; None: JSONL on standard output). Formats in: inference/files.py. Streams: reads,
+        .csv, .tsv, .parquet, .xlsx; None: JSONL on standard output). `sheet`: an .xlsx input's sheet (name or
+        0-based index; default the first). Formats in: inference/files.py. Streams: reads,
         predicts and writes `batch_size` records (default 1024) at a time, in input order; `progress`: a tqdm
         bar on standard error. `check`: read a file once first, so that every bad line is reported before
         any prediction (not standard input). Returns the number of rows written."""
@@ -229,7 +231,7 @@ class Predictor:
 
         from .outputs import Writer, output_format
 
-        src = path if isinstance(path, Source) else open_source(path, format)
+        src = path if isinstance(path, Source) else open_source(path, format, sheet)
         opts = dict(zip(("threshold", "min_k", "max_k", "abstain_below"), self._options(**options)))
         output_format(output)
         if output is not None and src.path is not None and Path(output).resolve() == src.path.resolve():
