@@ -18,7 +18,7 @@ from tricklab.config import load_config
 from tricklab.data import encode, load_data
 from tricklab.data.pairs import epoch_pair_batches, sample_pairs
 from tricklab.errors import ConfigError
-from tricklab.training.setfit import cosine_similarity_loss, embeddings, logistic_regression
+from tricklab.training.setfit import cosine_similarity_loss, embeddings, fit_logistic_regression, logistic_regression
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 3])      # class 3 has a single row
 
@@ -102,6 +102,12 @@ def test_logistic_regression_matches_scipy_on_the_same_objective():
     W, b = logistic_regression(X, y, K, C=C, max_iter=500)
     assert np.allclose(W, ref[:K * P].reshape(K, P), atol=1e-4) and np.allclose(b, ref[K * P:], atol=1e-4)
     assert np.abs(objective(np.concatenate([W.ravel(), b]))[1]).max() < 1e-4   # stationary point
+    # the reported gradient is the objective's at the returned solution: small when converged, not after 2 steps
+    for steps in (500, 2):
+        W, b, grad = fit_logistic_regression(X, y, K, C, steps)
+        want = np.abs(objective(np.concatenate([W.ravel(), b]))[1]).max()
+        assert grad == pytest.approx(want, rel=1e-6, abs=1e-12)
+        assert (grad < 1e-4) == (steps == 500)
 
 
 def test_pair_loss_is_the_cosine_loss_of_each_text_pooled_alone(tiny_model):
@@ -271,9 +277,10 @@ def test_setfit_with_lora_trains_the_adapters_and_the_run_reloads(tiny_model, tm
                      "--set", "train.strategy=setfit", "--set", "train.setfit_iterations=2", "--set",
                      "model.pooling=mean", "--set", "train.batch_size=8", "--set", "train.lr=1e-2", "--set",
                      "train.precision=fp32", "--set", "data.max_length=24", "--set", "train.max_steps=4",
-                     "--trick", "lora:r=4,alpha=8"]) == 0
+                     "--set", "train.setfit_head_steps=1", "--trick", "lora:r=4,alpha=8"]) == 0
     out = capsys.readouterr().out
     assert "trainable parameters:" in out
+    assert "warning: setfit head: the logistic regression stopped after train.setfit_head_steps=1 iterations" in out
     adapters = load_file(str(run / "model" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapters.items())    # the pairs moved the adapters
     assert not (run / "model" / "model.safetensors").exists()                         # the base is not copied

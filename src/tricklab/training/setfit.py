@@ -112,11 +112,20 @@ def logistic_regression(X: np.ndarray, y: np.ndarray, num_classes: int, C: float
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(W (num_classes, P), b (num_classes,)) minimising sum_i CE(W x_i + b, y_i) + ||W||^2 / (2C) (scikit-learn's
     multinomial LogisticRegression(C) objective), by L-BFGS with a strong-Wolfe line search, in float64."""
+    W, b, _ = fit_logistic_regression(X, y, num_classes, C, max_iter)
+    return W, b
+
+
+def fit_logistic_regression(X: np.ndarray, y: np.ndarray, num_classes: int, C: float, max_iter: int
+                            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """logistic_regression, and the largest gradient entry at the solution (scikit-learn's convergence test:
+    below 1e-4 it has converged). At most max_iter iterations and 20 x max_iter objective evaluations (torch's
+    default, 1.25 x, would stop the line searches well before max_iter)."""
     Xt, yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(np.asarray(y), dtype=torch.long)
     W = torch.zeros(num_classes, Xt.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-7,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, max_eval=20 * max_iter, history_size=20,
+                            tolerance_grad=1e-7, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -125,15 +134,22 @@ def logistic_regression(X: np.ndarray, y: np.ndarray, num_classes: int, C: float
         return loss
 
     opt.step(closure)
-    return W.detach().numpy(), b.detach().numpy()
+    closure()
+    grad = max(float(W.grad.abs().max()), float(b.grad.abs().max()))
+    return W.detach().numpy(), b.detach().numpy(), grad
 
 
 def fit_head(run: Run) -> None:
-    """The logistic regression on the tuned encoder's train embeddings, written into the linear head."""
+    """The logistic regression on the tuned encoder's train embeddings, written into the linear head; a warning
+    when L-BFGS stopped before the gradient fell under scikit-learn's tolerance (1e-4)."""
     tc = run.cfg.train
     X = embeddings(run.raw_model, run.enc.train, tc.eval_batch_size, run.pad_id, run.device, run.precision)
-    W, b = logistic_regression(X, np.asarray(run.enc.train.labels), run.bundle.label_map.num_labels, tc.setfit_head_c,
-                               tc.setfit_head_steps)
+    W, b, grad = fit_logistic_regression(X, np.asarray(run.enc.train.labels), run.bundle.label_map.num_labels,
+                                         tc.setfit_head_c, tc.setfit_head_steps)
+    if grad > 1e-4 and run.main:
+        tqdm.write(f"warning: setfit head: the logistic regression stopped after train.setfit_head_steps="
+                   f"{tc.setfit_head_steps} iterations with a gradient of {grad:.1e} (converged: under 1e-4); fix: "
+                   f"--set train.setfit_head_steps={4 * tc.setfit_head_steps}")
     layer = run.raw_model.classifier.output_layer
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(W, dtype=layer.weight.dtype))
