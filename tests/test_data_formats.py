@@ -492,3 +492,80 @@ def test_excel_problems_name_the_row_and_headerless_sheets_read_by_position(tmp_
                                                                              for r in RECORDS[:6]]})
     b = load_data(Config(), tmp_path / "w")                     # a folder of workbooks: train.xlsx, dev.xlsx
     assert (len(b.train), len(b.dev)) == (24, 6) and b.train.source == str(data)
+
+
+def set_dimension(path: Path, ref: str) -> None:
+    """Rewrite the first sheet's size record (<dimension ref=...>), as some programs write it wrong."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    name = "xl/worksheets/sheet1.xml"
+    parts[name] = re.sub(rb'<dimension ref="[^"]*"', f'<dimension ref="{ref}"'.encode(), parts[name])
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+
+
+def test_real_world_workbooks_title_rows_hidden_sheets_sizes_and_formulas(tmp_path):
+    from tricklab.config import load_config
+    from tricklab.data.columns import column_note
+    from tricklab.data.readers import read_rows
+
+    body = [[f"球赛冠军{i}", "sports" if i % 2 else "finance"] for i in range(100)]
+    # a wrong size record (A1:B10) must not cut the sheet at row 10
+    p = write_xlsx(tmp_path / "dim.xlsx", {"Sheet1": [["text", "label"]] + body})
+    set_dimension(p, "A1:B10")
+    assert len(read_rows(p, Config().data)) == 100
+    # a title and a blank row above the header, a long header name, a hidden lookup sheet first
+    wb = openpyxl.Workbook()
+    lookup = wb.active
+    lookup.title = "lookup"
+    lookup.append(["code", "name"])
+    lookup.sheet_state = "hidden"
+    ws = wb.create_sheet("2024")
+    ws.append(["Customer feedback export 2024"])
+    ws.append([])
+    ws.append(["text", "label (final, as agreed by the annotation team)", "label"])
+    for t, y in body[:6]:
+        ws.append([t, "x", y])
+    p = tmp_path / "real.xlsx"
+    wb.save(p)
+    got = read_rows(p, Config().data)
+    assert [(r.text, r.label, r.line) for r in got] == [(t, y, i + 4) for i, (t, y) in enumerate(body[:6])]
+    note = column_note(got.columns)
+    assert "(sheet '2024'; row 1 above the header passed over; other sheets: 'lookup' (hidden))" in note
+    assert "--set data.sheet=2024 " in note
+    # the printed pin reads the sheet named "2024", not index 2024; a wrong name names the settings
+    cfg = load_config(None, ["data.sheet=2024"])
+    assert len(read_rows(p, cfg.data)) == 6
+    cfg = load_config(None, ["data.sheet=2025"])
+    with pytest.raises(DataError, match=r"sheet 2025 not found: the workbook has 2 sheet\(s\) \('lookup', '2024'\); .*"
+                                        r"--set data.sheet=NAME \(train, evaluate\) or --sheet NAME \(predict\)"):
+        read_rows(p, cfg.data)
+    cfg = load_config(None, ["data.sheet=train"])
+    with pytest.raises(DataError, match=r"no sheet named 'train'; its sheets are: 'lookup', '2024'; .*--set data.sheet"):
+        read_rows(p, cfg.data)
+    # formulas never computed (openpyxl saves no result) read empty: the first such row says why
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["text", "label", "a", "b"])
+    for i in range(2, 5):
+        ws.append([f"=C{i}&D{i}", "sports", "球赛", "冠军"])
+    wb.save(tmp_path / "formula.xlsx")
+    with pytest.raises(DataError) as e:
+        read_rows(tmp_path / "formula.xlsx", Config().data)
+    msg = str(e.value)
+    assert "formula.xlsx row 2: empty text; fix: fill it in or delete the row (an Excel cell that reads empty may " \
+           "hold a formula whose result was never saved" in msg and msg.count("formula whose result") == 1
+    skip = Config()
+    skip.data.on_invalid = "skip"      # still row problems: skipped, not a file-level stop
+    ws.append(["球赛冠军", "sports"])
+    wb.save(tmp_path / "formula.xlsx")
+    from tricklab.data.invalid import InvalidRows
+
+    inv = InvalidRows("skip")
+    rows = inv.read("train", str(tmp_path / "formula.xlsx"),
+                    lambda f: read_rows(tmp_path / "formula.xlsx", skip.data, True, f), [])
+    assert [r.text for r in rows] == ["球赛冠军"] and len(inv.rows["train"]) == 3

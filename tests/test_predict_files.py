@@ -500,6 +500,52 @@ def test_excel_in_and_out_keeps_the_sheet_and_its_values(run, pred, tmp_path, ca
     assert "says an Excel workbook, but the file is text" in capsys.readouterr().err
 
 
+def test_excel_title_rows_hidden_sheets_long_cells_and_evaluate(run, pred, tmp_path, capsys, monkeypatch):
+    openpyxl = pytest.importorskip("openpyxl")
+    from test_data_formats import set_dimension
+
+    wb = openpyxl.Workbook()
+    lookup = wb.active
+    lookup.title, lookup.sheet_state = "codes", "hidden"
+    lookup.append(["code"])
+    ws = wb.create_sheet("data")
+    ws.append(["导出 2024"])
+    ws.append(["id", "text", "label"])
+    rows = [[i, t, y] for i, (t, y) in enumerate(zip(TEXTS, [0, 1, 2, 0] * 2))]    # class ids, as the run trained on
+    for r in rows:
+        ws.append(r)
+    ws.append([99, True, 0])                                 # TRUE in the text column reads "true", as in train
+    inp = tmp_path / "in.xlsx"
+    wb.save(inp)
+    set_dimension(inp, "A1")                                 # a wrong size record: every row is read all the same
+    out = tmp_path / "out.jsonl"
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out), "--quiet"]) == 0
+    assert ("in.xlsx: read sheet 'data'; row 1 above the header passed over; other sheets: 'codes' (hidden); "
+            "--sheet NAME to read another") in capsys.readouterr().err
+    got = read_jsonl(out)
+    assert [g["id"] for g in got] == [r[0] for r in rows] + [99] and got[-1]["text"] is True
+    for g, w in zip(got, expected(pred, TEXTS + ["true"])):
+        same({"label": g["pred_label"], "score": g["score"]}, w)          # (the input has a gold `label`)
+    # evaluate reads the same workbook: the gold labels of its label column
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(inp), "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "eval_in.json").read_text())
+    names = ["sports", "finance", "game"]
+    want = sum(w["label"] == names[y] for w, y in zip(expected(pred, TEXTS + ["true"]), [r[2] for r in rows] + [0]))
+    assert m["n"] == 9 and m["accuracy"] == pytest.approx(want / 9)
+    # a cell longer than a sheet holds is cut, with a note; more rows than a sheet holds: refused before predicting
+    (tmp_path / "long.jsonl").write_text(json.dumps({"text": "球赛" * 20000}) + "\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "long.jsonl"), "--output", str(tmp_path / "l.xlsx"),
+                     "--quiet"]) == 0
+    assert "l.xlsx: 1 cell(s) were longer than the 32,767 characters an Excel cell holds" in capsys.readouterr().err
+    assert len(xlsx_rows(tmp_path / "l.xlsx")[0]["text"]) == 32767
+    import tricklab.data.excel as excel
+
+    monkeypatch.setattr(excel, "MAX_ROWS", 5)
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(tmp_path / "big.xlsx"), "--quiet"]) == 2
+    assert "9 rows and a header do not fit in an Excel sheet (5 rows at most)" in capsys.readouterr().err
+    assert not (tmp_path / "big.xlsx").exists()
+
+
 @pytest.mark.parametrize("name, head, what", [
     ("labelled.zip", b"PK\x03\x04\x14\x00\x06\x00", "a ZIP archive (an Excel .xlsx is one)"),
     ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 / OLE file"),

@@ -90,8 +90,7 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
     sheet = choice.get("sheet")
     if sheet:       # an Excel workbook (data/excel.py): the sheet read, and how to read another
         others = sheet["others"]
-        head = f" (sheet {sheet['name']!r}" + (f"; other sheets: {', '.join(map(repr, others[:5]))}"
-                                                + (", ..." if len(others) > 5 else "") if others else "") + ")" + head
+        head = f" ({sheet['note']})" + head
         if others:
             pins.insert(0, "--set " + shlex.quote(f"data.sheet={sheet['name']}"))
     return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")

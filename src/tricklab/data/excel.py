@@ -1,12 +1,15 @@
 """Excel workbooks (.xlsx, .xlsm) in and out, through openpyxl (the `data` extra: `pip install 'tricklab[data]'`).
 
-Reading: one worksheet (data.sheet / predict --sheet: a name or 0-based index; default the first), streamed in
-openpyxl's read-only mode with the values Excel last computed for formulas. Every cell becomes the text a user sees
+Reading: one worksheet (data.sheet / predict --sheet: a name or 0-based index; default the first visible one),
+streamed in openpyxl's read-only mode with the values Excel last computed for formulas, ignoring the sheet's size
+record; the header is the first of the first 10 non-empty rows that names a known column (a title above it is
+passed over). Every cell becomes the text a user sees
 for it: whole numbers without a decimal point (a label typed as 1 is stored as 1.0 by some writers), other numbers
 in their shortest form, dates in ISO form, TRUE/FALSE as true/false, empty cells as "". Rows that are empty from end
 to end are skipped; each row keeps its number in the sheet (1-based, as Excel shows it), so a problem names it.
 Writing: openpyxl's write-only mode, rows streamed to the file; characters a worksheet cannot hold (control
-characters other than tab, newline and carriage return) are dropped, and the writer counts the cells that had any.
+characters other than tab, newline and carriage return) are dropped and text past a cell's 32,767 characters is cut,
+and the writer counts the cells of each kind, for a note.
 Excel's own old .xls format (OLE) is not read: save it as .xlsx.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..errors import ConfigError, DataError
 EXCEL_EXTENSIONS = (".xlsx", ".xlsm")
 EXCEL_EXTRA = "pip install 'tricklab[data]'"
 MAX_ROWS = 1_048_576         # rows a worksheet holds
+MAX_CELL = 32_767            # characters a worksheet cell holds
 ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")   # openpyxl's ILLEGAL_CHARACTERS_RE
 
 
@@ -63,49 +67,77 @@ def cell_text(v: Any) -> str:
     return str(v)
 
 
+SHEET_FLAGS = "--set data.sheet=NAME (train, evaluate) or --sheet NAME (predict)"
+HEADER_SEARCH = 10     # non-empty rows looked through for the header (a title or notes may sit above it)
+
+
 def _pick_sheet(wb: Any, sheet: str | int | None, path: Path) -> Any:
+    """The sheet named (exactly, else case-insensitively), else at that 0-based index; by default the first
+    visible one (a hidden lookup sheet in front is passed over)."""
     names = wb.sheetnames
+    listed = ", ".join(repr(n) for n in names)
     if sheet is None or sheet == "":
-        return wb[names[0]]
-    if isinstance(sheet, int) or (isinstance(sheet, str) and sheet.isdigit() and sheet not in names):
+        visible = [ws for ws in wb.worksheets if ws.sheet_state == "visible"]
+        return visible[0] if visible else wb.worksheets[0]
+    if str(sheet) in names:                      # a sheet named "2024" is that sheet, not index 2024
+        return wb[str(sheet)]
+    low = {n.lower(): n for n in names}
+    if str(sheet).lower() in low:
+        return wb[low[str(sheet).lower()]]
+    if isinstance(sheet, int) or str(sheet).isdigit():
         i = int(sheet)
         if not 0 <= i < len(names):
-            raise DataError(f"{path}: sheet {i} not found: the workbook has {len(names)} sheet(s) "
-                            f"({', '.join(repr(n) for n in names)}); fix: a 0-based index below {len(names)}, or a name")
+            raise DataError(f"{path}: sheet {i} not found: the workbook has {len(names)} sheet(s) ({listed}); fix: "
+                            f"a 0-based index below {len(names)} or a name, with {SHEET_FLAGS}")
         return wb[names[i]]
-    if sheet in names:
-        return wb[sheet]
-    low = {n.lower(): n for n in names}
-    if sheet.lower() in low:
-        return wb[low[sheet.lower()]]
-    raise DataError(f"{path}: no sheet named {sheet!r}; its sheets are: {', '.join(repr(n) for n in names)}; "
-                    f"fix: one of those names, or a 0-based index")
+    raise DataError(f"{path}: no sheet named {sheet!r}; its sheets are: {listed}; fix: one of those names (or a 0-based "
+                    f"index), with {SHEET_FLAGS}")
+
+
+def header_index(rows: list[tuple[int, list[Any]]], known: set[str]) -> int:
+    """Where the header is among a sheet's first non-empty rows: the first of the first HEADER_SEARCH rows with a
+    cell that is a known column name (`text`, `label`, `评论`, ...), so a title or notes above it are passed over;
+    0 when none has one (the first row, then judged as a text file's line 1 is)."""
+    for i, (_, cells) in enumerate(rows[:HEADER_SEARCH]):
+        if any(cell_text(c).strip().lower() in known for c in cells):
+            return i
+    return 0
 
 
 class Sheet:
-    """One worksheet's non-empty rows: `rows` yields (row number, cells as text, padded to `width`), `title`,
-    and `others` (the workbook's other sheet names)."""
+    """One worksheet of a workbook: `rows()` streams its non-empty rows, `table()` holds them all; `title`,
+    `others` (the workbook's other sheets) and `hidden` (those of them that are hidden). The sheet's size record
+    (`<dimension>`, which some programs write wrong) is ignored: every row in the file is read."""
 
     def __init__(self, path: Path, sheet: str | int | None = None):
-        openpyxl = need_openpyxl(f"{path}: reading an Excel workbook")
-        self.path = path
+        self.path, self.sheet = path, sheet
+        wb = self._open()
         try:
-            self._wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        except Exception as e:      # noqa: BLE001 - zipfile.BadZipFile, KeyError, InvalidFileException ...
-            raise DataError(f"{path}: cannot read it as an Excel workbook ({type(e).__name__}: {e}); fix: open it in "
-                            f"Excel or LibreOffice and save it again as .xlsx, or export it as CSV") from None
-        ws = _pick_sheet(self._wb, sheet, path)
-        self.title = ws.title
-        self.others = [n for n in self._wb.sheetnames if n != ws.title]
-        self._ws = ws
+            ws = _pick_sheet(wb, sheet, path)
+            self.title = ws.title
+            self.others = [n for n in wb.sheetnames if n != ws.title]
+            self.hidden = [w.title for w in wb.worksheets if w.sheet_state != "visible" and w.title != ws.title]
+        finally:
+            wb.close()
         self.width = 0
+
+    def _open(self) -> Any:
+        openpyxl = need_openpyxl(f"{self.path}: reading an Excel workbook")
+        try:
+            return openpyxl.load_workbook(self.path, read_only=True, data_only=True)
+        except Exception as e:      # noqa: BLE001 - zipfile.BadZipFile, KeyError, InvalidFileException ...
+            raise DataError(f"{self.path}: cannot read it as an Excel workbook ({type(e).__name__}: {e}); fix: open "
+                            f"it in Excel or LibreOffice and save it again as .xlsx, or export it as CSV") from None
 
     def rows(self, raw: bool = False) -> Iterator[tuple[int, list[Any]]]:
         """(1-based row number, cells) of each row that has a value; trailing empty cells dropped. Cells are texts
         (cell_text), or with `raw` the values themselves where they are numbers, booleans or empty (None), else
-        texts (dates, times)."""
+        texts (dates, times). Streamed: one row in memory at a time."""
+        wb = self._open()
         try:
-            for n, values in enumerate(self._ws.iter_rows(values_only=True), start=1):
+            ws = wb[self.title]
+            ws.reset_dimensions()
+            for n, values in enumerate(ws.iter_rows(values_only=True), start=1):
                 texts = [cell_text(v) for v in values]
                 while texts and not texts[-1].strip():
                     texts.pop()
@@ -113,7 +145,7 @@ class Sheet:
                     yield n, ([v if v is None or isinstance(v, (int, float, bool)) else t
                                for v, t in zip(values, texts)] if raw else texts)
         finally:
-            self._wb.close()
+            wb.close()
 
     def table(self, raw: bool = False) -> list[tuple[int, list[Any]]]:
         """Every non-empty row, each padded to the widest row's width ("" or, with `raw`, None): a column with a
@@ -122,6 +154,32 @@ class Sheet:
         self.width = max((len(c) for _, c in rows), default=0)
         pad = None if raw else ""
         return [(n, c + [pad] * (self.width - len(c))) for n, c in rows]
+
+    def scan(self, known: set[str]) -> tuple[int, list[int]]:
+        """One streamed pass: (the widest row's width, the row numbers above the header: header_index)."""
+        first: list[tuple[int, list[Any]]] = []
+        width = 0
+        for n, cells in self.rows():
+            width = max(width, len(cells))
+            if len(first) < HEADER_SEARCH:
+                first.append((n, cells))
+        self.width = width
+        return width, [n for n, _ in first[:header_index(first, known)]]
+
+    def describe(self, skipped: list[int] | None = None) -> str:
+        """For notes: the sheet read, rows passed over above its header, the other sheets (hidden ones marked)."""
+        parts = [f"sheet {self.title!r}"]
+        if skipped:
+            parts.append(f"row{'s' * (len(skipped) > 1)} {', '.join(map(str, skipped))} above the header passed over")
+        if self.others:
+            shown = [f"{n!r}" + (" (hidden)" if n in self.hidden else "") for n in self.others[:5]]
+            parts.append("other sheets: " + ", ".join(shown) + (", ..." if len(self.others) > 5 else ""))
+        return "; ".join(parts)
+
+
+EMPTY_CELL_HINT = ("an Excel cell that reads empty may hold a formula whose result was never saved (open the file in "
+                   "Excel or LibreOffice and save it again) or sit inside merged cells, whose value is in the first "
+                   "cell only (unmerge and fill them)")
 
 
 class SheetWriter:
@@ -135,6 +193,7 @@ class SheetWriter:
         self._cell = openpyxl.cell.WriteOnlyCell
         self.rows = 0
         self.cleaned = 0            # cells that held characters a worksheet cannot hold (dropped)
+        self.cut = 0                # cells longer than a worksheet cell holds (cut to MAX_CELL characters)
 
     def append(self, cells: list[Any]) -> None:
         """One row. Text is always stored as text: a value like "=1+1" or "=HYPERLINK(...)" stays a string, never a
@@ -148,6 +207,9 @@ class SheetWriter:
                 if ILLEGAL.search(c):
                     c = ILLEGAL.sub("", c)
                     self.cleaned += 1
+                if len(c) > MAX_CELL:
+                    c = c[:MAX_CELL]
+                    self.cut += 1
                 if c.startswith("="):
                     cell = self._cell(self._ws, value=c)
                     cell.data_type = "s"
@@ -160,5 +222,5 @@ class SheetWriter:
         self._wb.save(self.path)
 
 
-__all__ = ["EXCEL_EXTENSIONS", "MAX_ROWS", "Sheet", "SheetWriter", "cell_text", "column_letter", "is_excel",
-           "need_openpyxl"]
+__all__ = ["EMPTY_CELL_HINT", "EXCEL_EXTENSIONS", "MAX_CELL", "MAX_ROWS", "Sheet", "SheetWriter", "cell_text",
+           "column_letter", "header_index", "is_excel", "need_openpyxl"]

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..config import DataConfig
 from ..errors import DataError
 from .columns import Rows, column_choice, column_not_found
-from .excel import Sheet, is_excel
+from .excel import EMPTY_CELL_HINT, Sheet, header_index, is_excel
 
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "question1", "title",
               "comment", "body", "document", "tweet", "message", "utterance", "headline", "premise",
@@ -306,11 +306,18 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
 
 def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
     """One sheet of a workbook, its rows read as a CSV's (header or not, the same column rules), named by their
-    row numbers in the sheet."""
+    row numbers in the sheet; rows above the header (a title) are passed over, with a note."""
     sheet = Sheet(path, cfg.sheet)
-    rows = _read_delimited(path, sheet.table(), cfg, ",", labelled, True, problems, pair, unit="row")
+    table = sheet.table()
+    start = header_index(table, KNOWN) if cfg.header == "auto" else 0
+    n_problems = len(problems)
+    rows = _read_delimited(path, table[start:], cfg, ",", labelled, True, problems, pair, unit="row")
+    empty = [i for i in range(n_problems, len(problems)) if ": empty text" in problems[i] or ": empty label" in problems[i]]
+    if empty:                   # said once, on the first such row (a row problem still: data.on_invalid=skip holds)
+        problems[empty[0]] += f" ({EMPTY_CELL_HINT})"
     if rows.columns:
-        rows.columns["sheet"] = {"name": sheet.title, "others": sheet.others}
+        rows.columns["sheet"] = {"name": sheet.title, "others": sheet.others,
+                                 "note": sheet.describe([n for n, _ in table[:start]])}
     return rows
 
 
@@ -345,8 +352,8 @@ def _csv_records(path: Path, lines: Iterator[tuple[int, str]], delim: str) -> It
 
 
 def _header_fields(first: list[str], cfg: DataConfig, sheet: bool = False) -> bool:
-    """Whether the first record names the columns. `sheet` (an Excel sheet's first row): one known name among
-    short cells is enough, since a spreadsheet's first row is a header far more often than a text file's line 1."""
+    """Whether the first record names the columns. `sheet` (an Excel sheet's first row): one known name is enough,
+    since a spreadsheet's first row is a header far more often than a text file's line 1."""
     if cfg.header != "auto":
         return cfg.header == "true"
     named = [c for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)]
@@ -356,7 +363,7 @@ def _header_fields(first: list[str], cfg: DataConfig, sheet: bool = False) -> bo
         return all(n.lower() in cells for n in named) or names_like and (
             any(c in KNOWN for c in cells) or any(difflib.get_close_matches(n.lower(), cells, 1) for n in named))
     if sheet:
-        return any(c in KNOWN for c in cells) and all(len(c) <= 40 for c in cells)
+        return any(c in KNOWN for c in cells)
     # unknown cells must look like ASCII names: Chinese words pass isidentifier(), and a first line `评论<TAB>正面`
     # is an example, not a header
     return any(c in KNOWN for c in cells) and all(c == "" or c in KNOWN or c.isascii() and c.isidentifier()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..data.columns import DELIMITER_NAMES
-from ..data.readers import SNIFF_LINES, TEXT_B_NAMES, TEXT_NAMES, _binary_error, delimiter_of, sniff
+from ..data.readers import KNOWN, SNIFF_LINES, TEXT_B_NAMES, TEXT_NAMES, _binary_error, delimiter_of, sniff
 from ..errors import ConfigError, DataError
 
 FORMATS = ("text", "csv", "tsv", "jsonl", "json", "parquet", "xlsx")
@@ -454,18 +454,24 @@ def _parquet_records(src: Source, log: Callable[[str], None] | None) -> Iterator
 
 
 def _xlsx_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
-    """One sheet: its first non-empty row is the header (an empty header cell is named by its column letter),
-    each later row a record, numbered as in the sheet: numbers, booleans and empty cells (None) keep their values
-    (a text column's number is read as its text), dates become ISO text."""
+    """One sheet, streamed (one pass to find its width and header, one to read): the header is the first of its
+    first non-empty rows that names a known column (else the first row; rows above it are passed over, with a
+    note; an empty header cell is named by its column letter), each later row a record numbered as in the sheet.
+    Numbers, booleans and empty cells (None) keep their values (a text column's number is read as its text),
+    dates become ISO text."""
     from ..data.excel import Sheet, cell_text, column_letter
 
     assert src.path is not None
     sheet = Sheet(src.path, src.sheet)
-    if sheet.others:
-        src.note(f"note: {src.name}: read sheet {sheet.title!r}; other sheets: {', '.join(map(repr, sheet.others))}; "
-                 f"--sheet NAME to read another", log)
+    width, above = sheet.scan(KNOWN)
+    if sheet.others or above:
+        src.note(f"note: {src.name}: read {sheet.describe(above)}"
+                 + ("; --sheet NAME to read another" if sheet.others else ""), log)
     header: list[str] | None = None
-    for row, cells in sheet.table(raw=True):
+    for row, cells in sheet.rows(raw=True):
+        if row in above:
+            continue
+        cells = cells + [None] * (width - len(cells))
         if header is None:
             header = _header(src, [cell_text(c).strip() or column_letter(i) for i, c in enumerate(cells)], row)
             continue
@@ -528,7 +534,9 @@ class Columns:
         v = rec[key]
         if v is None:                     # an empty cell (xlsx, parquet), a JSON null
             v = ""
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        elif isinstance(v, bool):         # a sheet's TRUE/FALSE, read as train reads it
+            v = "true" if v else "false"
+        elif isinstance(v, (int, float)):
             v = str(v)
         if not isinstance(v, str):
             raise DataError(f"{where}: {key!r} is {json.dumps(v, ensure_ascii=False, default=str)[:60]}, not a text; "

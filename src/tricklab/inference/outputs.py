@@ -197,6 +197,10 @@ class Writer:
                     print(f"note: {self.final}: {self._xlsx.cleaned} cell(s) held control characters an Excel sheet "
                           f"cannot hold; they were left out of those cells (the other formats keep them)",
                           file=sys.stderr)
+                if self._xlsx.cut:
+                    print(f"note: {self.final}: {self._xlsx.cut} cell(s) were longer than the 32,767 characters an "
+                          f"Excel cell holds and were cut there (CSV, JSONL or Parquet keep them whole)",
+                          file=sys.stderr)
             if ok and self.fmt == "json" and self.f is not None:
                 self.f.write("[]\n" if self.rows == 0 else "\n]\n")
             if self.fmt == "parquet" and ok and self._pq is None and self.path is not None:

@@ -229,6 +229,7 @@ class Predictor:
         any prediction (not standard input). Returns the number of rows written."""
         from tqdm.auto import tqdm
 
+        from ..data.excel import MAX_ROWS
         from .outputs import Writer, output_format
 
         src = path if isinstance(path, Source) else open_source(path, format, sheet)
@@ -241,6 +242,9 @@ class Predictor:
             else quick_count(src)
         from .files import arrow_schema
 
+        if output_format(output) == "xlsx" and total is not None and total >= MAX_ROWS:
+            raise ConfigError(f"--output {output}: {total:,} rows and a header do not fit in an Excel sheet "
+                              f"({MAX_ROWS:,} rows at most); fix: write CSV or Parquet (--output NAME.csv / .parquet)")
         writer = Writer(output, arrow_schema(src), src.name)
         bar = tqdm(total=total, desc="predict", unit=" texts", file=sys.stderr, disable=not progress, dynamic_ncols=True)
         ok = False
