@@ -546,6 +546,33 @@ def test_excel_title_rows_hidden_sheets_long_cells_and_evaluate(run, pred, tmp_p
     assert not (tmp_path / "big.xlsx").exists()
 
 
+def test_the_text_column_train_read_is_predicts_default(tiny_model, tmp_path, capsys):
+    """Trained on a column with a name of its own (found as the only column left), predict reads that column of a
+    new file without --text-column, and the in-memory API does the same."""
+    rows = [(t, y) for t, y in zip(TEXTS * 4, ["sports", "finance", "game", "sports"] * 8)]
+    (tmp_path / "train.csv").write_text("comment_body,label\n" + "".join(f"{t},{y}\n" for t, y in rows),
+                                        encoding="utf-8")
+    train(tiny_cfg(tiny_model, "train.max_steps=2"), tmp_path / "train.csv", out=tmp_path / "run", progress=False)
+    meta = json.loads((tmp_path / "run" / "model" / "tricklab.json").read_text())
+    assert meta["data"]["columns"] == {"text": "comment_body"}
+    (tmp_path / "new.csv").write_text("id,note,Comment_Body\n1,x,球赛冠军\n2,y,股市银行\n", encoding="utf-8")
+    capsys.readouterr()
+    assert cli_main(["predict", "--run", str(tmp_path / "run"), str(tmp_path / "new.csv")]) == 0
+    out = capsys.readouterr()
+    assert "note: predicting column 'Comment_Body', the text column of the training data" in out.err
+    p = Predictor.from_run(tmp_path / "run")
+    got = [json.loads(x) for x in out.out.splitlines()]
+    for g, w in zip(got, p.predict(["球赛冠军", "股市银行"])):
+        same(g, w)
+    assert got[0]["score"] != got[1]["score"]                          # the two texts are told apart
+    recs = list(p.predict_iter([{"id": 1, "comment_body": "球赛冠军"}]))
+    same(recs[0], got[0])
+    # a known text name there and train's column too: train's column wins, and the run says so
+    (tmp_path / "both.csv").write_text("text,comment_body\n股市银行,球赛冠军\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(tmp_path / "run"), str(tmp_path / "both.csv")]) == 0
+    same(json.loads(capsys.readouterr().out), got[0])
+
+
 @pytest.mark.parametrize("name, head, what", [
     ("labelled.zip", b"PK\x03\x04\x14\x00\x06\x00", "a ZIP archive (an Excel .xlsx is one)"),
     ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 / OLE file"),

@@ -53,6 +53,7 @@ class Source:
     compression: str | None = None
     notes: list[str] = field(default_factory=list)   # hints already given (each once)
     sheet: str | int | None = None                   # xlsx: the sheet to read (default: the first)
+    trained: dict[str, Any] = field(default_factory=dict)   # the columns train read ({"text": name, ...}): defaults
 
     @property
     def name(self) -> str:
@@ -574,6 +575,14 @@ def _find(keys: list[str], want: str | None, names: tuple[str, ...], source: str
     return next((low[n] for n in names if n in low), None)     # the first known name, in train's order (_pick)
 
 
+def _present(keys: list[str], column: Any) -> str | None:
+    """A column name train read, when the input has it (any case); None otherwise (a position is no name)."""
+    if not isinstance(column, str):
+        return None
+    low = {str(k).lower(): str(k) for k in keys}
+    return low.get(column.lower())
+
+
 def check_flags(src: Source | str, pair: bool, text_column: str | None, text_b_column: str | None) -> None:
     """Column flags that cannot apply to this model or input: before any reading."""
     name = src.name if isinstance(src, Source) else src
@@ -587,13 +596,19 @@ def check_flags(src: Source | str, pair: bool, text_column: str | None, text_b_c
 
 
 def resolve_columns(src: Source | str, keys: list[str], pair: bool, text_column: str | None = None,
-                    text_b_column: str | None = None, unit: str = "line") -> Columns:
-    """The text column(s) among `keys` (a header, the first object's keys): given, or the one known text name."""
+                    text_b_column: str | None = None, unit: str = "line", trained: dict[str, Any] | None = None
+                    ) -> Columns:
+    """The text column(s) among `keys` (a header, the first object's keys): given, else the column train read when
+    the input has it (`trained`, else the Source's), else the first known text name."""
     check_flags(src, pair, text_column, text_b_column)
     name = src.name if isinstance(src, Source) else src
     if isinstance(src, Source) and src.fmt == "text":
         return Columns(name, "text", "text_b" if pair else None, tabs=True)
+    trained = (src.trained if isinstance(src, Source) else {}) if trained is None else trained
     hint = " (line 1 is read as the header)" if isinstance(src, Source) and src.fmt in ("csv", "tsv") else ""
+    text_column = text_column if text_column is not None else _present(keys, trained.get("text"))
+    if pair and text_b_column is None:
+        text_b_column = _present(keys, trained.get("text_b"))
     text = _find(keys, text_column, TEXT_NAMES, name, "--text-column", "text")
     if text is None:
         nohead = (" or, if line 1 is already data (no header line), --format text: one text per line, the first "
@@ -624,7 +639,11 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
             if cols is None:
                 cols = resolve_columns(src, list(rec), pair, text_column, text_b_column, src.unit)
                 known = [k for k in rec if str(k).lower() in TEXT_NAMES]
-                if text_column is None and not cols.tabs and len(known) > 1:
+                if text_column is None and not cols.tabs and _present(list(rec), src.trained.get("text")):
+                    if str(cols.text).lower() not in TEXT_NAMES or len(known) > 1:
+                        src.note(f"note: predicting column {cols.text!r}, the text column of the training data; "
+                                 f"choose another with --text-column", log)
+                elif text_column is None and not cols.tabs and len(known) > 1:
                     src.note(f"note: several text columns ({', '.join(map(str, known))}): predicting {cols.text!r}, "
                              f"the first known name as train picks it; choose another with --text-column", log)
             out, x = cols.extract(line, rec)

@@ -194,7 +194,8 @@ class Predictor:
         """Predictions for a stream, yielded in input order. Items are texts (pair models: (text_a, text_b) or
         text_a<TAB>text_b), which yield their prediction as predict() does, or records (dicts), which yield the
         record followed by its prediction (a key the record already has comes as pred_<key>); a record's text is
-        under `text_column`, else the one known text key (text, sentence, content, ...) of the first record.
+        under `text_column`, else the key train read its text from, else the first known text key (text, sentence,
+        content, ...) of the first record.
         `batch_size` items (default 1024) are read, predicted and yielded at a time, so memory stays constant;
         the model runs in batches of the Predictor's own batch_size. Options: as predict()."""
         opts = dict(zip(("threshold", "min_k", "max_k", "abstain_below"), self._options(**options)))
@@ -206,7 +207,8 @@ class Predictor:
             for i, item in enumerate(items, 1):
                 if isinstance(item, dict):
                     if cols is None:
-                        cols = resolve_columns("input", list(item), self.pair, text_column, text_b_column, "item")
+                        cols = resolve_columns("input", list(item), self.pair, text_column, text_b_column, "item",
+                                               self.meta["data"].get("columns") or {})
                     yield cols.extract(i, item)
                 else:
                     yield None, self._item(i, item)
@@ -233,6 +235,7 @@ class Predictor:
         from .outputs import Writer, output_format
 
         src = path if isinstance(path, Source) else open_source(path, format, sheet)
+        src.trained = self.meta["data"].get("columns") or {}          # train's text column: the default
         opts = dict(zip(("threshold", "min_k", "max_k", "abstain_below"), self._options(**options)))
         output_format(output)
         if output is not None and src.path is not None and Path(output).resolve() == src.path.resolve():

@@ -138,8 +138,15 @@ def run_meta(cfg: Config, bundle: DataBundle, lowercase: bool, backbone: str) ->
             "model": {"pooling": cfg.model.pooling, "head": cfg.model.head, "head_args": cfg.model.head_args,
                       "dropout": cfg.model.dropout, "backbone": backbone},
             "data": {"max_length": cfg.data.max_length, "lowercase": lowercase, "pair": bundle.is_pair,
-                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train}},
+                     "truncation": Truncation.from_config(cfg.data).to_meta() | {"chunk_train": cfg.data.chunk_train},
+                     "columns": trained_columns(bundle)},     # predict's default text column(s)
             "data_config": asdict(cfg.data)}   # how the run read its files: `evaluate --bundle` reads the same way
+
+
+def trained_columns(bundle: DataBundle) -> dict[str, str]:
+    """The named columns train read its text(s) from ({"text": "Review Text"}); none for positions or records."""
+    roles = ((bundle.columns or {}).get("train") or {}).get("roles", {})
+    return {role: r["column"] for role, r in roles.items() if role in ("text", "text_b") and r.get("column")}
 
 
 RUN_MARKERS = ("config.yaml", "run.json", "metrics.json", "checkpoints")
