@@ -481,6 +481,9 @@ def test_excel_problems_name_the_row_and_headerless_sheets_read_by_position(tmp_
     (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04" + b"\x00" * 100)
     with pytest.raises(DataError, match=r"broken.xlsx: cannot read it as an Excel workbook .*save it again as .xlsx"):
         load_data(Config(), tmp_path / "broken.xlsx")
+    (tmp_path / "locked.xlsx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100)   # OLE: encrypted
+    with pytest.raises(DataError, match=r"locked.xlsx: the workbook is password-protected .*remove the password"):
+        load_data(Config(), tmp_path / "locked.xlsx")
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "train.xlsx").write_text("text,label\n球赛,a\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"says an Excel workbook, but the file is text; fix: rename it"):

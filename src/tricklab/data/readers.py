@@ -181,6 +181,9 @@ def _binary_error(path: Path, kind: str) -> DataError:
     if kind == "utf-16":
         return DataError(f"{path}: the file is UTF-16 text; fix: convert it to UTF-8, e.g. "
                          f"`iconv -f UTF-16 -t UTF-8 {path} > {path.stem}.utf8{path.suffix}`")
+    if kind == "xls" and is_excel(path):     # an .xlsx in an OLE container: Office's encryption
+        return DataError(f"{path}: the workbook is password-protected (encrypted), so its sheets cannot be read; fix: "
+                         f"open it in Excel or WPS, remove the password (File > Info > Protect Workbook) and save it")
     excel = " or .xlsx" if kind in ("xls", "zip") else ""
     return DataError(f"{path}: the file is {NAMES[kind]}, not a data format tricklab reads; fix: export it as "
                      f"CSV, TSV, JSONL, Parquet{excel}" + (" (a workbook is read when its name ends in .xlsx)"
