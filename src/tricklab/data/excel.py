@@ -1,12 +1,15 @@
-"""Excel workbooks (.xlsx, .xlsm) in and out, through openpyxl (the `data` extra: `pip install 'tricklab[data]'`).
+"""Excel workbooks (.xlsx, .xlsm) in and out, through openpyxl (the `data` extra: `pip install 'tricklab[data]'`),
+used directly rather than through pandas.read_excel/to_excel: its read-only and write-only modes stream a sheet row
+by row (pandas holds the whole sheet), and the cell-level choices below (the text a cell shows, text never written
+as a formula) are not pandas options.
 
 Reading: one worksheet (data.sheet / predict --sheet: a name or 0-based index; default the first visible one),
 streamed in openpyxl's read-only mode with the values Excel last computed for formulas, ignoring the sheet's size
 record; the header is the first of the first 10 non-empty rows that names a known column (a title above it is
-passed over). Every cell becomes the text a user sees
-for it: whole numbers without a decimal point (a label typed as 1 is stored as 1.0 by some writers), other numbers
-in their shortest form, dates in ISO form, TRUE/FALSE as true/false, empty cells as "". Rows that are empty from end
-to end are skipped; each row keeps its number in the sheet (1-based, as Excel shows it), so a problem names it.
+passed over). Every cell becomes the text a user sees for it: whole numbers without a decimal point (a label typed
+as 1 is stored as 1.0 by some writers), other numbers in their shortest form, dates in ISO form, TRUE/FALSE as
+true/false, empty cells as "". Rows that are empty from end to end are skipped; each row keeps its number in the
+sheet (1-based, as Excel shows it), so a problem names it.
 Writing: openpyxl's write-only mode, rows streamed to the file; characters a worksheet cannot hold (control
 characters other than tab, newline and carriage return) are dropped and text past a cell's 32,767 characters is cut,
 and the writer counts the cells of each kind, for a note.
