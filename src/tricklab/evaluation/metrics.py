@@ -67,7 +67,8 @@ def compute_metrics(task: str, logits: np.ndarray, gold: Any, names: list[str],
     p, r, f = _prf(tp, cm.sum(0) - tp, cm.sum(1) - tp)
     probs = softmax(logits)
     nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
-    out = {"accuracy": float((pred == y).mean()), "macro_f1": float(f.mean()),
+    seen = (cm.sum(0) + cm.sum(1)) > 0      # classes in the gold labels or the predictions, as scikit-learn averages
+    out = {"accuracy": float((pred == y).mean()), "macro_f1": float(f[seen].mean()) if seen.any() else 0.0,
            "weighted_f1": float((f * cm.sum(1)).sum() / max(1, cm.sum())), "loss": nll, "ece": ece(probs, y),
            "n": int(len(y)),
            "per_class": {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
