@@ -397,3 +397,14 @@ def test_quora_style_pairs_skip_their_id_columns(tmp_path):
     assert (roles["text"]["column"], roles["text_b"]["column"], roles["label"]["column"]) == (
         "question1", "question2", "is_duplicate")
     assert b.is_pair and b.label_map.names == ["0", "1"]
+
+
+def test_a_csv_header_with_unknown_names_is_not_trained_on_as_an_example(tmp_path):
+    rows = [f"球赛冠军队员{i},{'sports' if i % 2 else 'finance'}" for i in range(12)]
+    (tmp_path / "train.csv").write_text("Review Text,Rating\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.csv line 1: read as data, but it looks like a header: its label "
+                                        r"'Rating' occurs nowhere else"):
+        load_data(load_config(None, []), tmp_path / "train.csv")
+    # a genuine one-example class further down, or a long first text, is data
+    (tmp_path / "ok.csv").write_text("\n".join(rows + ["股市银行,rare"]) + "\n", encoding="utf-8")
+    assert "rare" in load_data(load_config(None, []), tmp_path / "ok.csv").label_map.names

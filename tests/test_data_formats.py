@@ -572,3 +572,39 @@ def test_real_world_workbooks_title_rows_hidden_sheets_sizes_and_formulas(tmp_pa
     rows = inv.read("train", str(tmp_path / "formula.xlsx"),
                     lambda f: read_rows(tmp_path / "formula.xlsx", skip.data, True, f), [])
     assert [r.text for r in rows] == ["球赛冠军"] and len(inv.rows["train"]) == 3
+
+
+def test_a_workbook_with_an_instructions_sheet_and_a_header_without_known_names(tmp_path):
+    """The data sheet is the first whose header names a text column (an instructions sheet in front is passed
+    over); a first row read as data that is a header after all stops with the setting; a failed read shows how the
+    file was read."""
+    from tricklab.data.readers import read_rows
+
+    texts = ["这家酒店很好", "服务太差了", "还可以吧", "房间很干净", "早餐不错", "太吵了"]
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "说明"
+    for r in (["标注说明"], ["情感", "正面 / 负面"], ["备注", "可留空"]):
+        ws.append(r)
+    data = wb.create_sheet("标注数据")
+    data.append(["编号", "评论内容", "情感", "备注"])
+    for i in range(12):
+        data.append([f"{i:05d}", texts[i % 6], "正面" if i % 2 == 0 else "负面", None])
+    wb.save(tmp_path / "book.xlsx")
+    got = read_rows(tmp_path / "book.xlsx", Config().data)
+    assert [r.text for r in got][:2] == texts[:2] and {r.label for r in got} == {"正面", "负面"}
+    assert "(sheet '标注数据' (the first with a text column); other sheets: '说明')" in \
+        __import__("tricklab.data.columns", fromlist=["x"]).column_note(got.columns)
+    # headers with names tricklab does not know: the header row would become a one-example class
+    odd = write_xlsx(tmp_path / "odd.xlsx", {"Sheet1": [["用户说的话", "人工判定结果"]]
+                                                       + [[texts[i % 6], "好评" if i % 2 else "差评"] for i in range(12)]})
+    with pytest.raises(DataError) as e:
+        load_data(Config(), odd)
+    msg = str(e.value)
+    assert "odd.xlsx row 1: read as data, but it looks like a header: its label '人工判定结果' occurs nowhere else" in msg
+    assert "--set data.header=true" in msg
+    assert "how it was read: columns of odd.xlsx (sheet 'Sheet1'; no header line; first line: '用户说的话', '人工判定结果')" in msg
+    cfg = Config()
+    cfg.data.header, cfg.data.text_column, cfg.data.label_column = "true", "用户说的话", "人工判定结果"
+    b = load_data(cfg, odd)
+    assert sorted(b.label_map.names) == ["好评", "差评"] and len(b.train) + len(b.dev) == 12

@@ -90,7 +90,7 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
     sheet = choice.get("sheet")
     if sheet:       # an Excel workbook (data/excel.py): the sheet read, and how to read another
         others = sheet["others"]
-        head = f" ({sheet['note']})" + head
+        head = f" ({sheet['note']}; " + head[2:] if head.startswith(" (") else f" ({sheet['note']})" + head
         if others:
             pins.insert(0, "--set " + shlex.quote(f"data.sheet={sheet['name']}"))
     return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")

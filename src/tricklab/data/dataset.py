@@ -167,7 +167,9 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     try:
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))
     except DataError as e:
-        raise DataError(problems + e.problems) from None
+        found = problems + e.problems
+        raise DataError(found[:1] + [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]
+                        + found[1:]) from None
     if lm.note:
         notes.append(lm.note)
     for name in ("dev", "test"):
@@ -183,13 +185,15 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
             return (encode_labels(rs, lm, d.label_sep, str(cls_p or "")),
                     parse_soft_labels(rs, lm.num_labels) if soft else None)
         kept[name], labels[name] = inv.keep_valid(name, srcs[name].name, rows, labelled, problems)
+    how = [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]   # what a misread shows
     if problems:
         hint = inv.hint()
         if hint:   # among the first 20 lines DataError shows
             problems.insert(min(len(problems), 19), hint)
-        raise DataError(problems)
+        raise DataError(problems[:1] + how + problems[1:])
     if task != "regression" and lm.num_labels < 2:
-        raise DataError(f"{train_p}: only one class ({lm.names[0]!r}) in train: a classifier needs at least two")
+        raise DataError([f"{train_p}: only one class ({lm.names[0]!r}) in train: a classifier needs at least two"]
+                        + how)
     pair_flags = {name: rows[0].text_b is not None for name, rows in kept.items()}
     if len(set(pair_flags.values())) > 1:
         raise DataError(f"{train_p}: train and other splits disagree on sentence pairs ({pair_flags}); "

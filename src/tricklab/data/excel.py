@@ -74,27 +74,47 @@ SHEET_FLAGS = "--set data.sheet=NAME (train, evaluate) or --sheet NAME (predict)
 HEADER_SEARCH = 10     # non-empty rows looked through for the header (a title or notes may sit above it)
 
 
-def _pick_sheet(wb: Any, sheet: str | int | None, path: Path) -> Any:
-    """The sheet named (exactly, else case-insensitively), else at that 0-based index; by default the first
-    visible one (a hidden lookup sheet in front is passed over)."""
+def _pick_sheet(wb: Any, sheet: str | int | None, path: Path, prefer: set[str] | None = None) -> tuple[Any, str]:
+    """(the sheet, why): the one named (exactly, else case-insensitively), else at that 0-based index; by default
+    the first visible sheet whose header names a column in `prefer` (a text column: an instructions sheet in front
+    is passed over), else the first visible one (a hidden lookup sheet in front is passed over)."""
     names = wb.sheetnames
     listed = ", ".join(repr(n) for n in names)
     if sheet is None or sheet == "":
-        visible = [ws for ws in wb.worksheets if ws.sheet_state == "visible"]
-        return visible[0] if visible else wb.worksheets[0]
+        visible = [ws for ws in wb.worksheets if ws.sheet_state == "visible"] or wb.worksheets[:1]
+        if prefer and len(visible) > 1:
+            for ws in visible:
+                if _names_a_column(ws, prefer):
+                    return ws, "" if ws is visible[0] else "the first with a text column"
+        return visible[0], ""
     if str(sheet) in names:                      # a sheet named "2024" is that sheet, not index 2024
-        return wb[str(sheet)]
+        return wb[str(sheet)], ""
     low = {n.lower(): n for n in names}
     if str(sheet).lower() in low:
-        return wb[low[str(sheet).lower()]]
+        return wb[low[str(sheet).lower()]], ""
     if isinstance(sheet, int) or str(sheet).isdigit():
         i = int(sheet)
         if not 0 <= i < len(names):
             raise DataError(f"{path}: sheet {i} not found: the workbook has {len(names)} sheet(s) ({listed}); fix: "
                             f"a 0-based index below {len(names)} or a name, with {SHEET_FLAGS}")
-        return wb[names[i]]
+        return wb[names[i]], ""
     raise DataError(f"{path}: no sheet named {sheet!r}; its sheets are: {listed}; fix: one of those names (or a 0-based "
                     f"index), with {SHEET_FLAGS}")
+
+
+def _names_a_column(ws: Any, names: set[str]) -> bool:
+    """Whether one of the sheet's first HEADER_SEARCH non-empty rows has a cell that is one of `names`."""
+    ws.reset_dimensions()
+    seen = 0
+    for values in ws.iter_rows(values_only=True):
+        cells = [cell_text(v).strip().lower() for v in values]
+        if any(cells):
+            if any(c in names for c in cells):
+                return True
+            seen += 1
+            if seen >= HEADER_SEARCH:
+                break
+    return False
 
 
 def header_index(rows: list[tuple[int, list[Any]]], known: set[str]) -> int:
@@ -112,11 +132,11 @@ class Sheet:
     `others` (the workbook's other sheets) and `hidden` (those of them that are hidden). The sheet's size record
     (`<dimension>`, which some programs write wrong) is ignored: every row in the file is read."""
 
-    def __init__(self, path: Path, sheet: str | int | None = None):
+    def __init__(self, path: Path, sheet: str | int | None = None, prefer: set[str] | None = None):
         self.path, self.sheet = path, sheet
         wb = self._open()
         try:
-            ws = _pick_sheet(wb, sheet, path)
+            ws, self.why = _pick_sheet(wb, sheet, path, prefer)
             self.title = ws.title
             self.others = [n for n in wb.sheetnames if n != ws.title]
             self.hidden = [w.title for w in wb.worksheets if w.sheet_state != "visible" and w.title != ws.title]
@@ -171,7 +191,7 @@ class Sheet:
 
     def describe(self, skipped: list[int] | None = None) -> str:
         """For notes: the sheet read, rows passed over above its header, the other sheets (hidden ones marked)."""
-        parts = [f"sheet {self.title!r}"]
+        parts = [f"sheet {self.title!r}" + (f" ({self.why})" if self.why else "")]
         if skipped:
             parts.append(f"row{'s' * (len(skipped) > 1)} {', '.join(map(str, skipped))} above the header passed over")
         if self.others:

@@ -40,10 +40,11 @@ from .excel import EMPTY_CELL_HINT, Sheet, header_index, is_excel
 
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "question1", "title",
               "comment", "body", "document", "tweet", "message", "utterance", "headline", "premise",
-              "文本", "内容", "正文", "句子", "句子1", "评论", "标题", "问题")
+              "文本", "内容", "正文", "句子", "句子1", "评论", "标题", "问题", "评论内容", "文本内容", "评价", "评价内容",
+              "用户评论", "留言", "语句", "新闻标题")
 TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2", "hypothesis", "句子2")
 LABEL_NAMES = ("label", "labels", "score", "target", "class", "category", "sentiment", "polarity", "intent", "topic",
-               "标签", "类别", "分类", "情感", "类型", "分数")
+               "标签", "类别", "分类", "情感", "类型", "分数", "情感倾向", "极性", "标注", "人工标注", "意图", "主题", "类目")
 KNOWN = set(TEXT_NAMES + TEXT_B_NAMES + LABEL_NAMES)
 DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "pipe": "|", "semicolon": ";"}  # names usable on the command line
 COMPRESSED = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
@@ -310,7 +311,7 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
 def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
     """One sheet of a workbook, its rows read as a CSV's (header or not, the same column rules), named by their
     row numbers in the sheet; rows above the header (a title) are passed over, with a note."""
-    sheet = Sheet(path, cfg.sheet)
+    sheet = Sheet(path, cfg.sheet, prefer=set(TEXT_NAMES))
     table = sheet.table()
     start = header_index(table, KNOWN) if cfg.header == "auto" else 0
     n_problems = len(problems)
@@ -480,10 +481,29 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
                             f"{unit}")
             continue
         rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None, unit=unit))
+    if header is None and labelled and cfg.header == "auto":
+        _header_read_as_data(path, rows, first_rec[0], unit, problems)
     out = Rows(rows)
     out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si},
                                 guessed)
     return out
+
+
+def _header_read_as_data(path: Path, rows: list[Row], first_line: int, unit: str, problems: list[str]) -> None:
+    """A first line read as data (no known column name in it) that is a header after all: short, and its label
+    occurs nowhere else while the other labels repeat. Training on it would add a one-example class named after
+    the header; it is a problem of that line, with the setting that reads it as the header."""
+    if len(rows) < 10 or rows[0].line != first_line or not isinstance(rows[0].label, str):
+        return
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.label] = counts.get(r.label, 0) + 1
+    head = rows[0]
+    if counts[head.label] == 1 and len(counts) <= len(rows) / 3 and len(head.text) <= 20 and len(head.label) <= 30:
+        problems.append(f"{path} {unit} {first_line}: read as data, but it looks like a header: its label "
+                        f"{head.label!r} occurs nowhere else and its text {_short(head.text)} is short; fix: --set "
+                        f"data.header=true (and, for names tricklab does not know, --set data.text_column=NAME "
+                        f"--set data.label_column=NAME)")
 
 
 def _id_like(name: str) -> bool:

@@ -463,7 +463,7 @@ def _xlsx_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tu
     from ..data.excel import Sheet, cell_text, column_letter
 
     assert src.path is not None
-    sheet = Sheet(src.path, src.sheet)
+    sheet = Sheet(src.path, src.sheet, prefer=set(TEXT_NAMES) | {str(src.trained.get("text", "")).lower()} - {""})
     width, above = sheet.scan(KNOWN)
     if sheet.others or above:
         src.note(f"note: {src.name}: read {sheet.describe(above)}"
