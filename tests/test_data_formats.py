@@ -605,6 +605,10 @@ def test_a_workbook_with_an_instructions_sheet_and_a_header_without_known_names(
     assert "--set data.header=true" in msg
     assert "how it was read: columns of odd.xlsx (sheet 'Sheet1'; no header line; first line: '用户说的话', '人工判定结果')" in msg
     cfg = Config()
+    cfg.data.text_column = "评论"                   # a misspelt name: the header's place in the sheet, the columns
+    with pytest.raises(DataError, match=r"book.xlsx row 1: data.text_column='评论': column not found; the header's "
+                                        r"columns are: '编号', '评论内容', '情感', '备注'; did you mean '评论内容'"):
+        read_rows(tmp_path / "book.xlsx", cfg.data)
     cfg.data.header, cfg.data.text_column, cfg.data.label_column = "true", "用户说的话", "人工判定结果"
     b = load_data(cfg, odd)
     assert sorted(b.label_map.names) == ["好评", "差评"] and len(b.train) + len(b.dev) == 12

@@ -492,6 +492,8 @@ def test_excel_in_and_out_keeps_the_sheet_and_its_values(run, pred, tmp_path, ca
     assert "--sheet x: " in capsys.readouterr().err
     assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(tmp_path / "o.xlsx.gz")]) == 2
     assert "xlsx compresses its own content; fix: --output" in capsys.readouterr().err
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(tmp_path / "预测.xls")]) == 2
+    assert f"predictions are written as .xlsx, not .xls; fix: --output {tmp_path / '预测.xlsx'}" in capsys.readouterr().err
     (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04" + b"\x00" * 64)
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "broken.xlsx")]) == 2
     assert "broken.xlsx: cannot read it as an Excel workbook" in capsys.readouterr().err

@@ -214,7 +214,7 @@ def config_flags(sp: argparse.ArgumentParser) -> None:
 
 def data_flags(sp: argparse.ArgumentParser, required: bool = True) -> None:
     sp.add_argument("--data", required=required, help="folder with train/dev/test files, or a training file (txt, tsv, "
-                    "csv, jsonl, json, parquet, arrow; also .gz/.bz2/.zst), a datasets save_to_disk folder, or "
+                    "csv, jsonl, json, parquet, arrow, xlsx; also .gz/.bz2/.zst), a datasets save_to_disk folder, or "
                     "hf:NAME[:CONFIG] (a Hugging Face dataset; offline from the local cache)"
                     + ("" if required else " (--resume: the run's own, recorded in run.json)"))
     sp.add_argument("--dev", help="dev file (default: dev.* in the folder or the dataset's validation split, else 10%% "
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_source(pr)
     pr.add_argument("input", nargs="?",
                     help="input file: .txt one text per line (pair models: text_a<TAB>text_b); .csv/.tsv with a header "
-                         "line; .jsonl; .json (an array of objects); .parquet; .xlsx (first row the header); the text "
+                         "line; .jsonl; .json (an array of objects); .parquet; .xlsx (header found as in training); the text "
                          "formats also compressed (.gz, .bz2, .zst). Default, or -: standard input, one text per line")
     pr.add_argument("--format", choices=["auto", "text", "csv", "tsv", "jsonl", "json", "parquet", "xlsx"], default="auto",
                     help="input format (default: from the extension; standard input and other extensions: text)")
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "and written 1024 records at a time)")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's)")
     pr.add_argument("--sheet", metavar="NAME", help="an .xlsx input: the sheet to read, a name or 0-based index "
-                                                     "(default: the first)")
+                                                     "(default: the first visible sheet with a text column)")
     pr.add_argument("--output", help="write here instead of standard output (JSONL); the format follows the "
                                      "extension: .jsonl, .json, .csv, .tsv, .parquet, .xlsx (other columns of the "
                                      "input pass through, then the prediction)")

@@ -15,13 +15,14 @@ from ..errors import DataError
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe", " ": "space"}   # data.delimiter names
 
 
-def column_not_found(path: Path | str, role: str, want: str, header: list[str], table: bool = False) -> DataError:
+def column_not_found(path: Path | str, role: str, want: str, header: list[str], table: bool = False,
+                     at: str | None = None) -> DataError:
     """data.<role>_column names no column of the header (or, `table`, of a Parquet/Arrow/in-memory table's columns):
-    the columns and the closest name (difflib)."""
+    the columns and the closest name (difflib). `at`: where the header is (default: line 1 of `path`)."""
     names = [h.strip() for h in header]
     close = difflib.get_close_matches(want.lower(), [n.lower() for n in names], 1, 0.5)
     best = names[[n.lower() for n in names].index(close[0])] if close else None
-    where, whose = (f"{path}", "its columns") if table else (f"{path} line 1", "the header's columns")
+    where, whose = (f"{path}", "its columns") if table else (at or f"{path} line 1", "the header's columns")
     return DataError(f"{where}: data.{role}_column={want!r}: column not found; {whose} are: "
                      f"{', '.join(repr(n) for n in names)}" + (f"; did you mean {best!r}?" if best else "")
                      + f"; fix: --set data.{role}_column={best or 'NAME'} (a column name, or a 0-based index)")

@@ -374,19 +374,22 @@ def _header_fields(first: list[str], cfg: DataConfig, sheet: bool = False) -> bo
                                                   or c.startswith("unnamed:") for c in cells)   # pandas' index
 
 
-def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ...], path: Path, role: str) -> int | None:
+def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ...], path: Path, role: str,
+          at: str = "line 1") -> int | None:
+    """The column index a role reads: data.<role>_column, else the first known name in the header (`at`: where
+    the header, or the first line of data, is)."""
     if isinstance(want, int):
         return want
     if header is None:
         if want is not None:
             raise DataError(f"{path}: data.{role}_column={want!r} names a column, but the file has no header line "
-                            f"(line 1 holds data); fix: use a 0-based column index, e.g. --set data.{role}_column=0, "
-                            f"or add a header line")
+                            f"({at} holds data); fix: use a 0-based column index, e.g. --set data.{role}_column=0, "
+                            f"or add a header line (or --set data.header=true)")
         return None
     low = [h.strip().lower() for h in header]
     if want is not None:
         if want.lower() not in low:
-            raise column_not_found(path, role, want, header)
+            raise column_not_found(path, role, want, header, at=f"{path} {at}")
         return low.index(want.lower())
     for n in names:
         if n in low:
@@ -412,10 +415,11 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     header = first if _header_fields(first, cfg, sheet=unit == "row") else None
     if header is None:
         records = itertools.chain([first_rec], records)
-    ti = _pick(header, cfg.text_column, TEXT_NAMES, path, "text")
-    bi = _pick(header, cfg.text_b_column, TEXT_B_NAMES, path, "text_b")
-    li = _pick(header, cfg.label_column, LABEL_NAMES, path, "label")
-    si = _pick(header, cfg.soft_label_column, (), path, "soft_label")
+    at = f"{unit} {first_rec[0]}"
+    ti = _pick(header, cfg.text_column, TEXT_NAMES, path, "text", at)
+    bi = _pick(header, cfg.text_b_column, TEXT_B_NAMES, path, "text_b", at)
+    li = _pick(header, cfg.label_column, LABEL_NAMES, path, "label", at)
+    si = _pick(header, cfg.soft_label_column, (), path, "soft_label", at)
     guessed: dict[str, str] = {}
     if header is not None:
         ncols = len(header)

@@ -106,7 +106,8 @@ def open_source(path: str | Path | None, fmt: str | None = None, sheet: str | in
             raise _binary_error(p, kind)
     if fmt == "xlsx" and (comp or kind != "zip"):
         raise DataError(f"{p}: the name (or --format) says an Excel workbook, but the file is "
-                        f"{'compressed' if comp else 'text'}; fix: give the .xlsx itself, or --format for its content")
+                        f"{'compressed' if comp else 'text'}; fix: give the .xlsx itself, or name its content with "
+                        f"--format (csv, tsv, jsonl or text)")
     if sheet is not None and fmt != "xlsx":
         raise ConfigError(f"--sheet {sheet}: {p} is not an Excel workbook ({fmt}); fix: drop --sheet")
     if fmt == "parquet":

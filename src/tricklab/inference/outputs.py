@@ -47,6 +47,9 @@ def output_format(output: str | Path | None) -> str:
         return "jsonl"
     comp = output_compression(output)
     inner = Path(output).with_suffix("") if comp else Path(output)
+    if inner.suffix.lower() in (".xls", ".xlsm", ".xlsb", ".ods"):
+        raise ConfigError(f"--output {output}: predictions are written as .xlsx, not {inner.suffix}; fix: --output "
+                          f"{inner.with_suffix('.xlsx')}")
     fmt = OUTPUTS.get(inner.suffix.lower(), "jsonl")
     if fmt in BINARY and comp:
         raise ConfigError(f"--output {output}: {fmt} compresses its own {'columns' if fmt == 'parquet' else 'content'}; "
