@@ -331,6 +331,19 @@ def test_labels_differing_only_in_case_get_a_note(tmp_path):
     assert not any(n.startswith("labels: ") for n in load_data(cfg(), tmp_path).notes)
 
 
+def test_a_rare_label_named_almost_like_a_frequent_one_gets_a_typo_note(tmp_path):
+    labs = ["正面"] * 40 + ["负面"] * 40 + ["正", "負面", "中性"]          # 中性: rare but no near name
+    write(tmp_path / "train.tsv", "".join(f"评论{i}号\t{lab}\n" for i, lab in enumerate(labs)))
+    b = load_data(cfg(), tmp_path / "train.tsv")
+    assert sorted(b.label_map.names) == ["中性", "正", "正面", "負面", "负面"]                # kept, as written
+    note = next(n for n in b.notes if n.startswith("labels: "))
+    assert "'正' (1) / '正面' (40)" in note and "'負面' (1) / " in note and "'负面' (40)" in note and "中性" not in note
+    assert "looks like a typo" in note
+    labs = ["正面"] * 10 + ["负面"] * 10 + ["正"]                                # not 20x rarer: no note
+    write(tmp_path / "t2.tsv", "".join(f"评论{i}号\t{lab}\n" for i, lab in enumerate(labs)))
+    assert not any(n.startswith("labels: ") for n in load_data(cfg(), tmp_path / "t2.tsv").notes)
+
+
 @pytest.mark.parametrize("content, delim, texts", [
     ("review\tlabel\n好, 很好\tpos\n坏\tneg\n中\tpos\n差\tneg\n", "tab", ["好, 很好", "坏", "中", "差"]),
     ("review|label\n好;很好|pos\n坏|neg\n中|pos\n差|neg\n", "pipe", ["好;很好", "坏", "中", "差"]),

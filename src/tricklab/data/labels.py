@@ -148,7 +148,8 @@ def build_label_map(task: str, rows: list[Row], class_names: list[str] | None, l
             return LabelMap(task, sorted(set(raws), key=int), note=note)
     if not as_ids:
         names = list(class_names) if class_names else sorted(set(raws))
-        return LabelMap(task, names, note=_case_twins(names))
+        notes = [n for n in (_case_twins(names), "" if class_names else _rare_twins(raws)) if n]
+        return LabelMap(task, names, note="; ".join(notes))
     ids = [int(x) for x in raws if _is_int(x)]
     if not ids:  # label_type=id but nothing is an id: encode_labels names each bad line
         return LabelMap(task, list(class_names) if class_names else ["0"], from_ids=True)
@@ -179,6 +180,33 @@ def _case_twins(names: list[str]) -> str:
     shown = "; ".join(" / ".join(repr(n) for n in g) for g in twins[:4])
     return (f"labels: {shown}: class names that differ only in case or spaces are different classes; if each is one "
             f"class, write it one way in every file")
+
+
+def _rare_twins(raws: list[str]) -> str:
+    """A note when a rare class (at most 2 rows, and 20x rarer than another) is named almost like a frequent one:
+    one name inside the other ('正' / '正面') or as many characters with half or more of them the same ('負面' /
+    '负面'): likely a typo, which train keeps as a class of its own."""
+    import difflib
+
+    counts: dict[str, int] = {}
+    for x in raws:
+        counts[x] = counts.get(x, 0) + 1
+    common = sorted((n for n in counts if counts[n] >= 20), key=lambda n: -counts[n])
+    found = []
+    for rare in sorted(n for n in counts if counts[n] <= 2):
+        close = []
+        for big in common:
+            ratio = difflib.SequenceMatcher(None, rare, big).ratio()
+            if (rare in big or big in rare or len(rare) == len(big) and ratio >= 0.5) and counts[big] >= 20 * counts[rare]:
+                close.append((ratio, counts[big], big))
+        if close:                                   # the most alike (several when they tie)
+            best = max(r for r, _, _ in close)
+            bigs = " or ".join(f"{b!r} ({n})" for r, n, b in sorted(close, reverse=True) if r == best)
+            found.append(f"{rare!r} ({counts[rare]}) / {bigs}")
+    if not found:
+        return ""
+    return (f"labels: {'; '.join(found[:4])}: a rare label named almost like a frequent one looks like a typo, and "
+            f"trains as a class of its own; if so, correct those rows")
 
 
 def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
