@@ -421,3 +421,19 @@ def test_a_csv_header_with_unknown_names_is_not_trained_on_as_an_example(tmp_pat
     # a genuine one-example class further down, or a long first text, is data
     (tmp_path / "ok.csv").write_text("\n".join(rows + ["股市银行,rare"]) + "\n", encoding="utf-8")
     assert "rare" in load_data(load_config(None, []), tmp_path / "ok.csv").label_map.names
+
+
+def test_a_file_in_another_labelling_scheme_gets_one_summary_line(tmp_path):
+    write(tmp_path / "train.tsv", "".join(f"评论{i}号\t{'正面' if i % 2 else '负面'}\n" for i in range(20)))
+    write(tmp_path / "dev.tsv", "".join(f"评论{i}号\t{i % 2}\n" for i in range(12)))
+    with pytest.raises(DataError) as e:
+        load_data(cfg(), tmp_path / "train.tsv", dev=tmp_path / "dev.tsv")
+    lines = str(e.value).splitlines()
+    assert lines[0] == (f"{tmp_path / 'dev.tsv'}: 12 of 12 labels are not among train's: its labels ('0', '1') against "
+                        f"train's ('正面', '负面'): another labelling scheme? fix: write this file's labels as train's "
+                        f"(e.g. map each of its labels to one of train's)")
+    assert any("dev.tsv line 1: label '0' does not occur in train" in ln for ln in lines)   # the rows still listed
+    write(tmp_path / "dev.tsv", "".join(f"评论{i}号\t{'正面' if i else '正'}\n" for i in range(12)))   # one typo
+    with pytest.raises(DataError) as e:
+        load_data(cfg(), tmp_path / "train.tsv", dev=tmp_path / "dev.tsv")
+    assert "another labelling scheme" not in str(e.value)

@@ -279,5 +279,20 @@ def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "",
                 out.append(index[lab])
                 continue
     if problems:
-        raise DataError(problems)
+        raise DataError(_scheme_summary(rows, lm, index) + problems)
     return out
+
+
+def _scheme_summary(rows: list[Row], lm: LabelMap, index: dict[str, int]) -> list[str]:
+    """One line before the per-row problems when (nearly) every single-label value is unknown to the label map: the
+    file's labels and train's side by side, as it is likely another labelling scheme, not typos."""
+    if lm.task != "single_label" or len(rows) < 10:
+        return []
+    unknown = [canon(r.label) for r in rows if canon(r.label) not in index]
+    if len(unknown) < 0.9 * len(rows):
+        return []
+    theirs = sorted(set(unknown), key=lambda x: (-unknown.count(x), x))
+    return [f"{rows[0].source}: {len(unknown)} of {len(rows)} labels are not among train's: its labels "
+            f"({', '.join(map(repr, theirs[:6]))}{', ...' if len(theirs) > 6 else ''}) against train's "
+            f"({', '.join(map(repr, lm.names[:6]))}{', ...' if len(lm.names) > 6 else ''}): another labelling "
+            f"scheme? fix: write this file's labels as train's (e.g. map each of its labels to one of train's)"]
