@@ -548,8 +548,12 @@ def test_real_world_workbooks_title_rows_hidden_sheets_sizes_and_formulas(tmp_pa
                                         r"--set data.sheet=NAME \(train, evaluate\) or --sheet NAME \(predict\)"):
         read_rows(p, cfg.data)
     cfg = load_config(None, ["data.sheet=train"])
-    with pytest.raises(DataError, match=r"no sheet named 'train'; its sheets are: 'lookup', '2024'; .*--set data.sheet"):
-        read_rows(p, cfg.data)
+    two = write_xlsx(tmp_path / "two.xlsx", {"a": [["text", "label"]] + body[:12], "b": [["text", "label"]] + body[:12]})
+    with pytest.raises(DataError, match=r"no sheet named 'train'; its sheets are: 'a', 'b'; .*--set data.sheet"):
+        read_rows(two, cfg.data)
+    one = write_xlsx(tmp_path / "one.xlsx", {"Sheet1": [["text", "label"]] + body[:12]})   # one sheet: read it
+    got = read_rows(one, cfg.data)
+    assert len(got) == 12 and "(sheet 'Sheet1' (no sheet 'train' (data.sheet) here: its only sheet))" in column_note(got.columns)
     # formulas never computed (openpyxl saves no result) read empty: the first such row says why
     wb = openpyxl.Workbook()
     ws = wb.active

@@ -98,6 +98,9 @@ def _pick_sheet(wb: Any, sheet: str | int | None, path: Path, prefer: set[str] |
             raise DataError(f"{path}: sheet {i} not found: the workbook has {len(names)} sheet(s) ({listed}); fix: "
                             f"a 0-based index below {len(names)} or a name, with {SHEET_FLAGS}")
         return wb[names[i]], ""
+    visible = [ws for ws in wb.worksheets if ws.sheet_state == "visible"]
+    if len(visible) == 1:          # one sheet only (another annotator's file, dev, test): no doubt which one
+        return visible[0], f"no sheet {str(sheet)!r} (data.sheet) here: its only sheet"
     raise DataError(f"{path}: no sheet named {sheet!r}; its sheets are: {listed}; fix: one of those names (or a 0-based "
                     f"index), with {SHEET_FLAGS}")
 
