@@ -502,6 +502,29 @@ def test_excel_in_and_out_keeps_the_sheet_and_its_values(run, pred, tmp_path, ca
     assert "says an Excel workbook, but the file is text" in capsys.readouterr().err
 
 
+def test_excel_dates_stay_dates_in_a_workbook_and_become_iso_text_elsewhere(run, tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    from datetime import date, datetime
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["text", "下单日期", "时间"])
+    ws.append(["球赛冠军", date(2024, 9, 23), datetime(2024, 9, 23, 8, 30)])
+    ws.append([datetime(2024, 1, 2), date(2024, 9, 24), None])         # a date where a text should be: its text
+    wb.save(tmp_path / "in.xlsx")
+    out = tmp_path / "out.xlsx"
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "in.xlsx"), "--output", str(out), "--quiet"]) == 0
+    rows = xlsx_rows(out)
+    assert rows[0]["下单日期"] == datetime(2024, 9, 23) and rows[0]["时间"] == datetime(2024, 9, 23, 8, 30)
+    assert rows[1]["text"] == datetime(2024, 1, 2)                      # passed through as it was
+    for ext in (".jsonl", ".csv"):
+        assert cli_main(["predict", "--run", str(run), str(tmp_path / "in.xlsx"), "--output", str(tmp_path / f"o{ext}"),
+                         "--quiet"]) == 0
+        got = read_jsonl(tmp_path / "o.jsonl") if ext == ".jsonl" else list(csv.DictReader(open(tmp_path / "o.csv", encoding="utf-8")))
+        assert [g["下单日期"] for g in got] == ["2024-09-23", "2024-09-24"] and got[0]["时间"] == "2024-09-23 08:30:00"
+        assert got[1]["text"] == "2024-01-02"
+
+
 def test_excel_title_rows_hidden_sheets_long_cells_and_evaluate(run, pred, tmp_path, capsys, monkeypatch):
     openpyxl = pytest.importorskip("openpyxl")
     from test_data_formats import set_dimension

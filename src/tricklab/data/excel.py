@@ -157,8 +157,8 @@ class Sheet:
 
     def rows(self, raw: bool = False) -> Iterator[tuple[int, list[Any]]]:
         """(1-based row number, cells) of each row that has a value; trailing empty cells dropped. Cells are texts
-        (cell_text), or with `raw` the values themselves where they are numbers, booleans or empty (None), else
-        texts (dates, times). Streamed: one row in memory at a time."""
+        (cell_text), or with `raw` the values themselves where they are numbers, booleans, dates, times or empty
+        (None), else texts. Streamed: one row in memory at a time."""
         wb = self._open()
         try:
             ws = wb[self.title]
@@ -168,7 +168,7 @@ class Sheet:
                 while texts and not texts[-1].strip():
                     texts.pop()
                 if texts:
-                    yield n, ([v if v is None or isinstance(v, (int, float, bool)) else t
+                    yield n, ([v if v is None or isinstance(v, (int, float, bool, dt.date, dt.time)) else t
                                for v, t in zip(values, texts)] if raw else texts)
         finally:
             wb.close()

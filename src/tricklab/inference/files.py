@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import csv
+import datetime as dt
 import gzip
 import importlib.util
 import io
@@ -459,8 +460,8 @@ def _xlsx_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tu
     """One sheet, streamed (one pass to find its width and header, one to read): the header is the first of its
     first non-empty rows that names a known column (else the first row; rows above it are passed over, with a
     note; an empty header cell is named by its column letter), each later row a record numbered as in the sheet.
-    Numbers, booleans and empty cells (None) keep their values (a text column's number is read as its text),
-    dates become ISO text."""
+    Numbers, booleans, dates and empty cells (None) keep their values (an Excel output writes them back as such; a
+    text column's value is read as its text)."""
     from ..data.excel import Sheet, cell_text, column_letter
 
     assert src.path is not None
@@ -536,10 +537,10 @@ class Columns:
         v = rec[key]
         if v is None:                     # an empty cell (xlsx, parquet), a JSON null
             v = ""
-        elif isinstance(v, bool):         # a sheet's TRUE/FALSE, read as train reads it
-            v = "true" if v else "false"
-        elif isinstance(v, (int, float)):
-            v = str(v)
+        elif isinstance(v, (bool, int, float, dt.date, dt.time)):   # a sheet's cell: the text train reads for it
+            from ..data.excel import cell_text
+
+            v = cell_text(v) if isinstance(v, (bool, dt.date, dt.time)) else str(v)
         if not isinstance(v, str):
             raise DataError(f"{where}: {key!r} is {json.dumps(v, ensure_ascii=False, default=str)[:60]}, not a text; "
                             f"fix: put a string there, or name another column with --text-column")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import datetime as dt
 import gzip
 import io
 import json
@@ -86,7 +87,22 @@ def _flat(v: Any) -> Any:
         return "true" if v else "false"
     if isinstance(v, (list, dict, tuple)):
         return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (dt.date, dt.time)):
+        return _iso(v)
     return v
+
+
+def _iso(v: Any) -> str:
+    """A date, time or datetime (from an Excel input's cells) as text: ISO, a midnight datetime as its date."""
+    if isinstance(v, dt.datetime) and v.time() == dt.time():
+        return v.date().isoformat()
+    return v.isoformat(sep=" ") if isinstance(v, dt.datetime) else v.isoformat()
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (dt.date, dt.time)):
+        return _iso(v)
+    raise TypeError(f"{type(v).__name__} is not JSON")
 
 
 def _cell(v: Any) -> Any:
@@ -144,9 +160,9 @@ class Writer:
 
     def _text(self, rows: list[dict[str, Any]]) -> str:
         if self.fmt == "jsonl":
-            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            return "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
         if self.fmt == "json":
-            body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+            body = ",\n".join(json.dumps(r, ensure_ascii=False, default=_json_default) for r in rows)
             return ("[\n" if self.rows == 0 else ",\n") + body
         assert self.columns is not None
         head = [self.columns] if self.rows == 0 else []
