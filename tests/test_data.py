@@ -437,3 +437,10 @@ def test_a_file_in_another_labelling_scheme_gets_one_summary_line(tmp_path):
     with pytest.raises(DataError) as e:
         load_data(cfg(), tmp_path / "train.tsv", dev=tmp_path / "dev.tsv")
     assert "another labelling scheme" not in str(e.value)
+
+
+def test_the_count_of_problems_not_shown_counts_problems_only():
+    e = DataError([f"f line {i}: bad" for i in range(25)])
+    assert str(e).endswith("... and 5 more problems") and str(e).count("\n") == 20
+    e = DataError([f"f line {i}: bad" for i in range(21)] + ["how it was read: columns of f: text = ..."])
+    assert str(e).endswith("... and 1 more problem")

@@ -10,12 +10,15 @@ class ConfigError(TrickLabError):
     """A bad configuration key or value."""
 
 
+INFO = ("how it was read: ",)       # lines of a DataError that explain the problems rather than being one
+
+
 class DataError(TrickLabError):
     """Bad input data: file, line, value and the fix are in the message."""
 
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         shown = self.problems[:20]
-        more = len(self.problems) - len(shown)
-        msg = "\n".join(shown) + (f"\n... and {more} more problems" if more > 0 else "")
+        more = sum(1 for p in self.problems[20:] if not p.startswith(INFO))   # problems, not the lines explaining them
+        msg = "\n".join(shown) + (f"\n... and {more} more problem{'s' * (more != 1)}" if more > 0 else "")
         super().__init__(msg)
