@@ -418,6 +418,8 @@ def test_a_csv_header_with_unknown_names_is_not_trained_on_as_an_example(tmp_pat
     with pytest.raises(DataError, match=r"train.csv line 1: read as data, but it looks like a header: its label "
                                         r"'Rating' occurs nowhere else"):
         load_data(load_config(None, []), tmp_path / "train.csv")
+    cfg_ = load_config(None, ["data.header=false"])             # an example after all: said so, read as data
+    assert "Rating" in load_data(cfg_, tmp_path / "train.csv").label_map.names
     # a genuine one-example class further down, or a long first text, is data
     (tmp_path / "ok.csv").write_text("\n".join(rows + ["股市银行,rare"]) + "\n", encoding="utf-8")
     assert "rare" in load_data(load_config(None, []), tmp_path / "ok.csv").label_map.names

@@ -507,7 +507,7 @@ def _header_read_as_data(path: Path, rows: list[Row], first_line: int, unit: str
         problems.append(f"{path} {unit} {first_line}: read as data, but it looks like a header: its label "
                         f"{head.label!r} occurs nowhere else and its text {_short(head.text)} is short; fix: --set "
                         f"data.header=true (and, for names tricklab does not know, --set data.text_column=NAME "
-                        f"--set data.label_column=NAME)")
+                        f"--set data.label_column=NAME); if it is an example after all, --set data.header=false")
 
 
 def _id_like(name: str) -> bool:
