@@ -486,18 +486,23 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             continue
         rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None, unit=unit))
     if header is None and labelled and cfg.header == "auto":
-        _header_read_as_data(path, rows, first_rec[0], unit, problems)
+        _header_read_as_data(path, rows, first_rec[0], unit, problems, cfg.label_sep)
     out = Rows(rows)
     out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si},
                                 guessed)
     return out
 
 
-def _header_read_as_data(path: Path, rows: list[Row], first_line: int, unit: str, problems: list[str]) -> None:
+def _header_read_as_data(path: Path, rows: list[Row], first_line: int, unit: str, problems: list[str],
+                         label_sep: str) -> None:
     """A first line read as data (no known column name in it) that is a header after all: short, and its label
     occurs nowhere else while the other labels repeat. Training on it would add a one-example class named after
-    the header; it is a problem of that line, with the setting that reads it as the header."""
+    the header; it is a problem of that line, with the setting that reads it as the header. Labels that hold the
+    multi-label separator (a combination may well be unique) or a number are not header names."""
     if len(rows) < 10 or rows[0].line != first_line or not isinstance(rows[0].label, str):
+        return
+    lab = rows[0].label
+    if (label_sep and label_sep in lab) or lab.lstrip("[").startswith(("\"", "'")) or _number(lab):
         return
     counts: dict[str, int] = {}
     for r in rows:
@@ -537,6 +542,14 @@ def _peek(records: Iterator[tuple[int, Any]], n: int = PEEK_RECORDS) -> tuple[li
     """The first n records, and an iterator that still yields every record from the first."""
     sample = list(itertools.islice(records, n))
     return sample, itertools.chain(sample, records)
+
+
+def _number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
 
 
 def _mean_len(values: list[str]) -> float:
