@@ -338,7 +338,7 @@ def test_a_rare_label_named_almost_like_a_frequent_one_gets_a_typo_note(tmp_path
     assert sorted(b.label_map.names) == ["中性", "正", "正面", "負面", "负面"]                # kept, as written
     note = next(n for n in b.notes if n.startswith("labels: "))
     assert "'正' (1) / '正面' (40)" in note and "'負面' (1) / " in note and "'负面' (40)" in note and "中性" not in note
-    assert "looks like a typo" in note
+    assert "may be a typo" in note
     labs = ["正面"] * 10 + ["负面"] * 10 + ["正"]                                # not 20x rarer: no note
     write(tmp_path / "t2.tsv", "".join(f"评论{i}号\t{lab}\n" for i, lab in enumerate(labs)))
     assert not any(n.startswith("labels: ") for n in load_data(cfg(), tmp_path / "t2.tsv").notes)
@@ -412,17 +412,28 @@ def test_quora_style_pairs_skip_their_id_columns(tmp_path):
     assert b.is_pair and b.label_map.names == ["0", "1"]
 
 
-def test_a_csv_header_with_unknown_names_is_not_trained_on_as_an_example(tmp_path):
+def test_a_csv_header_with_unknown_names_gets_a_warning_in_the_columns_note(tmp_path):
     rows = [f"球赛冠军队员{i},{'sports' if i % 2 else 'finance'}" for i in range(12)]
     (tmp_path / "train.csv").write_text("Review Text,Rating\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"train.csv line 1: read as data, but it looks like a header: its label "
-                                        r"'Rating' occurs nowhere else"):
-        load_data(load_config(None, []), tmp_path / "train.csv")
-    cfg_ = load_config(None, ["data.header=false"])             # an example after all: said so, read as data
-    assert "Rating" in load_data(cfg_, tmp_path / "train.csv").label_map.names
-    # a genuine one-example class further down, or a long first text, is data
-    (tmp_path / "ok.csv").write_text("\n".join(rows + ["股市银行,rare"]) + "\n", encoding="utf-8")
-    assert "rare" in load_data(load_config(None, []), tmp_path / "ok.csv").label_map.names
+    b = load_data(load_config(None, []), tmp_path / "train.csv")
+    note = next(n for n in b.notes if n.startswith("columns of train.csv"))
+    assert "WARNING: line 1 may be a header read as data: its label 'Rating' occurs nowhere else" in note
+    assert "--set data.header=true" in note
+    # skip mode: the warning is a note, not a skipped row (nothing listed as skipped that still trains)
+    b = load_data(load_config(None, ["data.on_invalid=skip"]), tmp_path / "train.csv")
+    assert not b.skipped_counts() or not any(b.skipped_counts().values())
+    # a one-example class further down, a long first text, a multi-label combination or a number: no warning
+    for first in ("股市银行,rare\n", "", ):
+        (tmp_path / "ok.csv").write_text("\n".join(rows) + "\n" + first, encoding="utf-8")
+        assert not any("WARNING" in n for n in load_data(load_config(None, []), tmp_path / "ok.csv").notes)
+    for head in ("球赛,a|b", "球赛,3"):
+        (tmp_path / "m.tsv").write_text(head.replace(",", "\t") + "\n" + "\n".join(r.replace(",", "\t") for r in rows)
+                                        + "\n", encoding="utf-8")
+        notes = load_data(load_config(None, []), tmp_path / "m.tsv").notes
+        assert not any("WARNING" in n for n in notes), (head, notes)
+    (tmp_path / "h.tsv").write_text("球赛\tfinance2\n" + "\n".join(r.replace(",", "\t") for r in rows) + "\n",
+                                    encoding="utf-8")
+    assert any("WARNING: line 1 may be" in n for n in load_data(load_config(None, []), tmp_path / "h.tsv").notes)
 
 
 def test_a_file_in_another_labelling_scheme_gets_one_summary_line(tmp_path):

@@ -597,17 +597,24 @@ def test_a_workbook_with_an_instructions_sheet_and_a_header_without_known_names(
     wb.save(tmp_path / "book.xlsx")
     got = read_rows(tmp_path / "book.xlsx", Config().data)
     assert [r.text for r in got][:2] == texts[:2] and {r.label for r in got} == {"正面", "负面"}
-    assert "(sheet '标注数据' (the first with a text column); other sheets: '说明')" in \
+    assert "(sheet '标注数据' (the first whose header names a text column); other sheets: '说明')" in \
         __import__("tricklab.data.columns", fromlist=["x"]).column_note(got.columns)
     # headers with names tricklab does not know: the header row would become a one-example class
     odd = write_xlsx(tmp_path / "odd.xlsx", {"Sheet1": [["用户说的话", "人工判定结果"]]
                                                        + [[texts[i % 6], "好评" if i % 2 else "差评"] for i in range(12)]})
+    note = next(n for n in load_data(Config(), odd).notes if n.startswith("columns of odd.xlsx"))
+    assert "(sheet 'Sheet1'; no header line; first line: '用户说的话', '人工判定结果')" in note
+    assert "WARNING: row 1 may be a header read as data: its label '人工判定结果' occurs nowhere else" in note
+    # a failed read shows how each file was read
+    (tmp_path / "d").mkdir()
+    write_xlsx(tmp_path / "d" / "train.xlsx", {"Sheet1": [["用户说的话", "人工判定结果"]]
+                                                        + [[texts[i % 6], "好评" if i % 2 else "差评"] for i in range(12)]})
+    write_xlsx(tmp_path / "d" / "dev.xlsx", {"Sheet1": [["text", "label"], ["球赛", "别的"]]})
     with pytest.raises(DataError) as e:
-        load_data(Config(), odd)
-    msg = str(e.value)
-    assert "odd.xlsx row 1: read as data, but it looks like a header: its label '人工判定结果' occurs nowhere else" in msg
-    assert "--set data.header=true" in msg
-    assert "how it was read: columns of odd.xlsx (sheet 'Sheet1'; no header line; first line: '用户说的话', '人工判定结果')" in msg
+        load_data(Config(), tmp_path / "d")
+    lines = str(e.value).splitlines()
+    assert "label '别的' does not occur in train" in lines[0]
+    assert lines[1].startswith("how it was read: columns of train.xlsx (sheet 'Sheet1'; no header line")
     cfg = Config()
     cfg.data.text_column = "评论"                   # a misspelt name: the header's place in the sheet, the columns
     with pytest.raises(DataError, match=r"book.xlsx row 1: data.text_column='评论': column not found; the header's "
@@ -616,3 +623,22 @@ def test_a_workbook_with_an_instructions_sheet_and_a_header_without_known_names(
     cfg.data.header, cfg.data.text_column, cfg.data.label_column = "true", "用户说的话", "人工判定结果"
     b = load_data(cfg, odd)
     assert sorted(b.label_map.names) == ["好评", "差评"] and len(b.train) + len(b.dev) == 12
+
+
+def test_sheet_header_search_is_not_fooled_by_values_and_follows_named_columns(tmp_path):
+    from tricklab.data.readers import read_rows
+
+    rows = [["我想退货", "question"], ["东西不错", "comment"], ["怎么付款", "question"], ["很好用", "comment"]] * 4
+    p = write_xlsx(tmp_path / "bare.xlsx", {"Sheet1": rows})           # no header; labels that are column names
+    got = read_rows(p, Config().data)
+    assert len(got) == 16 and got[0].text == "我想退货" and got[0].label == "question"
+    # the user's own column names pick the sheet and the header row below a title
+    book = write_xlsx(tmp_path / "book.xlsx", {"说明": [["文本", "说明"], ["x", "y"]],
+                                               "反馈": [["导出"], ["用户反馈", "打分"]] + rows})
+    cfg = Config()
+    cfg.data.text_column, cfg.data.label_column = "用户反馈", "打分"
+    got = read_rows(book, cfg.data)
+    assert len(got) == 16 and got[0].line == 3 and got.columns["sheet"]["name"] == "反馈"
+    from tricklab.data.excel import cell_text
+
+    assert cell_text(0.1 + 0.2) == "0.3" and cell_text(1 / 3) == "0.333333333333333"

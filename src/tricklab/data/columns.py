@@ -94,5 +94,10 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
         head = f" ({sheet['note']}; " + head[2:] if head.startswith(" (") else f" ({sheet['note']})" + head
         if others:
             pins.insert(0, "--set " + shlex.quote(f"data.sheet={sheet['name']}"))
+    suspect = choice.get("suspect_header")
+    warn = (f"; WARNING: {suspect['where']} may be a header read as data: its label {suspect['label']!r} occurs "
+            f"nowhere else, so it trains as a class of one example; if it is a header: --set data.header=true (and "
+            f"--set data.text_column=NAME --set data.label_column=NAME for names tricklab does not know)"
+            if suspect else "")
     return (f"columns of {Path(choice['file']).name}{head}: " + ", ".join(parts) + (f"; unused: {unused}" if unused else "")
-            + (f"; to choose others or pin this choice: {' '.join(pins)}" if pin else ""))
+            + warn + (f"; to choose others or pin this choice: {' '.join(pins)}" if pin else ""))

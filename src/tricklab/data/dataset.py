@@ -155,7 +155,8 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     train_rows = raw["train"]
     columns = {name: rows.columns for name, rows in raw.items() if getattr(rows, "columns", None)}
     notes += [column_note(c, pin=name == "train") for name, c in columns.items()
-              if name == "train" or "train" not in columns or role_columns(c) != role_columns(columns["train"])]
+              if name == "train" or "train" not in columns or role_columns(c) != role_columns(columns["train"])
+              or c.get("suspect_header")]
     task = cfg.task
     if task == "auto":
         task = detect_task(train_rows, d.label_sep)
@@ -187,10 +188,11 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         kept[name], labels[name] = inv.keep_valid(name, srcs[name].name, rows, labelled, problems)
     how = [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]   # what a misread shows
     if problems:
+        found = problems[:1] + how + problems[1:]
         hint = inv.hint()
         if hint:   # among the first 20 lines DataError shows
-            problems.insert(min(len(problems), 19), hint)
-        raise DataError(problems[:1] + how + problems[1:])
+            found.insert(min(len(found), 19), hint)
+        raise DataError(found)
     if task != "regression" and lm.num_labels < 2:
         raise DataError([f"{train_p}: only one class ({lm.names[0]!r}) in train: a classifier needs at least two"]
                         + how)

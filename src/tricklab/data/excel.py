@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..errors import ConfigError, DataError
 
@@ -61,8 +61,8 @@ def cell_text(v: Any) -> str:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(v, float):        # 15 significant digits, as Excel shows them (0.1 + 0.2 -> 0.3)
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.15g}"
     if isinstance(v, dt.datetime):
         return v.date().isoformat() if v.time() == dt.time() else v.isoformat(sep=" ")
     if isinstance(v, (dt.date, dt.time)):
@@ -74,18 +74,20 @@ SHEET_FLAGS = "--set data.sheet=NAME (train, evaluate) or --sheet NAME (predict)
 HEADER_SEARCH = 10     # non-empty rows looked through for the header (a title or notes may sit above it)
 
 
-def _pick_sheet(wb: Any, sheet: str | int | None, path: Path, prefer: set[str] | None = None) -> tuple[Any, str]:
+def _pick_sheet(wb: Any, sheet: str | int | None, path: Path, prefer: Sequence[set[str]] = ()) -> tuple[Any, str]:
     """(the sheet, why): the one named (exactly, else case-insensitively), else at that 0-based index; by default
-    the first visible sheet whose header names a column in `prefer` (a text column: an instructions sheet in front
-    is passed over), else the first visible one (a hidden lookup sheet in front is passed over)."""
+    the first visible sheet whose header names a column of the first set in `prefer` that any sheet has (the
+    columns the user named, then the known text names: an instructions sheet in front is passed over), else the
+    first visible one (a hidden lookup sheet in front is passed over)."""
     names = wb.sheetnames
     listed = ", ".join(repr(n) for n in names)
     if sheet is None or sheet == "":
         visible = [ws for ws in wb.worksheets if ws.sheet_state == "visible"] or wb.worksheets[:1]
-        if prefer and len(visible) > 1:
-            for ws in visible:
-                if _names_a_column(ws, prefer):
-                    return ws, "" if ws is visible[0] else "the first with a text column"
+        if len(visible) > 1:
+            for wanted in (p for p in prefer if p):
+                for ws in visible:
+                    if _names_a_column(ws, wanted):
+                        return ws, "" if ws is visible[0] else "the first whose header names a text column"
         return visible[0], ""
     if str(sheet) in names:                      # a sheet named "2024" is that sheet, not index 2024
         return wb[str(sheet)], ""
@@ -122,12 +124,20 @@ def _names_a_column(ws: Any, names: set[str]) -> bool:
 
 def header_index(rows: list[tuple[int, list[Any]]], known: set[str]) -> int:
     """Where the header is among a sheet's first non-empty rows: the first of the first HEADER_SEARCH rows with a
-    cell that is a known column name (`text`, `label`, `评论`, ...), so a title or notes above it are passed over;
-    0 when none has one (the first row, then judged as a text file's line 1 is)."""
+    cell that is a known column name (`text`, `label`, `评论`, ...) which does not come back as a value further
+    down its column (a label 'question' is data), so a title or notes above it are passed over; -1 when none has
+    one (no header)."""
     for i, (_, cells) in enumerate(rows[:HEADER_SEARCH]):
-        if any(cell_text(c).strip().lower() in known for c in cells):
+        hits = [(j, cell_text(c).strip().lower()) for j, c in enumerate(cells) if cell_text(c).strip().lower() in known]
+        below = rows[i + 1:i + 1 + 200]
+        if hits and not any(_repeats(below, j, name) for j, name in hits):
             return i
-    return 0
+    return -1
+
+
+def _repeats(rows: list[tuple[int, list[Any]]], j: int, name: str) -> bool:
+    """Whether `name` appears again in column j of `rows`: then it is a value (a label 'question'), not a header."""
+    return any(j < len(cells) and cell_text(cells[j]).strip().lower() == name for _, cells in rows)
 
 
 class Sheet:
@@ -135,7 +145,7 @@ class Sheet:
     `others` (the workbook's other sheets) and `hidden` (those of them that are hidden). The sheet's size record
     (`<dimension>`, which some programs write wrong) is ignored: every row in the file is read."""
 
-    def __init__(self, path: Path, sheet: str | int | None = None, prefer: set[str] | None = None):
+    def __init__(self, path: Path, sheet: str | int | None = None, prefer: Sequence[set[str]] = ()):
         self.path, self.sheet = path, sheet
         wb = self._open()
         try:
@@ -190,7 +200,7 @@ class Sheet:
             if len(first) < HEADER_SEARCH:
                 first.append((n, cells))
         self.width = width
-        return width, [n for n, _ in first[:header_index(first, known)]]
+        return width, [n for n, _ in first[:max(0, header_index(first, known))]]
 
     def describe(self, skipped: list[int] | None = None) -> str:
         """For notes: the sheet read, rows passed over above its header, the other sheets (hidden ones marked)."""

@@ -3,7 +3,8 @@ and the run stops. `skip`: the row is dropped and recorded (split, file, line, r
 writes the rows to OUT/skipped_rows.tsv and counts them in metrics.json. Row-level problems: wrong column counts,
 empty texts or labels, invalid JSON lines, labels unknown to train or out of range, NaN/non-number regression
 targets, bad soft labels. File-level problems (a missing file, an undecodable or empty file, a column that does
-not exist) always stop, and so does a split that skipping leaves empty.
+not exist, a file whose labels are nearly all unknown to train: another labelling scheme) always stop, and so does
+a split that skipping leaves empty.
 
 Problems are the readers' and labels' own messages, which start with `<file> line <n>: ` (or `row <n>`); a message
 that names no row of the file is a file-level problem. Library: csv (standard library) writes the TSV."""

@@ -205,7 +205,7 @@ def _rare_twins(raws: list[str]) -> str:
             found.append(f"{rare!r} ({counts[rare]}) / {bigs}")
     if not found:
         return ""
-    return (f"labels: {'; '.join(found[:4])}: a rare label named almost like a frequent one looks like a typo, and "
+    return (f"labels: {'; '.join(found[:4])}: a rare label named almost like a frequent one may be a typo, and "
             f"trains as a class of its own; if so, correct those rows")
 
 

@@ -311,11 +311,14 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
 def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
     """One sheet of a workbook, its rows read as a CSV's (header or not, the same column rules), named by their
     row numbers in the sheet; rows above the header (a title) are passed over, with a note."""
-    sheet = Sheet(path, cfg.sheet, prefer=set(TEXT_NAMES))
+    named = {c.strip().lower() for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)}
+    sheet = Sheet(path, cfg.sheet, prefer=(named, set(TEXT_NAMES)))
     table = sheet.table()
-    start = header_index(table, KNOWN) if cfg.header == "auto" else 0
+    found = header_index(table, KNOWN | named) if cfg.header == "auto" else 0
+    start = max(found, 0)
     n_problems = len(problems)
-    rows = _read_delimited(path, table[start:], cfg, ",", labelled, True, problems, pair, unit="row")
+    rows = _read_delimited(path, table[start:], cfg, ",", labelled, True, problems, pair, unit="row",
+                           no_header=found < 0)
     empty = [i for i in range(n_problems, len(problems)) if ": empty text" in problems[i] or ": empty label" in problems[i]]
     if empty:                   # said once, on the first such row (a row problem still: data.on_invalid=skip holds)
         problems[empty[0]] += f" ({EMPTY_CELL_HINT})"
@@ -398,8 +401,10 @@ def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ..
 
 
 def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig, delim: str, labelled: bool,
-                    is_csv: bool, problems: list[str], pair: bool | None = None, unit: str = "line") -> list[Row]:
-    """`unit`: what the record numbers count, "line" (a text file's) or "row" (a sheet's)."""
+                    is_csv: bool, problems: list[str], pair: bool | None = None, unit: str = "line",
+                    no_header: bool = False) -> list[Row]:
+    """`unit`: what the record numbers count, "line" (a text file's) or "row" (a sheet's); `no_header`: the first
+    record is data (a sheet whose rows hold no header: excel.header_index)."""
     records = iter(records)
     first_rec = next(records, None)
     if first_rec is None:
@@ -412,7 +417,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         return ln.split(delim) if split_all or n is None else ln.split(delim, n - 1)
 
     first = split(first_rec[1], None)
-    header = first if _header_fields(first, cfg, sheet=unit == "row") else None
+    header = first if not no_header and _header_fields(first, cfg, sheet=unit == "row") else None
     if header is None:
         records = itertools.chain([first_rec], records)
     at = f"{unit} {first_rec[0]}"
@@ -485,34 +490,28 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
                             f"{unit}")
             continue
         rows.append(Row(text, text_b, label, line, str(path), cells[si].strip() if si is not None else None, unit=unit))
-    if header is None and labelled and cfg.header == "auto":
-        _header_read_as_data(path, rows, first_rec[0], unit, problems, cfg.label_sep)
     out = Rows(rows)
     out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si},
                                 guessed)
+    if header is None and labelled and cfg.header == "auto" and _header_read_as_data(rows, first_rec[0], cfg.label_sep):
+        out.columns["suspect_header"] = {"where": f"{unit} {first_rec[0]}", "label": rows[0].label}
     return out
 
 
-def _header_read_as_data(path: Path, rows: list[Row], first_line: int, unit: str, problems: list[str],
-                         label_sep: str) -> None:
-    """A first line read as data (no known column name in it) that is a header after all: short, and its label
-    occurs nowhere else while the other labels repeat. Training on it would add a one-example class named after
-    the header; it is a problem of that line, with the setting that reads it as the header. Labels that hold the
-    multi-label separator (a combination may well be unique) or a number are not header names."""
+def _header_read_as_data(rows: list[Row], first_line: int, label_sep: str) -> bool:
+    """Whether a first line read as data (no known column name in it) may be a header after all: short, and its
+    label occurs nowhere else while the other labels repeat; training on it would add a one-example class named
+    after the header. Only said in the columns note (a real one-example class can come first too). Labels that
+    hold the multi-label separator (a combination may well be unique) or a number are not header names."""
     if len(rows) < 10 or rows[0].line != first_line or not isinstance(rows[0].label, str):
-        return
+        return False
     lab = rows[0].label
     if (label_sep and label_sep in lab) or lab.lstrip("[").startswith(("\"", "'")) or _number(lab):
-        return
+        return False
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.label] = counts.get(r.label, 0) + 1
-    head = rows[0]
-    if counts[head.label] == 1 and len(counts) <= len(rows) / 3 and len(head.text) <= 20 and len(head.label) <= 30:
-        problems.append(f"{path} {unit} {first_line}: read as data, but it looks like a header: its label "
-                        f"{head.label!r} occurs nowhere else and its text {_short(head.text)} is short; fix: --set "
-                        f"data.header=true (and, for names tricklab does not know, --set data.text_column=NAME "
-                        f"--set data.label_column=NAME); if it is an example after all, --set data.header=false")
+    return (counts[lab] == 1 and len(counts) <= len(rows) / 3 and len(rows[0].text) <= 20 and len(lab) <= 30)
 
 
 def _id_like(name: str) -> bool:

@@ -465,8 +465,9 @@ def _xlsx_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tu
     from ..data.excel import Sheet, cell_text, column_letter
 
     assert src.path is not None
-    sheet = Sheet(src.path, src.sheet, prefer=set(TEXT_NAMES) | {str(src.trained.get("text", "")).lower()} - {""})
-    width, above = sheet.scan(KNOWN)
+    trained = {str(c).strip().lower() for c in src.trained.values() if c}
+    sheet = Sheet(src.path, src.sheet, prefer=(trained, set(TEXT_NAMES)))
+    width, above = sheet.scan(KNOWN | trained)
     if sheet.others or above:
         src.note(f"note: {src.name}: read {sheet.describe(above)}"
                  + ("; --sheet NAME to read another" if sheet.others else ""), log)
