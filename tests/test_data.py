@@ -457,3 +457,12 @@ def test_the_count_of_problems_not_shown_counts_problems_only():
     assert str(e).endswith("... and 5 more problems") and str(e).count("\n") == 20
     e = DataError([f"f line {i}: bad" for i in range(21)] + ["how it was read: columns of f: text = ..."])
     assert str(e).endswith("... and 1 more problem")
+
+
+def test_the_skip_hint_stays_among_the_lines_shown(tmp_path):
+    write(tmp_path / "train.tsv", "".join(f"评论{i}号\t{'' if i < 30 else 'a' if i % 2 else 'b'}\n" for i in range(50)))
+    with pytest.raises(DataError) as e:
+        load_data(cfg(), tmp_path / "train.tsv")
+    shown = str(e.value).splitlines()
+    assert len(shown) == 21 and any("--set data.on_invalid=skip" in ln for ln in shown[:20])
+    assert shown[1].startswith("how it was read: columns of train.tsv") and shown[-1] == "... and 12 more problems"
