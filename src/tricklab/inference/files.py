@@ -5,8 +5,9 @@ Formats (`--format`, else from the extension; standard input and unknown extensi
   csv/tsv  a header line names the columns (CSV quoting by the `csv` module; TSV split on tabs, no quoting)
   jsonl    .jsonl/.ndjson: one JSON object per line;  json: .json, a JSON array of objects (or JSONL)
   parquet  .parquet/.pq, read a record batch at a time with pyarrow (`pip install 'tricklab[data]'`)
-  xlsx     .xlsx/.xlsm: one sheet (--sheet, default the first), its first row the header, cells as the text
-           Excel shows (data/excel.py; openpyxl, the same extra); rows named by their row number in the sheet
+  xlsx     .xlsx/.xlsm: one sheet (--sheet; default the first visible one whose header names a text column), its
+           header found as in training, streamed (data/excel.py; openpyxl, the same extra); rows named by their
+           row number in the sheet
 Compressed inputs are read transparently: .gz (gzip), .bz2 (bz2), .zst (zstandard, the `data` extra).
 Every record carries its line (parquet: row) number, so a problem names file, line, value and the fix.
 The text column is found as the training readers find it (data.readers.TEXT_NAMES), when unambiguous.
@@ -538,7 +539,7 @@ class Columns:
         v = rec[key]
         if v is None:                     # an empty cell (xlsx, parquet), a JSON null
             v = ""
-        elif isinstance(v, (bool, int, float, dt.date, dt.time)):   # a sheet's cell: the text train reads for it
+        elif isinstance(v, (bool, int, float, dt.date, dt.time)):   # booleans and dates as train reads a sheet's
             from ..data.excel import cell_text
 
             v = cell_text(v) if isinstance(v, (bool, dt.date, dt.time)) else str(v)

@@ -93,10 +93,10 @@ def _flat(v: Any) -> Any:
 
 
 def _iso(v: Any) -> str:
-    """A date, time or datetime (from an Excel input's cells) as text: ISO, a midnight datetime as its date."""
-    if isinstance(v, dt.datetime) and v.time() == dt.time():
-        return v.date().isoformat()
-    return v.isoformat(sep=" ") if isinstance(v, dt.datetime) else v.isoformat()
+    """A date, time or datetime (from an Excel input's cells) as text, as the readers show it (excel.cell_text)."""
+    from ..data.excel import cell_text
+
+    return cell_text(v)
 
 
 def _json_default(v: Any) -> Any:
