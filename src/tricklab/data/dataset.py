@@ -165,12 +165,12 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
     if class_names is None and task == "single_label":
         class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names
+    how = [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]   # what a misread shows
     try:
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))
     except DataError as e:
         found = problems + e.problems
-        raise DataError(found[:1] + [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]
-                        + found[1:]) from None
+        raise DataError(found[:1] + how + found[1:]) from None
     if lm.note:
         notes.append(lm.note)
     for name in ("dev", "test"):
@@ -186,7 +186,6 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
             return (encode_labels(rs, lm, d.label_sep, str(cls_p or "")),
                     parse_soft_labels(rs, lm.num_labels) if soft else None)
         kept[name], labels[name] = inv.keep_valid(name, srcs[name].name, rows, labelled, problems)
-    how = [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]   # what a misread shows
     if problems:
         found = problems[:1] + how + problems[1:]
         hint = inv.hint()

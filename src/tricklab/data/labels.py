@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .readers import Row, _short, read_text
+from .readers import Row, _is_float, _short, read_text
 
 
 @dataclass
@@ -33,16 +34,6 @@ class LabelMap:
 
 def _is_int(s: Any) -> bool:
     return isinstance(s, str) and s.lstrip("-").isdigit()
-
-
-def _is_float(s: Any) -> bool:
-    if isinstance(s, bool):
-        return False
-    try:
-        float(s)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def canon(label: Any) -> Any:
@@ -188,9 +179,7 @@ def _rare_twins(raws: list[str]) -> str:
     '负面'): likely a typo, which train keeps as a class of its own."""
     import difflib
 
-    counts: dict[str, int] = {}
-    for x in raws:
-        counts[x] = counts.get(x, 0) + 1
+    counts = Counter(raws)
     common = sorted((n for n in counts if counts[n] >= 20), key=lambda n: -counts[n])
     found = []
     for rare in sorted(n for n in counts if counts[n] <= 2):
@@ -288,11 +277,11 @@ def _scheme_summary(rows: list[Row], lm: LabelMap, index: dict[str, int]) -> lis
     file's labels and train's side by side, as it is likely another labelling scheme, not typos."""
     if lm.task != "single_label" or len(rows) < 10:
         return []
-    unknown = [canon(r.label) for r in rows if canon(r.label) not in index]
-    if len(unknown) < 0.9 * len(rows):
+    unknown = Counter(lab for lab in (canon(r.label) for r in rows) if lab not in index)
+    if unknown.total() < 0.9 * len(rows):
         return []
-    theirs = sorted(set(unknown), key=lambda x: (-unknown.count(x), x))
-    return [f"{rows[0].source}: {len(unknown)} of {len(rows)} labels are not among train's: its labels "
+    theirs = sorted(unknown, key=lambda x: (-unknown[x], x))
+    return [f"{rows[0].source}: {unknown.total()} of {len(rows)} labels are not among train's: its labels "
             f"({', '.join(map(repr, theirs[:6]))}{', ...' if len(theirs) > 6 else ''}) against train's "
             f"({', '.join(map(repr, lm.names[:6]))}{', ...' if len(lm.names) > 6 else ''}): another labelling "
             f"scheme? fix: write this file's labels as train's (e.g. map each of its labels to one of train's)"]

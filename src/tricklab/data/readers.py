@@ -29,6 +29,7 @@ import io
 import itertools
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
@@ -318,7 +319,7 @@ def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str]
     start = max(found, 0)
     n_problems = len(problems)
     rows = _read_delimited(path, table[start:], cfg, ",", labelled, True, problems, pair, unit="row",
-                           no_header=found < 0)
+                           header_row=None if cfg.header != "auto" else found >= 0)
     empty = [i for i in range(n_problems, len(problems)) if ": empty text" in problems[i] or ": empty label" in problems[i]]
     if empty:                   # said once, on the first such row (a row problem still: data.on_invalid=skip holds)
         problems[empty[0]] += f" ({EMPTY_CELL_HINT})"
@@ -358,9 +359,8 @@ def _csv_records(path: Path, lines: Iterator[tuple[int, str]], delim: str) -> It
         raise DataError(f"{path} line {start}: cannot read it as CSV ({e}); fix: check the quotes on that line") from None
 
 
-def _header_fields(first: list[str], cfg: DataConfig, sheet: bool = False) -> bool:
-    """Whether the first record names the columns. `sheet` (an Excel sheet's first row): one known name is enough,
-    since a spreadsheet's first row is a header far more often than a text file's line 1."""
+def _header_fields(first: list[str], cfg: DataConfig) -> bool:
+    """Whether a text file's first record names the columns (a sheet's header is found by excel.header_index)."""
     if cfg.header != "auto":
         return cfg.header == "true"
     named = [c for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)]
@@ -369,8 +369,6 @@ def _header_fields(first: list[str], cfg: DataConfig, sheet: bool = False) -> bo
         names_like = all(c == "" or c.replace(" ", "_").replace("-", "_").isidentifier() for c in cells)
         return all(n.lower() in cells for n in named) or names_like and (
             any(c in KNOWN for c in cells) or any(difflib.get_close_matches(n.lower(), cells, 1) for n in named))
-    if sheet:
-        return any(c in KNOWN for c in cells)
     # unknown cells must look like ASCII names: Chinese words pass isidentifier(), and a first line `评论<TAB>正面`
     # is an example, not a header
     return any(c in KNOWN for c in cells) and all(c == "" or c in KNOWN or c.isascii() and c.isidentifier()
@@ -402,9 +400,9 @@ def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ..
 
 def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig, delim: str, labelled: bool,
                     is_csv: bool, problems: list[str], pair: bool | None = None, unit: str = "line",
-                    no_header: bool = False) -> list[Row]:
-    """`unit`: what the record numbers count, "line" (a text file's) or "row" (a sheet's); `no_header`: the first
-    record is data (a sheet whose rows hold no header: excel.header_index)."""
+                    header_row: bool | None = None) -> list[Row]:
+    """`unit`: what the record numbers count, "line" (a text file's) or "row" (a sheet's); `header_row`: whether the
+    first record is the header, when the caller has found out (a sheet: excel.header_index), else _header_fields."""
     records = iter(records)
     first_rec = next(records, None)
     if first_rec is None:
@@ -417,7 +415,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         return ln.split(delim) if split_all or n is None else ln.split(delim, n - 1)
 
     first = split(first_rec[1], None)
-    header = first if not no_header and _header_fields(first, cfg, sheet=unit == "row") else None
+    header = first if (_header_fields(first, cfg) if header_row is None else header_row) else None
     if header is None:
         records = itertools.chain([first_rec], records)
     at = f"{unit} {first_rec[0]}"
@@ -506,11 +504,9 @@ def _header_read_as_data(rows: list[Row], first_line: int, label_sep: str) -> bo
     if len(rows) < 10 or rows[0].line != first_line or not isinstance(rows[0].label, str):
         return False
     lab = rows[0].label
-    if (label_sep and label_sep in lab) or lab.lstrip("[").startswith(("\"", "'")) or _number(lab):
+    if (label_sep and label_sep in lab) or lab.lstrip("[").startswith(("\"", "'")) or _is_float(lab):
         return False
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.label] = counts.get(r.label, 0) + 1
+    counts = Counter(r.label for r in rows)
     return (counts[lab] == 1 and len(counts) <= len(rows) / 3 and len(rows[0].text) <= 20 and len(lab) <= 30)
 
 
@@ -543,12 +539,15 @@ def _peek(records: Iterator[tuple[int, Any]], n: int = PEEK_RECORDS) -> tuple[li
     return sample, itertools.chain(sample, records)
 
 
-def _number(s: str) -> bool:
+def _is_float(s: Any) -> bool:
+    """Whether a value reads as a number (a regression target, a decimal, an id); a boolean does not."""
+    if isinstance(s, bool):
+        return False
     try:
         float(s)
-    except ValueError:
+        return True
+    except (TypeError, ValueError):
         return False
-    return True
 
 
 def _mean_len(values: list[str]) -> float:
