@@ -110,6 +110,23 @@ def test_logistic_regression_matches_scipy_on_the_same_objective():
         assert (grad < 1e-4) == (steps == 500)
 
 
+
+def test_the_head_gives_lbfgs_room_for_its_line_searches(monkeypatch):
+    """max_iter iterations need more objective evaluations than torch's default of 1.25 x max_iter once the
+    strong-Wolfe line search takes several per iteration: the fit asks for 20 x."""
+    seen = {}
+    real = torch.optim.LBFGS
+
+    def spy(params, **kw):
+        seen.update(kw)
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "LBFGS", spy)
+    rng = np.random.default_rng(1)
+    fit_logistic_regression(rng.normal(size=(20, 3)), rng.integers(0, 2, 20), 2, 1.0, 7)
+    assert seen["max_iter"] == 7 and seen["max_eval"] == 140 and seen["line_search_fn"] == "strong_wolfe"
+
+
 def test_pair_loss_is_the_cosine_loss_of_each_text_pooled_alone(tiny_model):
     """The training step's loss and gradient equal the reference: each text embedded on its own (no batch, no
     padding), cos(u, v) against the pair's target, squared, averaged; and the head's dropout is off meanwhile."""
