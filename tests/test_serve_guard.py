@@ -241,6 +241,21 @@ async def slow_app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
+async def blocking_app(scope, receive, send):
+    """/block holds the event loop past the header timeout, then yields once and answers: the answer (which resumes
+    reading) and the header timer, due while the loop was held, run in the same loop turn, the answer first."""
+    import asyncio
+
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/block":
+        await asyncio.sleep(0.1)
+        time.sleep(0.8)
+        await asyncio.sleep(0)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 def protocol(name: str, timeout: float) -> type:
     if name == "httptools":
         pytest.importorskip("httptools")
@@ -274,7 +289,21 @@ def test_pipelined_requests_waiting_for_a_slow_answer_are_not_cut(name):
         time.sleep(0.2)
         s.sendall(b"st: x\r\n\r\n")
         data, closed = recv_all(s, 3, 10)
-        assert data.count(b"HTTP/1.1 200") == 3 and not closed, data
+        assert data.count(b"HTTP/1.1 200") == 3 and not closed, (data, closed)
+
+
+@pytest.mark.parametrize("name", ["httptools", "h11"])
+def test_a_header_deadline_due_as_reading_resumes_starts_again(name):
+    """The rest of a pipelined request's headers waits in the socket while the first answer is computed; when the
+    answer resumes reading in the loop turn where the header timer falls due, the client gets a fresh deadline."""
+    from test_serve import Live
+
+    with Live(blocking_app, http=protocol(name, 0.5), header_timeout=0.5) as srv, srv.connect() as s:
+        s.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHo")
+        time.sleep(0.05)
+        s.sendall(b"st: x\r\n\r\n")
+        data, closed = recv_all(s, 3, 10)
+        assert data.count(b"HTTP/1.1 200") == 3 and not closed, (data, closed)
 
 
 def test_stray_bytes_on_an_idle_connection_start_the_header_deadline():

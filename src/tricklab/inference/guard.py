@@ -260,7 +260,7 @@ def guarded_httptools(header_timeout: float) -> type:
     seconds: from the connection's start, or from the first byte that arrives while no request is in progress (a
     later request on a kept-alive connection, or stray bytes such as a bare CRLF, which llhttp skips without starting
     a request). Time while uvicorn has paused reading (pipelined requests waiting for a response) does not count:
-    the rest of the headers cannot arrive then."""
+    the rest of the headers cannot arrive then, and the deadline starts again when reading resumes."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -289,7 +289,10 @@ def guarded_httptools(header_timeout: float) -> type:
 
         def on_response_complete(self) -> None:
             self._responses_done += 1
-            super().on_response_complete()
+            super().on_response_complete()   # resumes reading
+            if self._header_timer is not None:
+                self._disarm()               # a pipelined request's headers: the deadline starts again now, or
+                self._arm()                  # a timer due in this loop turn closes before the waiting bytes are read
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
