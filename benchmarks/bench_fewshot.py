@@ -9,14 +9,16 @@ configs/variants_fewshot.yaml (`finetune`, `setfit`; each seed draws its own K-p
 variants), so a killed grid resumes where it stopped and every run is an ordinary run folder. `NAME=TRAIN[:TEST]`:
 a folder (its train/dev/test files) or a train file with an optional test file. At the end it prints one Markdown
 table per data set: K, each variant's test accuracy and macro-F1 (mean ± std over seeds), setfit - finetune with
-its 95% t-interval over seeds and the paired t-test p, and the K where the leader changes (where the curves cross).
-Both strategies are judged on the same test set; the dev set only picks each run's checkpoint.
+its 95% t-interval over seeds and the paired t-test p, and the K where the leader changes (where the curves cross);
+and fewshot.png: test accuracy against K (log scale), one panel per data set, each variant's mean over seeds with
+its 95% t-interval and each seed as a dot. Both strategies are judged on the same test set; the dev set only picks each run's checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
+
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ROOT / "configs" / "variants_fewshot.yaml"
@@ -62,6 +64,49 @@ def table(name: str, boards: dict[int, object], baseline: str, other: str) -> st
     return "\n".join(lines)
 
 
+def curves_png(boards_by_data: dict[str, dict[int, object]], baseline: str, other: str, path: Path) -> bool:
+    """fewshot.png: per data set, test accuracy vs K for both variants (mean over seeds, 95% t-interval of the mean,
+    seeds as dots). False (nothing written) without matplotlib."""
+    from tricklab.ablation.stats import t_interval
+    from tricklab.evaluation.plots import available, pyplot, save_png
+
+    if not available() or not boards_by_data:
+        return False
+    names = list(boards_by_data)
+    with pyplot([*names, baseline, other]) as (plt, fonts):
+        fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.8), squeeze=False)
+        for ax, name in zip(axes[0], names):
+            boards = boards_by_data[name]
+            for variant, color, shift in ((baseline, "tab:blue", 0.97), (other, "tab:orange", 1.03)):
+                ks, means, lo, hi = [], [], [], []
+                for k in sorted(boards):
+                    row = next((r for r in boards[k].rows if r.variant == variant), None)
+                    accs = row.values.get("accuracy", []) if row else []
+                    if not accs:
+                        continue
+                    m, a, b = t_interval(accs)
+                    ks.append(k)
+                    means.append(m)
+                    lo.append(m - a if not math.isnan(a) else 0.0)
+                    hi.append(b - m if not math.isnan(b) else 0.0)
+                    ax.scatter([k * shift] * len(accs), accs, s=12, color=color, alpha=0.4, zorder=3)
+                if ks:
+                    ax.errorbar([k * shift for k in ks], means, yerr=[lo, hi], fmt="o-", color=color, capsize=4,
+                                label=fonts.safe(variant), zorder=4)
+            ax.set_xscale("log", base=2)
+            ks_all = sorted(boards)
+            ax.set_xticks(ks_all, [str(k) for k in ks_all])
+            ax.set_xlabel("K labelled examples per class")
+            ax.set_ylabel("test accuracy")
+            ax.set_title(fonts.safe(name))
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right")
+        fig.suptitle("mean over seeds, 95% t-interval; dots: seeds", fontsize=9)
+        fig.tight_layout()
+        save_png(fig, path, [*names, baseline, other])
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", required=True, help="NAME=TRAIN[:TEST] (repeatable)")
@@ -81,9 +126,9 @@ def main() -> None:
 
     baseline, other = a.variants.split(",")
     ks = [int(k) for k in a.k.split(",")]
-    reports = []
+    reports, all_boards = [], {}
     for name, train, test in parse_data(a.data):
-        boards = {}
+        boards = all_boards[name] = {}
         for k in ks:
             cfg = load_config(None, [*a.set, f"data.max_train_per_class={k}"])
             res = compare(cfg, train, test=test, variants=[baseline, other], variants_file=Path(a.variants_file), seeds=a.seeds,
@@ -93,6 +138,8 @@ def main() -> None:
         reports.append(table(name, boards, baseline, other))
     print("\n\n".join(reports))
     (Path(a.out) / "fewshot.md").write_text("\n\n".join(reports) + "\n", encoding="utf-8")
+    if curves_png({n: b for n, b in all_boards.items() if b}, baseline, other, Path(a.out) / "fewshot.png"):
+        print(f"plot: {Path(a.out) / 'fewshot.png'}")
 
 
 if __name__ == "__main__":
