@@ -67,6 +67,24 @@ def test_skip_drops_parquet_and_dataframe_rows_by_index(tmp_path):
     assert sorted(s.line for s in b.skipped["train"]) == [3, 5] and b.skipped["train"][0].source == "DataFrame"
 
 
+@pytest.mark.parametrize("frame", ["concat", "labels"])
+def test_dataframe_rows_are_named_and_skipped_by_position_not_index_label(frame):
+    """After pd.concat index labels recur, and a string index has no row numbers: a problem names the 0-based
+    position, and skipping drops that row alone."""
+    rows = [{"text": f"好评{i}" if i % 2 else f"差评{i}", "label": "pos" if i % 2 else "neg"} for i in range(20)]
+    rows[13]["text"] = ""
+    if frame == "concat":
+        df = pd.concat([pd.DataFrame(rows[:10]), pd.DataFrame(rows[10:])])       # index 0..9, 0..9
+    else:
+        df = pd.DataFrame(rows, index=[f"r{i}" for i in range(20)])
+    with pytest.raises(DataError, match=r"DataFrame row 13: empty text"):
+        load_data(cfg(), df)
+    b = load_data(cfg("data.on_invalid=skip"), df)
+    assert [s.line for s in b.skipped["train"]] == [13]
+    kept = sorted(r.text for r in [*b.train.rows, *b.dev.rows])
+    assert kept == sorted(r["text"] for i, r in enumerate(rows) if i != 13)       # row 3 (index label 3) kept
+
+
 def _dev_ids_match(cfg_, b, tok):
     from tricklab.data import encode
     from tricklab.data.truncation import Truncation

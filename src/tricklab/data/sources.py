@@ -68,11 +68,13 @@ def describe(data: Any) -> str:
 
 
 def _records(obj: Any) -> tuple[list[str] | None, Any]:
-    """(column names or None, (index, record) pairs) of an in-memory table."""
+    """(column names or None, (0-based position, record) pairs) of an in-memory table. A DataFrame's rows are
+    numbered by position, not by index label: after pd.concat labels recur, and a row problem (data.on_invalid=skip)
+    must drop that row alone."""
     mod = type(obj).__module__.split(".")[0]
     if mod == "pandas":
         cols = [str(c) for c in obj.columns]
-        return cols, ((i, dict(zip(cols, rec))) for i, rec in zip(obj.index, obj.itertuples(index=False, name=None)))
+        return cols, enumerate(dict(zip(cols, rec)) for rec in obj.itertuples(index=False, name=None))
     if mod == "datasets":
         cols = list(obj.column_names)
 
