@@ -251,5 +251,18 @@ def test_evaluate_a_dataset_split_with_class_label_ids(ok_run, tmp_path, capsys)
     assert frame["confusion_matrix"] == want["confusion_matrix"]
     with pytest.raises(ConfigError, match=r"ds: no split 'validation' \(it has: train, test\); fix: --split NAME"):
         evaluate_run(run, tmp_path / "ds", verbose=False, out=tmp_path / "e4", split="validation")
+    # a split by its own name, and by tricklab's (dev = validation)
+    datasets.DatasetDict({"train": test, "validation_matched": test, "validation": test}).save_to_disk(str(tmp_path / "mn"))
+    for split, file in (("validation_matched", "validation_matched"), ("dev", "validation")):
+        assert cli_main(["evaluate", "--run", str(run), "--data", str(tmp_path / "mn"), "--split", split,
+                         "--out", str(tmp_path / "e6")]) == 0
+        got = json.loads(next((tmp_path / "e6").glob(f"eval_*mn_{file}.json")).read_text())
+        assert got["confusion_matrix"] == want["confusion_matrix"]
+    # a dataset whose only split is train is not scored on it unless asked
+    datasets.DatasetDict({"train": test}).save_to_disk(str(tmp_path / "only"))
+    with pytest.raises(ConfigError, match=r"no test or dev split \(it has: train\); fix: --split NAME"):
+        evaluate_run(run, tmp_path / "only", verbose=False, out=tmp_path / "e7")
+    assert evaluate_run(run, tmp_path / "only", verbose=False, out=tmp_path / "e7", split="train")["accuracy"] == \
+        want["accuracy"]
     with pytest.raises(ConfigError, match=r"--split test: .*test.csv is a file \(it has no splits\)"):
         evaluate_run(run, tmp_path / "test.csv", verbose=False, out=tmp_path / "e5", split="test")

@@ -281,7 +281,8 @@ def evaluate_parser(sub: Any) -> None:
     model_source(e)
     e.add_argument("--data", required=True, help="labelled file in the training format, or hf:NAME[:CONFIG] / a "
                                                  "datasets folder (the data extra)")
-    e.add_argument("--split", help="which split of a dataset given to --data (default: test, else validation)")
+    e.add_argument("--split", help="which split of a dataset given to --data, by its own name (validation_matched) or "
+                                   "train/dev/test (default: test, else validation; train only when asked)")
     e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
                                  "(default: the run or bundle folder)")
     e.add_argument("--batch-size", type=int, default=128)

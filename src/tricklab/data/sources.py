@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .readers import BATCH, Row, need, read_rows, records_to_rows
 
 HF_PREFIX = "hf:"
@@ -147,20 +147,41 @@ def from_object(data: Any, name: str, label_column: Any) -> dict[str, Source]:
     return {"train": Source(name, obj=data, class_names=_class_names(data, label_column))}
 
 
-def resolve(data: Any, label_column: Any = None) -> dict[str, Source] | None:
-    """Sources by split for everything that is not a plain file or folder of files (None: leave it to locate)."""
+def _loaded(data: Any) -> tuple[Any, str] | None:
+    """(the data as loaded: a DatasetDict, Dataset or Python object, its name), or None for a plain file or folder."""
     if not is_path(data):
-        return from_object(data, describe(data), label_column)
+        return data, describe(data)
     s = str(data)
     if s.startswith(HF_PREFIX):
-        return from_object(load_hf(s), s, label_column)
+        return load_hf(s), s
     p = Path(s)
     if p.is_dir() and is_saved_dataset(p):
         datasets = need("datasets", "a datasets folder (save_to_disk)", p)
         try:
-            loaded = datasets.load_from_disk(str(p))
+            return datasets.load_from_disk(str(p)), str(p)
         except Exception as e:  # a damaged folder: one line
             raise DataError(f"{p}: cannot load the datasets folder ({type(e).__name__}: {str(e)[:200]}); fix: save it "
                             f"again with save_to_disk") from None
-        return from_object(loaded, str(p), label_column)
     return None
+
+
+def resolve(data: Any, label_column: Any = None) -> dict[str, Source] | None:
+    """Sources by split for everything that is not a plain file or folder of files (None: leave it to locate)."""
+    got = _loaded(data)
+    return None if got is None else from_object(got[0], got[1], label_column)
+
+
+def split_source(data: Any, split: str, label_column: Any = None) -> Source | None:
+    """The split named `split` of a dataset with splits, by its own name (`validation_matched`) or by tricklab's
+    (`dev` for `validation`/`valid`/`val`); None for a plain file or folder. ConfigError names the splits it has."""
+    got = _loaded(data)
+    if got is None:
+        return None
+    obj, name = got
+    mod = type(obj).__module__.split(".")[0]
+    splits = dict(obj) if isinstance(obj, dict) or (mod == "datasets" and "Dict" in type(obj).__name__) else {}
+    key = split if split in splits else next((k for k in SPLIT_NAMES.get(split, ()) if k in splits), None)
+    if key is None:
+        have = ", ".join(map(str, splits)) or "none: it is one table"
+        raise ConfigError(f"{name}: no split {split!r} (it has: {have}); fix: --split NAME with one of them")
+    return Source(f"{name}[{key}]", obj=splits[key], class_names=_class_names(splits[key], label_column))

@@ -64,19 +64,23 @@ class EvalData:
 
 def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> EvalData:
     """A labelled file, or `split` (default: test, else dev) of a `hf:NAME[:CONFIG]` dataset or datasets folder."""
-    from ..data.sources import resolve
+    from ..data.sources import resolve, split_source
 
-    srcs = resolve(data, data_cfg.label_column)
-    if srcs is None:
-        if split is not None:
+    if split is not None:
+        src = split_source(data, split, data_cfg.label_column)
+        if src is None:
             raise ConfigError(f"--split {split}: {data} is a file (it has no splits); fix: leave --split out")
-        return EvalData(str(data), Path(data).stem, path=Path(data))
-    pick = split or next((s for s in ("test", "dev") if s in srcs), "train" if list(srcs) == ["train"] else None)
-    if pick not in srcs:
-        raise ConfigError(f"{data}: {'no split ' + repr(split) if split else 'no test or dev split'} (it has: "
-                          f"{', '.join(srcs)}); fix: --split NAME with one of them")
-    name = srcs[pick].name
-    return EvalData(name, re.sub(r"[^\w.-]+", "_", name).strip("_"), source=srcs[pick])
+    else:
+        srcs = resolve(data, data_cfg.label_column)
+        if srcs is None:
+            return EvalData(str(data), Path(data).stem, path=Path(data))
+        pick = next((s for s in ("test", "dev") if s in srcs), None)
+        one_table = list(srcs) == ["train"] and not srcs["train"].name.endswith("]")   # not a dict's [train] split
+        if pick is None and not one_table:
+            raise ConfigError(f"{data}: no test or dev split (it has: {', '.join(srcs)}); fix: --split NAME "
+                              f"(--split train scores the data the model may have been trained on)")
+        src = srcs[pick or "train"]
+    return EvalData(src.name, re.sub(r"[^\w.-]+", "_", src.name).strip("_"), source=src)
 
 
 def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:
