@@ -26,6 +26,23 @@ def test_thucnews_folder_class_file_without_newline(thuc_dir):
     assert b.train.labels[:3] == [0, 1, 2]
 
 
+def test_the_run_names_the_class_file_it_used_and_how(thuc_dir, tmp_path):
+    b = load_data(cfg(), thuc_dir)
+    note = next(n for n in b.notes if n.startswith("classes:"))
+    assert note == (f"classes: 3 from {thuc_dir / 'class.txt'} (in the data folder; the label ids in the data index "
+                    f"its lines); if it is not this data's class file, move or rename it")
+    write(tmp_path / "reviews.csv", "text,label\n" + "".join(f"好{i},{i % 3}\n" for i in range(12)))
+    write(tmp_path / "labels.txt", "neg\npos\nneutral\nother\n")           # another data's class file
+    b = load_data(cfg(), tmp_path / "reviews.csv")
+    assert b.label_map.names == ["neg", "pos", "neutral", "other"]
+    assert f"classes: 4 from {tmp_path / 'labels.txt'} (beside the --data file; the label ids" in "\n".join(b.notes)
+    write(tmp_path / "named.csv", "text,label\n" + "".join(f"好{i},{['neg', 'pos'][i % 2]}\n" for i in range(12)))
+    b = load_data(cfg(), tmp_path / "named.csv")
+    assert "; the labels in the data are its names)" in next(n for n in b.notes if n.startswith("classes:"))
+    (tmp_path / "labels.txt").unlink()
+    assert not any(n.startswith("classes:") for n in load_data(cfg(), tmp_path / "reviews.csv").notes)
+
+
 def test_bom_and_crlf_are_silent(tmp_path):
     write(tmp_path / "train.tsv", "\ufeff好的\tpos\r\n不好\tneg\r\n还行\tpos\r\n")
     b = load_data(cfg(), tmp_path / "train.tsv")

@@ -110,6 +110,15 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     return train, dev_p, test_p, cls
 
 
+def class_file_note(cls_p: Path, lm: LabelMap, beside_a_file: bool) -> str:
+    """Which class file named the classes, and how: a class file is picked up from the data's folder, so the run
+    says which one (one lying beside a single --data file may belong to other data)."""
+    how = "the label ids in the data index its lines" if lm.from_ids else "the labels in the data are its names"
+    where = "beside the --data file" if beside_a_file else "in the data folder"
+    return (f"classes: {len(lm.names)} from {cls_p} ({where}; {how}); if it is not this data's class file, move or "
+            f"rename it")
+
+
 def _one(x: Any, role: str, label_column: Any) -> Source:
     """A --dev/--test given on its own: a file, or any other data (its split of that name, else its train)."""
     found = resolve(x, label_column)
@@ -173,6 +182,8 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         raise DataError(found[:1] + how + found[1:]) from None
     if lm.note:
         notes.append(lm.note)
+    if class_names is not None and cls_p is not None:
+        notes.append(class_file_note(cls_p, lm, not Path(data).is_dir()))
     for name in ("dev", "test"):
         if name in raw and not raw[name] and not problems:
             problems.append(f"{srcs[name].name}: no examples in the file; fix: give it labelled lines, or leave it out")
