@@ -205,9 +205,12 @@ def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
     if ids == list(range(len(ids))):
         return True, ""
     shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
-    return False, (f"labels: the integers {shown} are read as {len(ids)} class names (class ids would be exactly "
-                   f"0..{len(ids) - 1}); predictions name them the same way; to read them as ids: "
-                   f"--set data.label_type=id")
+    note = (f"labels: the integers {shown} are read as {len(ids)} class names (class ids would be exactly "
+            f"0..{len(ids) - 1}); predictions name them the same way")
+    if ids[0] == 0:   # 0-based with gaps: ids of classes train lacks are possible; -1/1 or 1..5 are never ids
+        note += (f"; if they are class ids 0..{ids[-1]} and train lacks some classes: --set data.label_type=id "
+                 f"(better: a class file naming every class)")
+    return False, note
 
 
 def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "", model: bool = False) -> list[Any]:
