@@ -35,16 +35,24 @@ def _model(run: Path | None, bundle: Path | None, batch_size: int) -> tuple[Pred
     return Predictor.from_run(run, batch_size=batch_size), load_config(run / "config.yaml").data, run
 
 
+# data.* keys about reading a file; the others (max_length, truncation, lowercase, dev_ratio, sampler, ...) are how
+# the model was trained and reads its texts, which evaluate takes from the run, so a --set of them would do nothing
+READING_KEYS = ("format", "sheet", "header", "delimiter", "text_column", "text_b_column", "label_column", "label_type",
+                "label_sep", "on_invalid")
+
+
 def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
-    """`--set data.KEY=VALUE` overrides of how the file is read (only data.* keys: the model is the run's)."""
+    """`--set data.KEY=VALUE` overrides of how the file is read (READING_KEYS only: the model is the run's)."""
     from ..config import parse_set
 
     d = dataclasses.asdict(data_cfg)
     for item in sets or []:
         keys, value = parse_set(item)
-        if len(keys) != 2 or keys[0] != "data":
-            raise ConfigError(f"--set {item!r}: evaluate takes data.* keys only (how --data is read, e.g. --set "
-                              f"data.text_column=1); the model and its training settings are the run's")
+        if len(keys) != 2 or keys[0] != "data" or keys[1] not in READING_KEYS:
+            what = ("is how the model reads its texts, fixed by its training" if len(keys) == 2 and keys[0] == "data"
+                    and keys[1] in d else "is not a key of how --data is read")
+            raise ConfigError(f"--set {item!r}: {what}; evaluate takes data.KEY for KEY in {', '.join(READING_KEYS)} "
+                              f"(e.g. --set data.text_column=1)")
         d[keys[1]] = value
     return from_dict(DataConfig, d, "data")
 
