@@ -231,7 +231,7 @@ def test_hf_dataset_offline_from_the_local_cache(tmp_path, monkeypatch, tiny_mod
     # `tricklab evaluate` reads the new file formats too (a compressed Parquet file here)
     test_file = write_format(tmp_path / "t", "test.parquet.gz", RECORDS[:6])
     assert cli_main(["evaluate", "--run", str(out), "--data", str(test_file)]) == 0
-    assert json.loads((out / "eval_test.parquet.json").read_text())["n"] == 6
+    assert json.loads((out / "eval_test.json").read_text())["n"] == 6
 
 
 @pytest.mark.parametrize("kind", ["list", "tuples", "DataFrame", "Dataset", "DatasetDict"])

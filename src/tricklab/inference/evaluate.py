@@ -72,6 +72,7 @@ class EvalData:
 
 def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> EvalData:
     """A labelled file, or `split` (default: test, else dev) of a `hf:NAME[:CONFIG]` dataset or datasets folder."""
+    from ..data.readers import COMPRESSED
     from ..data.sources import resolve, split_source
 
     if split is not None:
@@ -81,7 +82,9 @@ def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> Eval
     else:
         srcs = resolve(data, data_cfg.label_column)
         if srcs is None:
-            return EvalData(str(data), Path(data).stem, path=Path(data))
+            p = Path(data)
+        plain = p.with_suffix("") if p.suffix.lower() in COMPRESSED else p          # test.csv.gz -> eval_test.json
+        return EvalData(str(data), plain.stem, path=p)
         pick = next((s for s in ("test", "dev") if s in srcs), None)
         one_table = list(srcs) == ["train"] and not srcs["train"].name.endswith("]")   # not a dict's [train] split
         if pick is None and not one_table:
