@@ -43,6 +43,30 @@ def test_the_run_names_the_class_file_it_used_and_how(thuc_dir, tmp_path):
     assert not any(n.startswith("classes:") for n in load_data(cfg(), tmp_path / "reviews.csv").notes)
 
 
+def test_a_data_folder_finds_every_extension_the_readers_read(tmp_path):
+    from tricklab.data.dataset import EXTS, locate
+    from tricklab.data.readers import COMPRESSED, EXTENSIONS
+
+    assert set(EXTENSIONS) | {".txt", ".tsv"} <= set(EXTS)
+    assert all(e + z in EXTS for e in EXTENSIONS if e not in (".xlsx", ".xlsm") for z in COMPRESSED)
+    for i, name in enumerate(("train.ndjson", "train.pq.gz", "train.feather")):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / name).write_text("x")
+        (folder / "valid.tsv").write_text("x")
+        train, dev, test, _ = locate(folder)
+        assert (train.name, dev.name, test) == (name, "valid.tsv", None)
+
+
+@pytest.mark.parametrize("labels, how", [(["a", "b"], "stratified"), (["a|b", "b"], "at random"),
+                                         (["0.5", "1.5"], "at random")])
+def test_the_held_out_note_says_stratified_only_where_it_is(tmp_path, labels, how):
+    write(tmp_path / "train.tsv", "".join(f"文{i}\t{labels[i % 2]}\n" for i in range(40)))
+    notes = load_data(cfg("data.test_ratio=0.1"), tmp_path / "train.tsv").notes
+    assert f"(10%, {how}, seed 42, data.test_ratio)" in "\n".join(notes)
+    assert f"(10%, {how}, seed 42)" in "\n".join(notes)
+
+
 def test_bom_and_crlf_are_silent(tmp_path):
     write(tmp_path / "train.tsv", "\ufeff好的\tpos\r\n不好\tneg\r\n还行\tpos\r\n")
     b = load_data(cfg(), tmp_path / "train.tsv")

@@ -16,11 +16,12 @@ from ..errors import ConfigError, DataError
 from .columns import column_note, role_columns
 from .invalid import InvalidRows, Skipped
 from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file, task_hint
-from .readers import Row
+from .readers import COMPRESSED, Row
 from .sources import Source, is_path, resolve
 
-EXTS = tuple(e + z for e in (".txt", ".tsv", ".csv", ".jsonl", ".json", ".parquet", ".arrow")
-             for z in ("", ".gz", ".bz2", ".zst")) + (".xlsx", ".xlsm")
+# the file names a data folder's train/dev/test may have, in order of preference: every extension readers.py reads
+EXTS = tuple(e + z for e in (".txt", ".tsv", ".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".arrow",
+                             ".feather", ".ipc") for z in ("", *COMPRESSED)) + (".xlsx", ".xlsm")
 CLASS_FILES = ("class.txt", "classes.txt", "labels.txt", "label.txt")
 
 
@@ -93,7 +94,7 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     if p.is_dir():
         train = _find(p, "train")
         if train is None:
-            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .json, .parquet, .arrow "
+            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .json, .parquet, .arrow, .feather "
                             f"(optionally .gz, .bz2, .zst) or .xlsx in the folder "
                             f"(found: {', '.join(sorted(x.name for x in p.iterdir())[:10]) or 'nothing'})")
         dev_p = Path(dev) if dev else _find(p, "dev") or _find(p, "valid") or _find(p, "validation")
@@ -297,10 +298,12 @@ def _positions(source_rows: list[Row], rows: list[Row]) -> np.ndarray | None:
 def held_out_splits(cfg: Config, task: str, splits: dict[str, Split], notes: list[str]
                     ) -> tuple[Split, Split, Split | None]:
     """(train, dev, test): the files' splits; without a test file data.test_ratio of train is held out as test
-    (when > 0), then without a dev file data.dev_ratio of it as dev (both stratified, seeded by train.seed)."""
+    (when > 0), then without a dev file data.dev_ratio of it as dev (both seeded by train.seed, stratified by class
+    for single-label, at random for multi-label and regression)."""
     d, seed = cfg.data, cfg.train.seed
     train, dev_s, test_s = splits["train"], splits.get("dev"), splits.get("test")
     n_file = len(train)
+    how = "stratified" if task == "single_label" else "at random"     # _hold_out stratifies by class label only
     if test_s is None and d.test_ratio > 0:
         if dev_s is None and d.dev_ratio + d.test_ratio >= 1:
             raise ConfigError(f"config data.dev_ratio={d.dev_ratio} + data.test_ratio={d.test_ratio}: both are held "
@@ -310,7 +313,7 @@ def held_out_splits(cfg: Config, task: str, splits: dict[str, Split], notes: lis
             raise DataError(f"{train.source}: too few examples per class to hold out a test set ({len(train)} in "
                             f"train); fix: give --test FILE, or --set data.test_ratio=0")
         notes.append(f"test: no test file, held out {len(test_s)} of {n_file} train examples ({d.test_ratio:.0%}, "
-                     f"stratified, seed {seed}, data.test_ratio)")
+                     f"{how}, seed {seed}, data.test_ratio)")
     elif test_s is not None and d.test_ratio > 0:
         notes.append(f"data.test_ratio={d.test_ratio} is not used: the test file {_short_name(test_s.source)} is the test")
     if dev_s is None:
@@ -320,7 +323,7 @@ def held_out_splits(cfg: Config, task: str, splits: dict[str, Split], notes: lis
             raise DataError(f"{train.source}: too few examples per class to hold out a dev set ({len(train)} in "
                             f"train); fix: give --dev FILE")
         notes.append(f"dev: no dev file, held out {len(dev_s)} of {n_file} train examples "
-                     f"({d.dev_ratio:.0%}, stratified, seed {seed})")
+                     f"({d.dev_ratio:.0%}, {how}, seed {seed})")
     return train, dev_s, test_s
 
 
