@@ -83,3 +83,40 @@ def test_numeric_guards():
         load_config(None, ["train.log_every=0"])
     with pytest.raises(ConfigError, match="train.epochs: must be positive"):
         load_config(None, ["train.epochs=0"])
+
+
+def test_annotated_yaml_reads_back_as_the_config_and_explains_every_key(tmp_path, capsys):
+    """`tricklab config`: the resolved config as YAML that --config reads back to the same config, every key of
+    every section on its own line, each with the comment config.py gives it, changed keys with their default."""
+    import dataclasses
+
+    import yaml
+
+    from tricklab.cli import main as cli_main
+    from tricklab.config import Config, annotated_yaml
+
+    sets = ["train.lr=1e-4", "data.text_column=评论", "data.label_column=1", "model.head_args={hidden: 64}",
+            "train.scheduler_args={num_cycles: 2}", "tricks=[{name: rdrop, alpha: 4}]", "data.label_sep=|"]
+    cfg = load_config(None, sets)
+    text = annotated_yaml(cfg)
+    assert yaml.safe_load(text) == cfg.to_dict()
+    lines = text.splitlines()
+    for sec in ("data", "model", "train", "calibration", "tracking"):
+        i = lines.index(f"{sec}:")
+        keys = [f.name for f in dataclasses.fields(getattr(Config(), sec))]
+        assert [ln.split(":")[0].strip() for ln in lines[i + 1:i + 1 + 200] if ln.startswith("  ") and
+                not ln.lstrip().startswith("#")][:len(keys)] == keys
+    line = {ln.split(":")[0].strip(): ln for ln in lines if ":" in ln and not ln.lstrip().startswith("#")}
+    assert line["lr"].endswith("# peak learning rate of the encoder (default: 5.0e-05)")
+    assert line["max_length"].endswith("# tokens per example (pairs: both texts together)")   # unchanged: no default
+    assert "(default: null)" in line["text_column"] and "# name (with a header) or 0-based index" in line["text_column"]
+    cont = lines[lines.index(line["on_invalid"]) + 1]       # a comment's continuation lines follow, aligned
+    assert cont.strip() == "# column count, NaN target, ...) stops the run, or is dropped and listed in"
+    assert cont.index("#") == line["on_invalid"].index("#")
+    # the CLI prints it; train --config reads it back as the same config
+    assert cli_main(["config", *[x for s in sets for x in ("--set", s)], "--trick", "fgm:epsilon=0.5"]) == 0
+    out = tmp_path / "c.yaml"
+    out.write_text(capsys.readouterr().out, encoding="utf-8")
+    again = load_config(out)
+    assert again.to_dict() == {**cfg.to_dict(), "tricks": [{"name": "rdrop", "alpha": 4}, {"name": "fgm", "epsilon": 0.5}]}
+    assert cli_main(["config", "--set", "train.lrr=1"]) == 2

@@ -93,6 +93,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import annotated_yaml
+
+    sys.stdout.write(annotated_yaml(_config(args)))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference.evaluate import evaluate_run
 
@@ -361,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "sample of K per class (few-shot experiments)")
     config_flags(t)
     t.set_defaults(func=cmd_train)
+
+    cf = sub.add_parser("config", help="print the config a train with these flags would use: every key, its value "
+                                       "and what it does, as YAML for --config (checked as train checks it)")
+    config_flags(cf)
+    cf.set_defaults(func=cmd_config)
 
     d = sub.add_parser("demo", help="fine-tune m3e-small on the packaged THUCNews sample, evaluate, predict")
     d.add_argument("--out", default="runs/demo")

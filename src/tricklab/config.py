@@ -31,17 +31,18 @@ class DataConfig:
     lowercase: str = "auto"        # auto: lower-case only when the tokenizer's vocabulary lacks capitals
     format: str = "auto"           # auto | thucnews | tsv | csv | jsonl | json | parquet | arrow | xlsx (auto: from
                                    # the extension, under .gz/.bz2/.zst; Parquet/Arrow also from the file's bytes)
-    sheet: Union[str, int, None] = None  # Excel workbooks: the sheet to read, a name or 0-based index; default: the first
+    sheet: Union[str, int, None] = None  # Excel workbooks: the sheet to read, a name or 0-based index; default: the
+                                   # first visible sheet whose header names a text column
     header: str = "auto"           # auto | true | false (auto: first row names known columns)
     delimiter: str | None = None   # tab | space | comma | a character; default: tab (.txt/.tsv), comma (.csv)
     text_column: Union[str, int, None] = None    # name (with a header) or 0-based index
     text_b_column: Union[str, int, None] = None  # second text of a sentence pair
-    label_column: Union[str, int, None] = None
+    label_column: Union[str, int, None] = None   # name (with a header) or 0-based index; default: a known name
     soft_label_column: Union[str, int, None] = None  # per-class probabilities/logits for `kd` (JSON list or spaces)
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
-    dev_ratio: float = 0.1         # held out from train (stratified) when there is no dev file
-    test_ratio: float = 0.0        # held out from train (stratified) as test when there is no test file; 0: none
+    dev_ratio: float = 0.1         # held out from train when there is no dev file (stratified by class: single-label)
+    test_ratio: float = 0.0        # held out from train as test when there is no test file; 0: none
                                    # (the final scores are then on dev, which also picked the checkpoint)
     on_invalid: str = "error"      # error | skip: a row with a problem of its own (empty text, unknown label, wrong
                                    # column count, NaN target, ...) stops the run, or is dropped and listed in
@@ -67,9 +68,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "m3e-small"        # local folder, hub id, or alias (m3e-small, minilm-en)
-    pooling: str = "pooler"        # pooler | cls | mean | max | last4_concat | last4_mean
+    pooling: str = "pooler"        # pooler | cls | mean | max | last4_concat | last4_mean | last (the last real
+                                   # token, for decoder LMs)
     head: str = "linear"           # linear | cnn | rnn | rcnn | dpcnn
-    head_args: dict = field(default_factory=dict)
+    head_args: dict = field(default_factory=dict)   # the head's own settings, e.g. rnn: {hidden: 256, layers: 2}
     dropout: float = 0.1           # before the head
     prior_bias_init: str = "auto"  # auto | true | false: start the output biases at the train label priors
                                    # (multi-label log-odds log(p/(1-p)), single-label log p; Lin et al. 2017) so
@@ -80,30 +82,32 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3
+    epochs: float = 3              # passes over train (a fraction stops part-way)
     batch_size: int = 32           # global batch (split across processes)
-    eval_batch_size: int = 256
-    lr: float = 5e-5
+    eval_batch_size: int = 256     # dev/test batches (no gradients)
+    lr: float = 5e-5               # peak learning rate of the encoder
     head_lr: float = 0.0           # 0: same as lr
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01     # AdamW's decoupled weight decay (not on biases and LayerNorm weights)
     scheduler: str = "linear"      # linear | cosine | cosine_with_restarts | polynomial | constant |
                                    # constant_with_warmup | inverse_sqrt (transformers.get_scheduler)
     scheduler_args: dict = field(default_factory=dict)  # its extra arguments, e.g. {num_cycles: 2}, {power: 2}
     warmup_ratio: float = 0.05     # share of the optimizer steps spent warming up
     warmup_steps: int = 0          # > 0: this many warm-up steps instead of warmup_ratio
     max_grad_norm: float = 1.0     # 0: no clipping
-    grad_accum: int = 1
+    grad_accum: int = 1            # micro-batches per optimizer step (batch_size is the step's whole batch)
     precision: str = "auto"        # auto (bf16 where measured fast) | bf16 | fp16 | fp32
     compile: str = "auto"          # auto | true | false: torch.compile (inductor) of the encoder; auto: off (on this
                                    # project's CPUs it measured slower, compile time included: RESULTS §1)
-    seed: int = 42
+    seed: int = 42                 # weights of the head, data order, dropout, held-out splits
     eval_every: int = 0            # optimizer steps between dev evaluations; 0: once per epoch
-    metric: str = "auto"           # dev metric that picks the best checkpoint (auto: by task)
+    metric: str = "auto"           # dev metric that picks the best checkpoint; auto: accuracy | micro_f1 | pearson
+                                   # by task; single-label: macro_f1, weighted_f1, loss, f1_positive; multi-label:
+                                   # macro_f1, micro_precision, micro_recall, subset_accuracy; regression: spearman, mse
     patience: int = 0              # early stopping after this many evaluations without gain; 0: off
     group_by_length: bool = True   # batches of similar length: less padding
     threads: int = 0               # torch CPU threads; 0: torch's default
     max_steps: int = 0             # stop after this many optimizer steps; 0: epochs decide
-    log_every: int = 20
+    log_every: int = 20            # optimizer steps between training-loss lines in log.jsonl
     checkpoint: bool = True        # write a resumable checkpoint at every dev evaluation (weights + optimizer state:
                                    # about 3x the model's size each, e.g. 288 MB for a 24M-parameter model)
     keep_checkpoints: int = 1      # how many of the latest checkpoints stay on disk
@@ -138,7 +142,7 @@ class TrackingConfig:
 
 @dataclass
 class Config:
-    task: str = "auto"
+    task: str = "auto"             # auto (from the labels) | single_label | multi_label | regression
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -423,3 +427,52 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None,
         if value is not None:
             deep_set(data, key.split("."), value)
     return from_dict(Config, data)
+
+
+def _field_comments(cls: type) -> dict[str, list[str]]:
+    """A config dataclass's fields -> the comment lines written beside them in this file (continuation lines too)."""
+    import inspect
+    import re
+
+    out: dict[str, list[str]] = {}
+    last = None
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"    (\w+): [^#]*?(?:#\s?(.*))?$", line)
+        if m and not line.lstrip().startswith("#"):
+            last = m.group(1)
+            out[last] = [m.group(2).strip()] if m.group(2) else []
+        elif last and re.match(r"\s{20,}#", line):
+            out[last].append(line.strip()[1:].strip())
+        else:
+            last = None
+    return out
+
+
+def annotated_yaml(cfg: Config) -> str:
+    """The config as YAML, every key with the comment it has in config.py and, where it differs, its default
+    (`tricklab config`). yaml.safe_load of the text gives cfg.to_dict()."""
+    default = Config().to_dict()
+
+    def scalar(v: Any) -> str:
+        return yaml.safe_dump(v, default_flow_style=True, allow_unicode=True, width=10**6, sort_keys=False).strip().removesuffix("\n...")
+
+    def block(cls: type, values: dict[str, Any], defaults: dict[str, Any], indent: str) -> list[str]:
+        comments = _field_comments(cls)
+        lines = []
+        for f in dataclasses.fields(cls):
+            v = values[f.name]
+            if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+                lines += ["", f"{indent}{f.name}:"] + block(f.default_factory, v, defaults[f.name], indent + "  ")
+                continue
+            note = list(comments.get(f.name, [])) or [""]
+            if v != defaults[f.name]:
+                note[-1] = f"{note[-1]} (default: {scalar(defaults[f.name])})".lstrip()
+            if not indent and lines and lines[-1].startswith(" "):
+                lines.append("")                       # after a section
+            head = f"{indent}{f.name}: {scalar(v)}"
+            pad = " " * max(1, 34 - len(head))
+            lines.append(head + (f"{pad}# {note[0]}" if note[0] else ""))
+            lines += [" " * (len(head) + len(pad)) + f"# {n}" for n in note[1:]]
+        return lines
+
+    return "\n".join(block(Config, cfg.to_dict(), default, "")).lstrip("\n") + "\n"
