@@ -258,11 +258,20 @@ def test_evaluate_a_dataset_split_with_class_label_ids(ok_run, tmp_path, capsys)
                          "--out", str(tmp_path / "e6")]) == 0
         got = json.loads(next((tmp_path / "e6").glob(f"eval_*mn_{file}.json")).read_text())
         assert got["confusion_matrix"] == want["confusion_matrix"]
-    # a dataset whose only split is train is not scored on it unless asked
-    datasets.DatasetDict({"train": test}).save_to_disk(str(tmp_path / "only"))
-    with pytest.raises(ConfigError, match=r"no test or dev split \(it has: train\); fix: --split NAME"):
+    # without a test or validation split: the dataset's own split names, and train only when asked
+    datasets.DatasetDict({"train": test, "validation_matched": test}).save_to_disk(str(tmp_path / "only"))
+    with pytest.raises(ConfigError, match=r"only: no test or validation split \(it has: train, validation_matched\); "
+                                          r"fix: --split NAME"):
         evaluate_run(run, tmp_path / "only", verbose=False, out=tmp_path / "e7")
     assert evaluate_run(run, tmp_path / "only", verbose=False, out=tmp_path / "e7", split="train")["accuracy"] == \
         want["accuracy"]
+    # --split validation finds a split named dev; one table is scored whole, with or without --split train
+    assert evaluate_run(run, {"train": pd.DataFrame(csv_rows[:2]), "dev": pd.DataFrame(csv_rows)}, verbose=False,
+                        out=tmp_path / "e8", split="validation")["confusion_matrix"] == want["confusion_matrix"]
+    assert evaluate_run(run, pd.DataFrame(csv_rows), verbose=False, out=tmp_path / "e9",
+                        split="train")["confusion_matrix"] == want["confusion_matrix"]
+    with pytest.raises(ConfigError, match=r"^--split test: DataFrame is one table, not a dataset with splits; fix: "
+                                          r"leave --split out$"):
+        evaluate_run(run, pd.DataFrame(csv_rows), verbose=False, out=tmp_path / "e9", split="test")
     with pytest.raises(ConfigError, match=r"--split test: .*test.csv is a file \(it has no splits\)"):
         evaluate_run(run, tmp_path / "test.csv", verbose=False, out=tmp_path / "e5", split="test")

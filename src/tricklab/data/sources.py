@@ -171,17 +171,33 @@ def resolve(data: Any, label_column: Any = None) -> dict[str, Source] | None:
     return None if got is None else from_object(got[0], got[1], label_column)
 
 
-def split_source(data: Any, split: str, label_column: Any = None) -> Source | None:
-    """The split named `split` of a dataset with splits, by its own name (`validation_matched`) or by tricklab's
-    (`dev` for `validation`/`valid`/`val`); None for a plain file or folder. ConfigError names the splits it has."""
+def _role_names(split: str) -> tuple[str, ...]:
+    """`split` and the other names of its role: validation -> (validation, dev, valid, val); dev -> the same."""
+    for role, names in SPLIT_NAMES.items():
+        if split == role or split in names:
+            return tuple(dict.fromkeys((split, role, *names)))
+    return (split,)
+
+
+def eval_source(data: Any, split: str | None, label_column: Any = None) -> Source | None:
+    """What `evaluate` scores, for anything but a plain file (None): a dataset's split named `split`, by its own name
+    (`validation_matched`) or by its role (`dev` finds `validation`, `validation` finds `dev`); without `split`, its
+    test split, else its validation split. A single table (a Dataset, a DataFrame, a list) is scored whole."""
     got = _loaded(data)
     if got is None:
         return None
     obj, name = got
     mod = type(obj).__module__.split(".")[0]
-    splits = dict(obj) if isinstance(obj, dict) or (mod == "datasets" and "Dict" in type(obj).__name__) else {}
-    key = split if split in splits else next((k for k in SPLIT_NAMES.get(split, ()) if k in splits), None)
+    if not (isinstance(obj, dict) or (mod == "datasets" and type(obj).__name__ in ("DatasetDict", "IterableDatasetDict"))):
+        if split not in (None, "train"):
+            raise ConfigError(f"--split {split}: {name} is one table, not a dataset with splits; fix: leave --split out")
+        return from_object(obj, name, label_column)["train"]
+    splits = dict(obj)
+    wanted = _role_names(split) if split else (*SPLIT_NAMES["test"], *SPLIT_NAMES["dev"])
+    key = next((k for k in wanted if k in splits), None)
     if key is None:
-        have = ", ".join(map(str, splits)) or "none: it is one table"
-        raise ConfigError(f"{name}: no split {split!r} (it has: {have}); fix: --split NAME with one of them")
+        have = ", ".join(map(str, splits)) or "none"
+        raise ConfigError(f"{name}: {'no split ' + repr(split) if split else 'no test or validation split'} (it has: "
+                          f"{have}); fix: --split NAME with one of them" + ("" if split else " (--split train scores "
+                          "the data the model may have been trained on)"))
     return Source(f"{name}[{key}]", obj=splits[key], class_names=_class_names(splits[key], label_column))

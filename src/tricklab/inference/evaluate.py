@@ -71,26 +71,18 @@ class EvalData:
 
 
 def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> EvalData:
-    """A labelled file, or `split` (default: test, else dev) of a `hf:NAME[:CONFIG]` dataset or datasets folder."""
+    """A labelled file, or a split of a `hf:NAME[:CONFIG]` dataset, a datasets folder or in-memory data
+    (data.sources.eval_source)."""
     from ..data.readers import COMPRESSED
-    from ..data.sources import resolve, split_source
+    from ..data.sources import eval_source
 
-    if split is not None:
-        src = split_source(data, split, data_cfg.label_column)
-        if src is None:
+    src = eval_source(data, split, data_cfg.label_column)
+    if src is None:
+        if split is not None:
             raise ConfigError(f"--split {split}: {data} is a file (it has no splits); fix: leave --split out")
-    else:
-        srcs = resolve(data, data_cfg.label_column)
-        if srcs is None:
-            p = Path(data)
+        p = Path(data)
         plain = p.with_suffix("") if p.suffix.lower() in COMPRESSED else p          # test.csv.gz -> eval_test.json
         return EvalData(str(data), plain.stem, path=p)
-        pick = next((s for s in ("test", "dev") if s in srcs), None)
-        one_table = list(srcs) == ["train"] and not srcs["train"].name.endswith("]")   # not a dict's [train] split
-        if pick is None and not one_table:
-            raise ConfigError(f"{data}: no test or dev split (it has: {', '.join(srcs)}); fix: --split NAME "
-                              f"(--split train scores the data the model may have been trained on)")
-        src = srcs[pick or "train"]
     return EvalData(src.name, re.sub(r"[^\w.-]+", "_", src.name).strip("_"), source=src)
 
 
