@@ -137,3 +137,21 @@ def test_cli_tune_bad_space_exits_2(tmp_path, tiny_model, thuc_dir, capsys):
     code = cli_main(["tune", "--data", str(thuc_dir), "--space", str(space), "--model", str(tiny_model),
                      "--out", str(tmp_path / "t"), "--trials", "1"])
     assert code == 2 and "train.lrr" in capsys.readouterr().err
+
+
+def test_plots_are_skipped_with_a_note_without_matplotlib(tmp_path, monkeypatch):
+    """The tune extra installs optuna alone: without matplotlib the study ends without its two PNGs, not a
+    traceback after every trial has run."""
+    from tricklab.ablation.tune import save_plots
+    from tricklab.evaluation import plots
+
+    study = optuna.create_study(direction="maximize")
+    for x in (0.1, 0.5, 0.9):
+        study.enqueue_trial({"x": x})
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    said: list[str] = []
+    pytest.importorskip("matplotlib")
+    assert save_plots(study, tmp_path, said.append) == ["history.png", "importance.png"]
+    monkeypatch.setattr(plots, "available", lambda: False)
+    assert save_plots(study, tmp_path / "none", said.append) == [] and not (tmp_path / "none").exists()
+    assert said[-1].startswith("tune: history.png and importance.png skipped: matplotlib is not installed")

@@ -248,7 +248,14 @@ def objective_fn(base: Config, space: list[Param], data: Any, dev: Any, test: An
 
 
 def save_plots(study: Any, out: Path, say: Callable[[str], None]) -> list[str]:
-    """history.png (objective per trial, best so far) and importance.png (fANOVA parameter importances)."""
+    """history.png (objective per trial, best so far) and importance.png (fANOVA parameter importances); none,
+    with a note, without matplotlib (the `plots` extra), which the `tune` extra does not install."""
+    from ..evaluation.plots import available
+
+    if not available():
+        say("tune: history.png and importance.png skipped: matplotlib is not installed (pip install "
+            "'tricklab[plots]')")
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
