@@ -222,14 +222,17 @@ def test_every_trick_composes_base_weights_bit_identical(tiny_model, thuc_dir, t
     assert Predictor.from_run(tmp_path / "run").predict(["球赛队员冠军"])[0]["label"] in {"sports", "finance", "game"}
 
 
-def test_lora_from_the_command_line(tiny_model, thuc_dir, tmp_path):
+def test_lora_from_the_command_line(tiny_model, thuc_dir, tmp_path, monkeypatch):
     from tricklab.cli import main
 
     out = tmp_path / "run"
-    rc = main(["train", "--data", str(thuc_dir), "--model", str(tiny_model), "--out", str(out),
+    monkeypatch.chdir(tiny_model.parent)          # --model as a relative path: the run records it absolute
+    rc = main(["train", "--data", str(thuc_dir), "--model", tiny_model.name, "--out", str(out),
                "--trick", "lora:r=4,alpha=8,dropout=0.1,targets=[query,value]", "--set", "train.max_steps=2",
                "--set", "model.pooling=mean", "--set", "train.precision=fp32", "--set", "data.max_length=24"])
     assert rc in (0, None)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")     # ... so the run loads from any working directory
     cfg = json.loads((out / "model" / "adapter_config.json").read_text())
     assert sorted(cfg["target_modules"]) == ["query", "value"] and cfg["r"] == 4 and cfg["lora_alpha"] == 8
     assert linear_leaf_names(load_model(out / "model")[0].encoder) == ["query", "key", "value", "dense"]

