@@ -353,3 +353,28 @@ def test_reading_notes_and_warnings_reach_the_run(tiny_model, tmp_path, capsys):
     assert "note: " in out and "of the train texts reach data.max_length (8 tokens)" in out
     assert "warning: " in out and "of the train tokens are [UNK] for this tokenizer" in out
     assert "note: warning" not in out
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_accelerate_setups_are_refused_before_training(tmp_path, monkeypatch, kind):
+    """Weights are saved from rank 0's whole model: under FSDP or DeepSpeed that would save a shard, so such an
+    accelerate config stops at once, naming the fix."""
+    from accelerate.utils import DistributedType
+
+    import importlib
+
+    from tricklab.config import Config
+    from tricklab.errors import ConfigError
+
+    setup = importlib.import_module("tricklab.training.setup")
+
+    class Sharded:
+        def __init__(self, **kw):
+            self.distributed_type = DistributedType[kind]
+
+    monkeypatch.setattr(setup, "Accelerator", Sharded)
+    with pytest.raises(ConfigError, match=f"accelerate is configured for {kind}; tricklab trains data-parallel"):
+        setup.make_accelerator(Config(), tmp_path, [])
+    monkeypatch.setattr(Sharded, "__init__", lambda self, **kw: setattr(self, "distributed_type",
+                                                                        DistributedType.MULTI_CPU))
+    assert setup.make_accelerator(Config(), tmp_path, [])[0].distributed_type == DistributedType.MULTI_CPU

@@ -202,6 +202,10 @@ def make_accelerator(cfg: Config, out: Path, notes: list[str]) -> tuple[Accelera
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
                               **accelerator_trackers(cfg.tracking, out))
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA"):   # weights are saved from rank 0's whole model
+        raise ConfigError(f"accelerate is configured for {kind}; tricklab trains data-parallel (DDP) only; fix: "
+                          f"`accelerate config` with multi-GPU/multi-CPU (or run torchrun)")
     set_seed(tc.seed)
     return accelerator, precision
 
