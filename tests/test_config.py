@@ -96,8 +96,13 @@ def test_annotated_yaml_reads_back_as_the_config_and_explains_every_key(tmp_path
     from tricklab.config import Config, annotated_yaml
 
     sets = ["train.lr=1e-4", "data.text_column=评论", "data.label_column=1", "model.head_args={hidden: 64}",
-            "train.scheduler_args={num_cycles: 2}", "tricks=[{name: rdrop, alpha: 4}]", "data.label_sep=|"]
+            "train.scheduler=cosine", "train.scheduler_args={num_cycles: 2}", "tricks=[{name: rdrop, alpha: 4}]",
+            "data.label_sep=|"]
     cfg = load_config(None, sets)
+    for text in ("yes", "null", "1e5", "012", "a: b", "a #b", "~", "a\x85b", "a\u2028b", "'q'", "- x"):
+        cfg.data.text_b_column = text                 # strings YAML would read as something else
+        assert yaml.safe_load(annotated_yaml(cfg))["data"]["text_b_column"] == text, text
+    cfg.data.text_b_column = None
     text = annotated_yaml(cfg)
     assert yaml.safe_load(text) == cfg.to_dict()
     lines = text.splitlines()
@@ -120,3 +125,10 @@ def test_annotated_yaml_reads_back_as_the_config_and_explains_every_key(tmp_path
     again = load_config(out)
     assert again.to_dict() == {**cfg.to_dict(), "tricks": [{"name": "rdrop", "alpha": 4}, {"name": "fgm", "epsilon": 0.5}]}
     assert cli_main(["config", "--set", "train.lrr=1"]) == 2
+    for bad in (["--trick", "rdorp"], ["--loss", "focal:gama=2"], ["--set", "model.head=lineer"],
+                ["--set", "model.pooling=meen"]):                       # checked as train checks them
+        assert cli_main(["config", *bad]) == 2, bad
+    capsys.readouterr()
+    assert cli_main(["config", "--epochs", "2", "--max-train-per-class", "8"]) == 0      # train's shaping flags
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["epochs"] == 2 and shown["data"]["max_train_per_class"] == 8

@@ -95,8 +95,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from .config import annotated_yaml
+    from .training.setup import check_config
 
-    sys.stdout.write(annotated_yaml(_config(args)))
+    cfg = _config(args, {"train.epochs": args.epochs, "data.max_train_samples": args.max_train_samples,
+                         "data.max_train_per_class": args.max_train_per_class})
+    check_config(cfg)
+    sys.stdout.write(annotated_yaml(cfg))
     return 0
 
 
@@ -371,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cf = sub.add_parser("config", help="print the config a train with these flags would use: every key, its value "
                                        "and what it does, as YAML for --config (checked as train checks it)")
+    cf.add_argument("--epochs", type=float, help="train.epochs")
+    cf.add_argument("--max-train-samples", type=int, help="data.max_train_samples")
+    cf.add_argument("--max-train-per-class", type=int, help="data.max_train_per_class")
     config_flags(cf)
     cf.set_defaults(func=cmd_config)
 

@@ -436,7 +436,11 @@ def _field_comments(cls: type) -> dict[str, list[str]]:
 
     out: dict[str, list[str]] = {}
     last = None
-    for line in inspect.getsource(cls).splitlines():
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):       # an install without the .py sources: values without comments
+        return out
+    for line in source.splitlines():
         m = re.match(r"    (\w+): [^#]*?(?:#\s?(.*))?$", line)
         if m and not line.lstrip().startswith("#"):
             last = m.group(1)
@@ -454,7 +458,12 @@ def annotated_yaml(cfg: Config) -> str:
     default = Config().to_dict()
 
     def scalar(v: Any) -> str:
-        return yaml.safe_dump(v, default_flow_style=True, allow_unicode=True, width=10**6, sort_keys=False).strip().removesuffix("\n...")
+        for uni in (True, False):      # allow_unicode writes U+0085 raw, which YAML reads as a line break
+            text = yaml.safe_dump(v, default_flow_style=True, allow_unicode=uni, width=10**6, sort_keys=False)
+            text = text.strip().removesuffix("\n...")
+            if yaml.safe_load(text) == v:
+                break
+        return text
 
     def block(cls: type, values: dict[str, Any], defaults: dict[str, Any], indent: str) -> list[str]:
         comments = _field_comments(cls)

@@ -404,15 +404,24 @@ def dev_metric(cfg: Config, bundle: DataBundle) -> str:
     return metric
 
 
+def check_config(cfg: Config) -> None:
+    """What a config alone can get wrong, before any data or model loads (train, and `tricklab config`)."""
+    from ..registry import HEADS, POOLINGS
+
+    load_plugins(cfg.plugins)                                      # plugin losses, tricks, heads, poolings
+    check_specs(cfg)                                               # loss/trick names and parameters: did-you-mean
+    HEADS.get_or_fail(cfg.model.head)
+    POOLINGS.get_or_fail(cfg.model.pooling)
+    lr_factor(cfg.train, 100)                                      # train.scheduler_args problems, before the data
+    check_trackers(cfg.tracking)
+
+
 def setup(cfg: Config | None, data: Any, dev: Any, test: Any, out: Path,
           resume: bool, force: bool = False, overwrite: bool = False) -> Run:
     """Build the run, in order; every data and config problem is raised before any step. On --resume, `data` may
     be None (the run's recorded files) and differing data or versions are refused unless `force` (provenance.py)."""
     cfg = run_config(cfg, out, resume, overwrite)
-    load_plugins(cfg.plugins)                                      # plugin losses, tricks, heads, poolings
-    check_specs(cfg)                                               # loss/trick names and parameters: did-you-mean
-    lr_factor(cfg.train, 100)                                      # train.scheduler_args problems, before the data
-    check_trackers(cfg.tracking)
+    check_config(cfg)
     compiled = resolve_compile(cfg.train.compile, "cuda" if torch.cuda.is_available() else "cpu")  # e.g. no compiler
     forced, saved = None, None
     if resume:
