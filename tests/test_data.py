@@ -48,6 +48,7 @@ def test_a_data_folder_finds_every_extension_the_readers_read(tmp_path):
     from tricklab.data.readers import COMPRESSED, EXTENSIONS
 
     assert set(EXTENSIONS) | {".txt", ".tsv"} <= set(EXTS)
+    assert EXTS.index(".json") < EXTS.index(".ndjson") and EXTS.index(".tsv.zst") < EXTS.index(".xlsx")  # unchanged
     assert all(e + z in EXTS for e in EXTENSIONS if e not in (".xlsx", ".xlsm") for z in COMPRESSED)
     for i, name in enumerate(("train.ndjson", "train.pq.gz", "train.feather")):
         folder = tmp_path / str(i)

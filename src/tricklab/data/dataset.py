@@ -19,9 +19,13 @@ from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_
 from .readers import COMPRESSED, Row
 from .sources import Source, is_path, resolve
 
-# the file names a data folder's train/dev/test may have, in order of preference: every extension readers.py reads
-EXTS = tuple(e + z for e in (".txt", ".tsv", ".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".arrow",
-                             ".feather", ".ipc") for z in ("", *COMPRESSED)) + (".xlsx", ".xlsm")
+# the file names a data folder's train/dev/test may have, in order of preference (the first found is read): every
+# extension readers.py reads, the ones added later after the first ones, so that no folder's choice changes
+_FIRST = tuple(e + z for e in (".txt", ".tsv", ".csv", ".jsonl", ".json", ".parquet", ".arrow")
+               for z in ("", ".gz", ".bz2", ".zst")) + (".xlsx", ".xlsm")
+EXTS = tuple(dict.fromkeys(_FIRST + tuple(e + z for e in (".ndjson", ".pq", ".feather", ".ipc", ".txt", ".tsv", ".csv",
+                                                          ".jsonl", ".json", ".parquet", ".arrow")
+                                          for z in ("", *COMPRESSED))))
 CLASS_FILES = ("class.txt", "classes.txt", "labels.txt", "label.txt")
 
 
@@ -94,8 +98,8 @@ def locate(data: str | Path, dev: str | Path | None = None, test: str | Path | N
     if p.is_dir():
         train = _find(p, "train")
         if train is None:
-            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .json, .parquet, .arrow, .feather "
-                            f"(optionally .gz, .bz2, .zst) or .xlsx in the folder "
+            raise DataError(f"{p}: no train file: expected train.txt, .tsv, .csv, .jsonl, .ndjson, .json, .parquet, "
+                            f".pq, .arrow, .feather, .ipc (optionally .gz, .bz2, .zst), .xlsx or .xlsm in the folder "
                             f"(found: {', '.join(sorted(x.name for x in p.iterdir())[:10]) or 'nothing'})")
         dev_p = Path(dev) if dev else _find(p, "dev") or _find(p, "valid") or _find(p, "validation")
         test_p = Path(test) if test else _find(p, "test")
