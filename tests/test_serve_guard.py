@@ -279,28 +279,17 @@ def recv_all(s: socket.socket, responses: int, wait: float) -> tuple[bytes, bool
 
 
 @pytest.mark.parametrize("name", ["httptools", "h11"])
-def test_pipelined_requests_waiting_for_a_slow_answer_are_not_cut(name):
+@pytest.mark.parametrize("app, first, wait", [(slow_app, b"/slow", 0.2), (blocking_app, b"/block", 0.05)])
+def test_pipelined_requests_waiting_for_a_slow_answer_are_not_cut(name, app, first, wait):
     """Three pipelined requests, the first slow, the third's headers in two parts: the server pauses reading while
-    the first is answered, so the rest of the third's headers waits in the socket; that wait is not the client's."""
+    the first is answered, so the rest of the third's headers waits in the socket; that wait is not the client's.
+    /block answers in the loop turn where the header timer falls due (blocking_app): reading resumes, and the
+    client gets a fresh deadline for the rest of its headers."""
     from test_serve import Live
 
-    with Live(slow_app, http=protocol(name, 0.5), header_timeout=0.5) as srv, srv.connect() as s:
-        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHo")
-        time.sleep(0.2)
-        s.sendall(b"st: x\r\n\r\n")
-        data, closed = recv_all(s, 3, 10)
-        assert data.count(b"HTTP/1.1 200") == 3 and not closed, (data, closed)
-
-
-@pytest.mark.parametrize("name", ["httptools", "h11"])
-def test_a_header_deadline_due_as_reading_resumes_starts_again(name):
-    """The rest of a pipelined request's headers waits in the socket while the first answer is computed; when the
-    answer resumes reading in the loop turn where the header timer falls due, the client gets a fresh deadline."""
-    from test_serve import Live
-
-    with Live(blocking_app, http=protocol(name, 0.5), header_timeout=0.5) as srv, srv.connect() as s:
-        s.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHo")
-        time.sleep(0.05)
+    with Live(app, http=protocol(name, 0.5), header_timeout=0.5) as srv, srv.connect() as s:
+        s.sendall(b"GET " + first + b" HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHo")
+        time.sleep(wait)
         s.sendall(b"st: x\r\n\r\n")
         data, closed = recv_all(s, 3, 10)
         assert data.count(b"HTTP/1.1 200") == 3 and not closed, (data, closed)

@@ -289,8 +289,9 @@ def guarded_httptools(header_timeout: float) -> type:
 
         def on_response_complete(self) -> None:
             self._responses_done += 1
+            paused = self.flow.read_paused
             super().on_response_complete()   # resumes reading
-            if self._header_timer is not None:
+            if paused and self._header_timer is not None:
                 self._disarm()               # a pipelined request's headers: the deadline starts again now, or
                 self._arm()                  # a timer due in this loop turn closes before the waiting bytes are read
 
