@@ -423,6 +423,8 @@ def test_evaluate_accepts_the_set_it_suggests(run, tmp_path, capsys):
         one_line_error(capsys)
     assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "data.max_length=512"]) == 2
     assert "'data.max_length=512': is how the model reads its texts, fixed by its training" in one_line_error(capsys)
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "data.soft_label_column=3"]) == 2
+    assert "is for training (kd's soft labels); evaluate scores the gold labels" in one_line_error(capsys)
 
 
 def test_classes_without_train_examples_and_a_tiny_train_set_warn(tiny_model, tmp_path, capsys):

@@ -49,8 +49,10 @@ def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
     for item in sets or []:
         keys, value = parse_set(item)
         if len(keys) != 2 or keys[0] != "data" or keys[1] not in READING_KEYS:
-            what = ("is how the model reads its texts, fixed by its training" if len(keys) == 2 and keys[0] == "data"
-                    and keys[1] in d else "is not a key of how --data is read")
+            known = len(keys) == 2 and keys[0] == "data" and keys[1] in d
+            what = ("is not a key of how --data is read" if not known else "is for training (kd's soft labels); "
+                    "evaluate scores the gold labels" if keys[1] == "soft_label_column" else
+                    "is how the model reads its texts, fixed by its training")
             raise ConfigError(f"--set {item!r}: {what}; evaluate takes data.KEY for KEY in {', '.join(READING_KEYS)} "
                               f"(e.g. --set data.text_column=1)")
         d[keys[1]] = value
