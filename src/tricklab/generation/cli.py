@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                           "and print the continuation and its log-probability.")
     p.add_argument("--model", required=True,
                    help="folder with a transformers causal LM and tokenizer, a folder with a .gguf file, "
-                        "or a .gguf file")
+                        "a .gguf file, or the packaged alias smollm2-135m (local files only: no hub ids)")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--strategy", choices=["greedy", "beam", "sample"], default="greedy")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -39,7 +39,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def load_model(path: str, gguf_file: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a local folder or .gguf file; ConfigError with the fix otherwise."""
+    """(model, tokenizer) from a local folder, a .gguf file or a packaged alias (smollm2-135m); ConfigError with
+    the fix otherwise."""
+    from ..model.resolve import ALIASES, resolve_model
+
+    if path in ALIASES:
+        path = resolve_model(path)
     folder = Path(path).expanduser()
     if folder.is_file() and folder.suffix == ".gguf" and gguf_file is None:
         folder, gguf_file = folder.parent, folder.name
