@@ -7,7 +7,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import argparse
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
