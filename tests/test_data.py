@@ -7,7 +7,7 @@ import pytest
 
 from tricklab.config import load_config
 from tricklab.data import load_data
-from tricklab.errors import DataError
+from tricklab.errors import ConfigError, DataError
 
 
 def cfg(*sets):
@@ -382,6 +382,10 @@ def test_a_rare_label_named_almost_like_a_frequent_one_gets_a_typo_note(tmp_path
     note = next(n for n in b.notes if n.startswith("labels: "))
     assert "'正' (1) / '正面' (40)" in note and "'負面' (1) / " in note and "'负面' (40)" in note and "中性" not in note
     assert "may be a typo" in note
+    import shlex
+    fix = shlex.split(note.split("map them: --set ")[1])[0]                 # the note's fix, as a shell reads it
+    assert fix == 'data.label_map={"正": "正面", "負面": "负面"}'
+    assert load_data(cfg(fix), tmp_path / "train.tsv").label_map.names == ["中性", "正面", "负面"]
     labs = ["正面"] * 10 + ["负面"] * 10 + ["正"]                                # not 20x rarer: no note
     write(tmp_path / "t2.tsv", "".join(f"评论{i}号\t{lab}\n" for i, lab in enumerate(labs)))
     assert not any(n.startswith("labels: ") for n in load_data(cfg(), tmp_path / "t2.tsv").notes)
@@ -509,3 +513,55 @@ def test_the_skip_hint_stays_among_the_lines_shown(tmp_path):
     shown = str(e.value).splitlines()
     assert len(shown) == 21 and any("--set data.on_invalid=skip" in ln for ln in shown[:20])
     assert shown[1].startswith("how it was read: columns of train.tsv") and shown[-1] == "... and 12 more problems"
+
+
+def test_label_map_renames_and_merges_labels_in_every_split(tmp_path):
+    """data.label_map: ids get names, typos merge into their class, in train and dev alike; the note counts each
+    key's rows and names a key no label matched."""
+    write(tmp_path / "train.tsv", "".join(f"文{i}\t{i % 2}\n" for i in range(20)) + "错\t負面\n")
+    write(tmp_path / "dev.tsv", "中\t1\n差\t0\n坏\t負面\n")
+    b = load_data(cfg("data.label_map={0: 负面, 1: 正面, 負面: 负面, 中性: neutral}"), tmp_path)
+    assert b.label_map.names == ["正面", "负面"] and not b.label_map.from_ids
+    names = b.label_map.names
+    assert [names[y] for y in b.dev.labels] == ["正面", "负面", "负面"]
+    want = {f"文{i}": ["负面", "正面"][i % 2] for i in range(20)} | {"错": "负面", "中": "正面", "差": "负面", "坏": "负面"}
+    for split in (b.train, b.dev):
+        assert [names[y] for y in split.labels] == [want[r.text] for r in split.rows]
+    note = next(n for n in b.notes if n.startswith("labels: data.label_map"))
+    assert note == ("labels: data.label_map renamed 0 -> 负面 (11), 1 -> 正面 (11), 負面 -> 负面 (2); no label "
+                    "'中性' in the data (a typo in the map?)")
+
+
+def test_label_map_matches_a_reference_on_random_multi_label_rows():
+    import random
+    from collections import Counter
+
+    from tricklab.data.labels import relabel, split_multi
+    from tricklab.data.readers import Row
+
+    rng = random.Random(0)
+    names = ["a", "b", "c", "d", "e"]
+    mapping = {"a": "x", "b": "x", "c": "y"}
+    raws = []
+    for _ in range(300):
+        labs = rng.sample(names, rng.randint(1, 3))
+        raws.append(json.dumps(labs) if rng.random() < 0.3 else labs if rng.random() < 0.5 else "|".join(labs))
+    rows = [Row(f"t{i}", None, raw, i + 1, "f") for i, raw in enumerate(raws)]
+    used = Counter()
+    relabel(rows, mapping, "|", used)
+    for r, raw in zip(rows, raws):
+        parts = split_multi(raw, "|")
+        want = list(dict.fromkeys(mapping.get(p, p) for p in parts))
+        if any(p in mapping for p in parts):
+            assert r.label == "|".join(want)
+        else:
+            assert r.label == raw                       # untouched, in its own form
+    assert used == Counter(p for raw in raws for p in split_multi(raw, "|") if p in mapping)
+
+
+@pytest.mark.parametrize("value", ["{a: null}", "{a: ''}", "{a: [x]}", "{a: true}"])
+def test_label_map_values_must_be_class_names(value):
+    from tricklab.config import validate
+
+    with pytest.raises(ConfigError, match=r"config data.label_map: 'a': .*expected a label and the class"):
+        validate(cfg(f"data.label_map={value}"))

@@ -440,3 +440,26 @@ def test_classes_without_train_examples_and_a_tiny_train_set_warn(tiny_model, tm
                      "--epochs", "1", "--quiet", "--set", "data.max_length=24"]) == 0
     out = capsys.readouterr().out
     assert "only 1 train example:" in out and "3 of 4 classes have no train example" in out
+
+
+def test_a_label_map_run_evaluates_and_predicts_in_its_class_names(tiny_model, tmp_path):
+    """data.label_map is part of how the run reads files: evaluate maps a file's raw labels as train did (the
+    run's config.yaml), and predictions carry the mapped names."""
+    from conftest import tiny_cfg, write_thucnews
+    from tricklab.inference import Predictor
+    from tricklab.inference.evaluate import evaluate_run
+    from tricklab.training import train
+
+    data = write_thucnews(tmp_path / "d", n_train=60, n_dev=15)
+    (data / "class.txt").unlink()                                  # ids 0, 1, 2 as they are in the files
+    names = {0: "体育", 1: "财经", 2: "游戏"}
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_model, "train.epochs=1", "data.label_map={0: 体育, 1: 财经, 2: 游戏}"), data, out=run,
+          progress=False)
+    pred = Predictor.from_run(run)
+    assert pred.meta["labels"]["names"] == sorted(names.values())
+    rows = [ln.split("\t") for ln in (data / "test.txt").read_text(encoding="utf-8").splitlines()]
+    got = [p["label"] for p in pred.predict([t for t, _ in rows])]
+    m = evaluate_run(run, data / "test.txt", verbose=False, out=tmp_path / "e")
+    assert m["n"] == len(rows)
+    assert m["accuracy"] == sum(g == names[int(y)] for g, (_, y) in zip(got, rows)) / len(rows)

@@ -41,6 +41,9 @@ class DataConfig:
     soft_label_column: Union[str, int, None] = None  # per-class probabilities/logits for `kd` (JSON list or spaces)
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
+    label_map: dict = field(default_factory=dict)  # raw label -> the class it stands for, in every file read
+                                   # (train, dev, test, evaluate): {0: negative, 1: positive}, {負面: 负面, 正: 正面};
+                                   # several labels to one merges them; multi-label: each label of a row
     dev_ratio: float = 0.1         # held out from train when there is no dev file (stratified by class: single-label)
     test_ratio: float = 0.0        # held out from train as test when there is no test file; 0: none
                                    # (the final scores are then on dev, which also picked the checkpoint)
@@ -287,6 +290,11 @@ def validate(cfg: Config) -> None:
     if cfg.train.warmup_steps < 0:
         raise ConfigError(f"config train.warmup_steps: must be at least 0 (0: use train.warmup_ratio), got "
                           f"{cfg.train.warmup_steps}")
+    bad = [(k, v) for k, v in cfg.data.label_map.items() if isinstance(k, (dict, list)) or not isinstance(
+        v, (str, int, float)) or isinstance(v, bool) or not str(v).strip()]
+    if bad:
+        raise ConfigError(f"config data.label_map: {bad[0][0]!r}: {bad[0][1]!r}: expected a label and the class name "
+                          f"it stands for, e.g. {{0: negative, 1: positive}}")
     if not all(isinstance(p, str) and p.strip() for p in cfg.plugins):
         raise ConfigError(f"config plugins: expected a list of module names (e.g. [my_pkg.my_tricks]), got "
                           f"{cfg.plugins!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from ..config import Config
 from ..errors import ConfigError, DataError
 from .columns import column_note, role_columns
 from .invalid import InvalidRows, Skipped
-from .labels import LabelMap, build_label_map, detect_task, encode_labels, read_class_file, task_hint
+from .labels import (LabelMap, build_label_map, detect_task, encode_labels, read_class_file, relabel, relabel_note,
+                     task_hint)
 from .readers import COMPRESSED, Row
 from .sources import Source, is_path, resolve
 
@@ -166,6 +168,11 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     problems: list[str] = []
     inv = InvalidRows(d.on_invalid)
     raw = _read_sources(srcs, d, inv, problems)             # every valid row of each source, as read
+    if d.label_map:
+        used: Counter[str] = Counter()
+        for rows in raw.values():
+            relabel(rows, d.label_map, d.label_sep, used)
+        notes.append(relabel_note(d.label_map, used))
     train_rows = raw["train"]
     columns = {name: rows.columns for name, rows in raw.items() if getattr(rows, "columns", None)}
     notes += [column_note(c, pin=name == "train") for name, c in columns.items()

@@ -46,6 +46,36 @@ def canon(label: Any) -> Any:
     return label
 
 
+def relabel(rows: list[Row], mapping: dict[Any, Any], sep: str, used: Counter[str]) -> list[Row]:
+    """data.label_map, in place (the list keeps its type and `columns`): a row whose label (as a class name: canon)
+    is a key gets the key's value; a multi-label row (`a|b`, a JSON list) gets each of its labels mapped (merged ones
+    once). `used` counts the keys applied."""
+    if not mapping:
+        return rows
+    m = {str(canon(str(k).strip())): str(v).strip() for k, v in mapping.items()}
+    for r in rows:
+        lab = r.label
+        key = None if lab is None else str(canon(lab.strip() if isinstance(lab, str) else str(lab)))
+        if key is not None and key in m:
+            r.label = m[key]
+            used[key] += 1
+        elif isinstance(lab, list) or (isinstance(lab, str) and (sep in lab or lab.lstrip().startswith("["))):
+            parts = split_multi(lab.strip() if isinstance(lab, str) else lab, sep) or []
+            if any(p in m for p in parts):
+                used.update(p for p in parts if p in m)
+                r.label = sep.join(dict.fromkeys(m.get(p, p) for p in parts))
+    return rows
+
+
+def relabel_note(mapping: dict[Any, Any], used: Counter[str]) -> str:
+    """What data.label_map did: rows per key, and keys no label matched (a typo in the map, or in the data)."""
+    keys = [str(canon(str(k).strip())) for k in mapping]
+    done = ", ".join(f"{k} -> {str(v).strip()} ({used[k]})" for k, v in zip(keys, mapping.values()) if used[k])
+    unused = [k for k in keys if not used[k]]
+    return ("labels: data.label_map " + (f"renamed {done}" if done else "renamed nothing")
+            + (f"; no label {', '.join(map(repr, unused))} in the data (a typo in the map?)" if unused else ""))
+
+
 def split_multi(raw: Any, sep: str) -> list[str] | None:
     """`a|b` or a JSON list -> ["a", "b"]; None when unparseable."""
     if isinstance(raw, list):
@@ -181,7 +211,7 @@ def _rare_twins(raws: list[str]) -> str:
 
     counts = Counter(raws)
     common = sorted((n for n in counts if counts[n] >= 20), key=lambda n: -counts[n])
-    found = []
+    found, pairs = [], []
     for rare in sorted(n for n in counts if counts[n] <= 2):
         close = []
         for big in common:
@@ -190,12 +220,15 @@ def _rare_twins(raws: list[str]) -> str:
                 close.append((ratio, counts[big], big))
         if close:                                   # the most alike (several when they tie)
             best = max(r for r, _, _ in close)
-            bigs = " or ".join(f"{b!r} ({n})" for r, n, b in sorted(close, reverse=True) if r == best)
-            found.append(f"{rare!r} ({counts[rare]}) / {bigs}")
+            tied = [(n, b) for r, n, b in sorted(close, reverse=True) if r == best]
+            found.append(f"{rare!r} ({counts[rare]}) / " + " or ".join(f"{b!r} ({n})" for n, b in tied))
+            pairs.append((rare, tied[0][1]))
     if not found:
         return ""
+    fix = "data.label_map={" + ", ".join(f"{json.dumps(r, ensure_ascii=False)}: {json.dumps(b, ensure_ascii=False)}"
+                                         for r, b in pairs[:4]) + "}"
     return (f"labels: {'; '.join(found[:4])}: a rare label named almost like a frequent one may be a typo, and "
-            f"trains as a class of its own; if so, correct those rows")
+            f"trains as a class of its own; if so, correct those rows or map them: --set {shlex.quote(fix)}")
 
 
 def _ids_or_names(raws: list[str]) -> tuple[bool, str]:

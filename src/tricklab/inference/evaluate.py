@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig, from_dict, load_config
 from ..data.invalid import InvalidRows, skipped_note, write_skipped
-from ..data.labels import LabelMap, encode_labels
+from ..data.labels import LabelMap, encode_labels, relabel
 from ..data.readers import Row, read_rows
 from ..errors import ConfigError, DataError, TrickLabError
 from ..runfiles import write_json
@@ -38,7 +39,7 @@ def _model(run: Path | None, bundle: Path | None, batch_size: int) -> tuple[Pred
 # data.* keys about reading a file; the others (max_length, truncation, lowercase, dev_ratio, sampler, ...) are how
 # the model was trained and reads its texts, which evaluate takes from the run, so a --set of them would do nothing
 READING_KEYS = ("format", "sheet", "header", "delimiter", "text_column", "text_b_column", "label_column", "label_type",
-                "label_sep", "on_invalid")
+                "label_sep", "label_map", "on_invalid")
 
 
 def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
@@ -89,9 +90,9 @@ def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> Eval
 
 
 def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:
-    if ed.path is not None:
-        return read_rows(ed.path, data_cfg, problems=found)
-    rows = ed.source.read(data_cfg, True, found)
+    if ed.path is not None:   # data.label_map as train read its files
+        return relabel(read_rows(ed.path, data_cfg, problems=found), data_cfg.label_map, data_cfg.label_sep, Counter())
+    rows = relabel(ed.source.read(data_cfg, True, found), data_cfg.label_map, data_cfg.label_sep, Counter())
     names = ed.source.class_names
     if names and lm.task == "single_label" and not lm.from_ids:   # ClassLabel ids -> their names, the run's labels
         known = set(lm.names)
