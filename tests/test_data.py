@@ -421,6 +421,36 @@ def test_integers_read_as_names_say_how_to_read_ids_when_dev_has_another(tmp_pat
     assert load_data(cfg("data.label_type=id"), tmp_path).dev.labels == [3]
 
 
+@pytest.mark.parametrize("head", ["工单内容,意图", "\ufeff工单内容,意图", "id,工单内容,label"])
+def test_a_first_line_naming_the_label_column_is_a_header_whatever_the_text_column_is_called(tmp_path, head):
+    cols = head.lstrip("\ufeff").split(",")
+    body = "".join(",".join({"id": str(i), "工单内容": t, "意图": ["退款", "发票"][i % 2],
+                             "label": ["退款", "发票"][i % 2]}[c] for c in cols) + "\n" for i, t in enumerate(REVIEWS))
+    write(tmp_path / "train.csv", head + "\n" + body)
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.csv")
+    assert b.label_map.names == ["发票", "退款"] and len(b.train) + len(b.dev) == len(REVIEWS)
+    assert "工单内容" not in [r.text for r in b.train.rows + b.dev.rows]
+    # ... unless the name comes back as a value below: then line 1 is data (a class named 意图)
+    write(tmp_path / "t2.csv", head + "\n" + body + body.replace("退款", cols[-1], 1))
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "t2.csv")
+    assert cols[-1] in b.label_map.names
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.jsonl"])
+def test_labels_are_stripped_alike_in_every_format(tmp_path, name):
+    labs = ["退款", " 退款 ", "发票\u3000", "发票"] * 3
+    if name.endswith(".csv"):
+        body = "text,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(REVIEWS * 2, labs))
+    else:
+        body = "".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in zip(REVIEWS * 2, labs))
+    write(tmp_path / name, body)
+    assert load_data(cfg("data.dev_ratio=0.25"), tmp_path / name).label_map.names == ["发票", "退款"]
+    write(tmp_path / name, body.replace("发票\u3000", "\u3000 ", 1) if name.endswith(".jsonl") else body)
+    if name.endswith(".jsonl"):                        # a label of spaces is empty, as in a CSV
+        with pytest.raises(DataError, match="line 3: empty label in column 'label'"):
+            load_data(cfg(), tmp_path / name)
+
+
 def test_a_chinese_first_line_is_an_example_not_a_header(tmp_path):
     write(tmp_path / "train.tsv", "评论\t正面\n" + "".join(f"{t}\t{['正面', '负面'][i % 2]}\n" for i, t in enumerate(REVIEWS)))
     b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.tsv")
@@ -528,8 +558,8 @@ def test_label_map_renames_and_merges_labels_in_every_split(tmp_path):
     for split in (b.train, b.dev):
         assert [names[y] for y in split.labels] == [want[r.text] for r in split.rows]
     note = next(n for n in b.notes if n.startswith("labels: data.label_map"))
-    assert note == ("labels: data.label_map renamed 0 -> 负面 (11), 1 -> 正面 (11), 負面 -> 负面 (2); no label "
-                    "'中性' in the data (a typo in the map?)")
+    assert note == ("labels: data.label_map renamed '0' (11) -> '负面', '1' (11) -> '正面', '負面' (2) -> '负面'; no "
+                    "label '中性' in the data (a typo in the map?)")
 
 
 def test_label_map_matches_a_reference_on_random_multi_label_rows():

@@ -70,7 +70,7 @@ def relabel(rows: list[Row], mapping: dict[Any, Any], sep: str, used: Counter[st
 def relabel_note(mapping: dict[Any, Any], used: Counter[str]) -> str:
     """What data.label_map did: rows per key, and keys no label matched (a typo in the map, or in the data)."""
     keys = [str(canon(str(k).strip())) for k in mapping]
-    done = ", ".join(f"{k} -> {str(v).strip()} ({used[k]})" for k, v in zip(keys, mapping.values()) if used[k])
+    done = ", ".join(f"{k!r} ({used[k]}) -> {str(v).strip()!r}" for k, v in zip(keys, mapping.values()) if used[k])
     unused = [k for k in keys if not used[k]]
     return ("labels: data.label_map " + (f"renamed {done}" if done else "renamed nothing")
             + (f"; no label {', '.join(map(repr, unused))} in the data (a typo in the map?)" if unused else ""))

@@ -42,7 +42,7 @@ from .excel import EMPTY_CELL_HINT, Sheet, header_index, is_excel
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "question1", "title",
               "comment", "body", "document", "tweet", "message", "utterance", "headline", "premise",
               "文本", "内容", "正文", "句子", "句子1", "评论", "标题", "问题", "评论内容", "文本内容", "评价", "评价内容",
-              "用户评论", "留言", "语句", "新闻标题")
+              "用户评论", "留言", "语句", "新闻标题", "用户问题", "客户问题", "问句", "用户输入", "咨询内容", "对话内容")
 TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2", "hypothesis", "句子2")
 LABEL_NAMES = ("label", "labels", "score", "target", "class", "category", "sentiment", "polarity", "intent", "topic",
                "标签", "类别", "分类", "情感", "类型", "分数", "情感倾向", "极性", "标注", "人工标注", "意图", "主题", "类目")
@@ -375,6 +375,15 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
                                                   or c.startswith("unnamed:") for c in cells)   # pandas' index
 
 
+def _label_name_not_a_value(first: list[str], below: list[list[str]]) -> bool:
+    """A first line with a label column's name (`意图`, `label`) that never comes back as a value in its column below
+    names the columns, whatever its other cells (`用户问题,意图`), as excel.header_index decides for a sheet; a
+    first line `评论<TAB>正面` (no label name) stays an example."""
+    hits = [(j, c.strip().lower()) for j, c in enumerate(first) if c.strip().lower() in LABEL_NAMES]
+    return bool(hits and below) and not any(j < len(cells) and cells[j].strip().lower() == name
+                                            for cells in below for j, name in hits)
+
+
 def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ...], path: Path, role: str,
           at: str = "line 1") -> int | None:
     """The column index a role reads: data.<role>_column, else the first known name in the header (`at`: where
@@ -415,7 +424,11 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         return ln.split(delim) if split_all or n is None else ln.split(delim, n - 1)
 
     first = split(first_rec[1], None)
-    header = first if (_header_fields(first, cfg) if header_row is None else header_row) else None
+    is_header = _header_fields(first, cfg) if header_row is None else header_row
+    if header_row is None and not is_header and cfg.header == "auto" and labelled:
+        sample, records = _peek(records, 200)
+        is_header = _label_name_not_a_value(first, [split(rec, None) for _, rec in sample])
+    header = first if is_header else None
     if header is None:
         records = itertools.chain([first_rec], records)
     at = f"{unit} {first_rec[0]}"
@@ -712,6 +725,8 @@ def _record_row(obj: dict, tk: str | None, bk: str | None, lk: str | None, sk: s
             problems.append(f"{where}: {what} in column {tk!r}; fix: fill it in or drop the row")
         return None
     label = _plain(obj.get(lk)) if lk is not None else None
+    if isinstance(label, str):
+        label = label.strip()          # as the delimited readers do: ' 退款 ' is 退款 in every format
     if labelled and (label is None or label == ""):
         if lk is None:
             problems.append(f"{where}: no label field (keys: {', '.join(map(str, obj))}); fix: add a 'label' field or "
