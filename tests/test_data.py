@@ -595,3 +595,18 @@ def test_label_map_values_must_be_class_names(value):
 
     with pytest.raises(ConfigError, match=r"config data.label_map: 'a': .*expected a label and the class"):
         validate(cfg(f"data.label_map={value}"))
+
+
+def test_an_unknown_label_close_to_a_train_label_gets_the_map_that_fixes_it(tmp_path):
+    import shlex
+
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{['其他', '退款'][i % 2]}\n" for i, t in enumerate(REVIEWS)))
+    write(tmp_path / "dev.tsv", "新的\t其它\n旧的\t退款\n坏的\t投诉\n")
+    msg = str(pytest.raises(DataError, load_data, cfg(), tmp_path).value)
+    line = next(ln for ln in msg.splitlines() if "line 1:" in ln)
+    assert "label '其它' does not occur in train" in line and "did you mean '其他'?" in line
+    assert "line 3: label '投诉' does not occur in train" in msg and "add examples of it to train" in msg
+    fix = shlex.split(line.split("map it: --set ")[1])[0]
+    write(tmp_path / "dev.tsv", "新的\t其它\n旧的\t退款\n")
+    b = load_data(cfg(fix), tmp_path)
+    assert [b.label_map.names[y] for y in b.dev.labels] == ["其他", "退款"]

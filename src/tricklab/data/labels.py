@@ -1,6 +1,7 @@
 """Task detection, label maps built from train, and label parsing with actionable errors."""
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import shlex
@@ -207,7 +208,6 @@ def _rare_twins(raws: list[str]) -> str:
     """A note when a rare class (at most 2 rows, and 20x rarer than another) is named almost like a frequent one:
     one name inside the other ('正' / '正面') or as many characters with half or more of them the same ('負面' /
     '负面'): likely a typo, which train keeps as a class of its own."""
-    import difflib
 
     counts = Counter(raws)
     common = sorted((n for n in counts if counts[n] >= 20), key=lambda n: -counts[n])
@@ -297,9 +297,13 @@ def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "",
             if lab not in index:
                 ids_hint = (" (train's integers are read as class names; if they are class ids, "
                             "--set data.label_type=id)") if lm.note.startswith("labels: the integers") else ""
+                close = difflib.get_close_matches(str(lab), lm.names, n=1, cutoff=0.5)
+                fix = (f"did you mean {close[0]!r}? fix: correct the label, or map it: --set "
+                       + shlex.quote("data.label_map={" + json.dumps(str(lab), ensure_ascii=False) + ": "
+                                     + json.dumps(close[0], ensure_ascii=False) + "}")) if close else \
+                    "fix: correct the label or add examples of it to train"
                 problems.append(f"{where}: label {_short(str(r.label))} does not occur in train (train labels: "
-                                f"{', '.join(lm.names[:12])}{', ...' if C > 12 else ''}){ids_hint}; fix: correct the "
-                                f"label or add examples of it to train")
+                                f"{', '.join(lm.names[:12])}{', ...' if C > 12 else ''}){ids_hint}; {fix}")
             else:
                 out.append(index[lab])
                 continue
