@@ -281,6 +281,9 @@ def test_grid_end_to_end_resume_and_report(tiny_model, tmp_path, capsys):
     assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "2 variants x 2 seeds = 4 runs (single_label)" in printed and "[4/4]" in printed
+    notes = [ln for ln in printed.splitlines() if ln.startswith("note: ")]   # the data's notes, once, on the console
+    assert notes and notes[0].startswith("note: columns of ") and len(notes) == len(set(notes))
+    assert any(n.startswith("note: classes: 3 from ") for n in notes)
     for v in ("baseline", "rdrop"):
         for s in (1, 2):
             run = out / v / f"seed{s}"

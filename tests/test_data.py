@@ -610,3 +610,20 @@ def test_an_unknown_label_close_to_a_train_label_gets_the_map_that_fixes_it(tmp_
     write(tmp_path / "dev.tsv", "新的\t其它\n旧的\t退款\n")
     b = load_data(cfg(fix), tmp_path)
     assert [b.label_map.names[y] for y in b.dev.labels] == ["其他", "退款"]
+
+
+def test_repeated_rows_and_texts_shared_with_test_are_counted(tmp_path):
+    rows = [(t, ["退款", "发票"][i % 2]) for i, t in enumerate(REVIEWS)]
+    train = rows + rows[:3] + [(REVIEWS[4], "发票")]          # 3 repeats; REVIEWS[4] (退款) also as 发票
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{y}\n" for t, y in train))
+    write(tmp_path / "dev.tsv", "全新的评论\t退款\n")
+    write(tmp_path / "test.tsv", f"{REVIEWS[0]}\t退款\n{REVIEWS[1]}\t发票\n另一条\t退款\n")
+    b = load_data(cfg(), tmp_path)
+    note = next(n for n in b.notes if n.startswith("repeats: "))
+    assert note == ("repeats: 3 of 12 train rows repeat an earlier row (text and label); 1 text carries more than one "
+                    "label in train; 2 of 3 test texts are also in train (their scores measure memory as well as "
+                    "generalisation)")
+    assert len(b.train) == 12                                    # counted, never changed
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{y}\n" for t, y in rows))
+    (tmp_path / "test.tsv").unlink()
+    assert not any(n.startswith("repeats: ") for n in load_data(cfg(), tmp_path).notes)

@@ -278,10 +278,12 @@ def plan_grid(base: Config, variants: list[Variant], seeds: list[int], out: Path
 
 
 def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None, test: str | Path | None,
-                  problems: list[str] | None = None, describe: Callable[[RunSpec], str] | None = None) -> str:
+                  problems: list[str] | None = None, describe: Callable[[RunSpec], str] | None = None,
+                  say: Callable[[str], None] | None = None) -> str:
     """Load the data (once per distinct data config) and build every run's losses and tricks without
     a model; raise one ConfigError with every problem (and `problems` found before) before anything
-    trains, each line starting with describe(run) (default: variant 'name'). Returns the task."""
+    trains, each line starting with describe(run) (default: variant 'name'). `say` gets the data's notes once
+    (how it was read, labels, warnings), which the runs otherwise print to their train.log only. Returns the task."""
     from ..data import load_data
     from ..data.balance import check_sampler
     from ..registry import TRICKS, load_plugins
@@ -293,12 +295,18 @@ def validate_grid(runs: list[RunSpec], data: str | Path, dev: str | Path | None,
     problems = list(problems or [])
     tasks: dict[str, str] = {}
     done: set[str] = set()
+    shown: set[str] = set()
     limits: dict[str, int | None] = {}          # each model's position limit, read once per grid
     for r in runs:
         data_cfg = {k: v for k, v in r.config.data.__dict__.items() if k != "sampler"}  # reading is the same
         key = json.dumps([r.config.task, data_cfg], sort_keys=True, default=str)
         if key not in tasks:
-            tasks[key] = load_data(copy.deepcopy(r.config), data, dev, test).task  # DataError: the files' problems
+            bundle = load_data(copy.deepcopy(r.config), data, dev, test)       # DataError: the files' problems
+            tasks[key] = bundle.task
+            for n in bundle.notes if say else ():
+                if n not in shown:
+                    shown.add(n)
+                    say(f"note: {n}")
         if r.variant in done:
             continue
         done.add(r.variant)
@@ -514,7 +522,7 @@ def compare(base: Config, data: str | Path, dev: str | Path | None = None, test:
         raise ConfigError(f"--jobs {jobs} trains in subprocesses, which read data from disk, and the data is in memory "
                           f"({type(data).__name__}); fix: jobs=1, or save it (e.g. Dataset.save_to_disk) and pass the folder")
     runs, problems = plan_grid(base, vs, seed_list, out)
-    task = validate_grid(runs, data, dev, test, problems)
+    task = validate_grid(runs, data, dev, test, problems, say=say)
     from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
 
     if metric is not None and metric not in TASK_METRICS[task]:

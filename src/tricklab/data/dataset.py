@@ -226,6 +226,7 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     splits = {name: Split(name, rows, labels[name][0], srcs[name].name, labels[name][1], name,
                           _positions(raw[name], rows)) for name, rows in kept.items()}
     train, dev_s, test_s = held_out_splits(cfg, task, splits, notes)
+    notes += repeat_notes(train, dev_s, test_s)
     if d.max_train_per_class:
         train, note = per_class_subset(train, task, lm.names, d.max_train_per_class, cfg.train.seed)
         notes.append(note)
@@ -245,6 +246,34 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         raise ConfigError(f"config data.truncation={d.truncation}: single texts only, and {_short_name(train_p)} holds "
                           f"sentence pairs (cut from the end of the longer text); fix: --set data.truncation=head")
     return bundle
+
+
+def repeat_notes(train: Split, dev: Split, test: Split | None) -> list[str]:
+    """Repeated texts, which real exports are full of: rows of train that repeat an earlier one (text and label),
+    texts train holds under two labels, and dev/test texts that train holds too (their scores then measure
+    memory as much as generalisation). Counted, never changed."""
+    def key(r: Row) -> tuple[str, str | None]:
+        return (r.text, r.text_b)
+
+    seen: dict[tuple[str, str | None], set[str]] = {}
+    repeats = 0
+    for r, y in zip(train.rows, train.labels):
+        labels = seen.setdefault(key(r), set())
+        repeats += str(y) in labels
+        labels.add(str(y))
+    parts = []
+    if repeats:
+        parts.append(f"{repeats} of {len(train)} train rows repeat an earlier row (text and label)")
+    clash = sum(len(v) > 1 for v in seen.values())
+    if clash:
+        parts.append(f"{clash} {'text carries' if clash == 1 else 'texts carry'} more than one label in train")
+    for name, split in (("dev", dev), ("test", test)):
+        if split is not None and len(split):
+            shared = sum(key(r) in seen for r in split.rows)
+            if shared:
+                parts.append(f"{shared} of {len(split)} {name} texts are also in train (their scores measure memory "
+                             f"as well as generalisation)")
+    return [f"repeats: {'; '.join(parts)}"] if parts else []
 
 
 def per_class_subset(split: Split, task: str, names: list[str], k: int, seed: int) -> tuple[Split, str]:
