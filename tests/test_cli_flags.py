@@ -55,6 +55,13 @@ def test_console_tables_align_with_chinese_text():
         label, count, _ = ln.rsplit(None, 2)
         ends.add(display_col(ln, ln.index(count, len(label)) + len(count)))
     assert len(conf) > 2 and len(ends) == 1, conf                    # the right-aligned counts end at one place
+    # a class neither in the gold labels nor predicted has no precision, recall or F1 to show: '-', not zeros
+    zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    m = {"per_class": {"a": {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}, "b": zero, "c": zero},
+         "confusion_matrix": [[2, 0, 1], [0, 0, 0], [0, 0, 0]]}                     # rows gold, columns predicted
+    rows = {ln.split()[0]: ln for ln in per_class_table(m).splitlines()[1:4]}
+    assert rows["b"].split()[1:4] == ["-", "-", "-"] and "neither in the gold labels nor predicted" in rows["b"]
+    assert rows["c"].split()[1:5] == ["0.0000", "0.0000", "0.0000", "0"]     # predicted once, wrongly: a real 0
 
 
 @pytest.fixture

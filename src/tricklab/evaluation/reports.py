@@ -46,7 +46,12 @@ def per_class_table(m: dict[str, Any], confusions: int = 5) -> str:
     w = max(8, max(width(n) for n in pc))
     note = "   (tuned thresholds)" if "per_class_tuned" in m else ""
     lines = [f"{ljust('class', w)}  precision  recall  f1      support{note}"]
-    for n, v in pc.items():
+    cm = m.get("confusion_matrix")
+    predicted = [sum(row[j] for row in cm) for j in range(len(cm))] if cm and len(cm) == len(pc) else None
+    for j, (n, v) in enumerate(pc.items()):
+        if not v["support"] and (predicted[j] == 0 if predicted is not None else not v["precision"]):
+            lines.append(f"{ljust(n, w)}  -          -       -       0   (neither in the gold labels nor predicted)")
+            continue
         lines.append(f"{ljust(n, w)}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
     conf = confusions_table(m, list(pc), confusions) if confusions else ""
     return "\n".join(lines + ([conf] if conf else []))
