@@ -87,6 +87,20 @@ def test_csv_with_header_predicts_the_text_column_and_passes_ids_through(run, pr
         same(r, w)
         assert json.loads(r["top_k"])[0][0] == w["label"]
     assert list(rows[0]) == ["id", "text", "source", "label", "score", "top_k"]
+    assert out.read_bytes()[:3] == b"id,"                                     # plain UTF-8 in, no BOM out
+
+
+@pytest.mark.parametrize("out_name", ["out.csv", "out.tsv", "out.jsonl"])
+def test_a_csv_from_excel_gets_its_bom_back_for_excel(run, tmp_path, out_name):
+    """Excel's "CSV UTF-8" starts with a BOM, and Excel reads a CSV without one in the local code page (mojibake for
+    Chinese): predictions of such a file keep it, in CSV and TSV; JSONL never has one."""
+    inp = tmp_path / "in.csv"
+    inp.write_bytes("\ufeffid,用户问题\n1,球赛冠军队员\n2,股市银行\n".encode("utf-8"))
+    out = tmp_path / out_name
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out)]) == 0
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") == (out_name != "out.jsonl")
+    assert raw.decode("utf-8-sig").splitlines()[0].lstrip("{\"").startswith("id")
 
 
 def test_semicolon_csv_is_read_by_its_first_line_and_says_so(run, pred, tmp_path, capsys):

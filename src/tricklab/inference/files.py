@@ -56,6 +56,7 @@ class Source:
     notes: list[str] = field(default_factory=list)   # hints already given (each once)
     sheet: str | int | None = None                   # xlsx: the sheet to read (default: the first)
     trained: dict[str, Any] = field(default_factory=dict)   # the columns train read ({"text": name, ...}): defaults
+    excel: bool = False     # from Excel: a workbook, or text starting with a UTF-8 BOM (Excel's "CSV UTF-8")
 
     @property
     def name(self) -> str:
@@ -90,9 +91,11 @@ def open_source(path: str | Path | None, fmt: str | None = None, sheet: str | in
     comp = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
     ext = (suffixes[-2] if comp and len(suffixes) > 1 else "" if comp else suffixes[-1] if suffixes else "")
     fmt = fmt if fmt not in (None, "auto") else EXTENSIONS.get(ext, "text")
+    bom = False
     if comp is None:                    # by the bytes: an .xlsx, a PDF, UTF-16 text... is named, not read as text
         with open(p, "rb") as f:
-            kind = sniff(f.read(4096))
+            head = f.read(4096)
+            kind, bom = sniff(head), head.startswith(b"\xef\xbb\xbf")
         if kind in ("gzip", "bz2", "zstd"):
             comp = kind                 # compressed under a plain name: read it all the same
         elif kind == "parquet":
@@ -119,7 +122,7 @@ def open_source(path: str | Path | None, fmt: str | None = None, sheet: str | in
         _need("pyarrow", f"{p}: reading parquet needs pyarrow")
     if comp == "zstd":
         _need("zstandard", f"{p}: reading .zst needs zstandard")
-    return Source(p, fmt, comp, sheet=sheet)
+    return Source(p, fmt, comp, sheet=sheet, excel=bom or fmt == "xlsx")
 
 
 def _need(module: str, what: str) -> None:

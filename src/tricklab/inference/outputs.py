@@ -116,7 +116,9 @@ def _cell(v: Any) -> Any:
 class Writer:
     """`write(rows, lines)` for each chunk (lines: the input line of each row, for messages); `close(ok)`."""
 
-    def __init__(self, output: str | Path | None, input_schema: Any = None, source: str = "input"):
+    def __init__(self, output: str | Path | None, input_schema: Any = None, source: str = "input", bom: bool = False):
+        """`bom`: a CSV/TSV file starts with the UTF-8 BOM, which Excel needs to read it as UTF-8 (the input came
+        from Excel)."""
         self.source = source
         self.fmt = output_format(output)
         self.final = None if output is None or str(output) == "-" else Path(output)
@@ -137,6 +139,8 @@ class Writer:
             self._xlsx = SheetWriter(self.path)
         elif self.fmt != "parquet":
             self.f = sys.stdout if self.path is None else _open_text(self.path, output_compression(output))
+            if bom and self.path is not None and self.fmt in ("csv", "tsv"):
+                self.f.write("\ufeff")
             self._csv = csv.writer(self.f, lineterminator="\n") if self.fmt == "csv" else None
 
     def write(self, rows: list[dict[str, Any]], lines: list[int]) -> None:

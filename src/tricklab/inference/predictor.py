@@ -248,7 +248,7 @@ class Predictor:
         if output_format(output) == "xlsx" and total is not None and total >= MAX_ROWS:
             raise ConfigError(f"--output {output}: {total:,} rows and a header do not fit in an Excel sheet "
                               f"({MAX_ROWS:,} rows at most); fix: write CSV or Parquet (--output NAME.csv / .parquet)")
-        writer = Writer(output, arrow_schema(src), src.name)
+        writer = Writer(output, arrow_schema(src), src.name, bom=src.excel)   # Excel in, CSV out: Excel reads it
         bar = tqdm(total=total, desc="predict", unit=" texts", file=sys.stderr, disable=not progress, dynamic_ncols=True)
         ok = False
         try:
