@@ -451,6 +451,14 @@ def test_labels_are_stripped_alike_in_every_format(tmp_path, name):
             load_data(cfg(), tmp_path / name)
 
 
+@pytest.mark.parametrize("first", ["分类\t体育", "标签\t体育"])
+def test_a_label_name_in_the_text_column_of_a_headerless_file_is_data(tmp_path, first):
+    write(tmp_path / "train.tsv", first + "\n" + "".join(f"{t}\t{['体育', '财经'][i % 2]}\n" for i, t in enumerate(REVIEWS)))
+    b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.tsv")
+    assert b.label_map.names == ["体育", "财经"]                                   # never the texts as classes
+    assert first.split("\t")[0] in [r.text for r in b.train.rows + b.dev.rows]
+
+
 def test_a_chinese_first_line_is_an_example_not_a_header(tmp_path):
     write(tmp_path / "train.tsv", "评论\t正面\n" + "".join(f"{t}\t{['正面', '负面'][i % 2]}\n" for i, t in enumerate(REVIEWS)))
     b = load_data(cfg("data.dev_ratio=0.25"), tmp_path / "train.tsv")
@@ -578,7 +586,7 @@ def test_label_map_matches_a_reference_on_random_multi_label_rows():
         raws.append(json.dumps(labs) if rng.random() < 0.3 else labs if rng.random() < 0.5 else "|".join(labs))
     rows = [Row(f"t{i}", None, raw, i + 1, "f") for i, raw in enumerate(raws)]
     used = Counter()
-    relabel(rows, mapping, "|", used)
+    relabel(rows, mapping, "|", used, multi=True)
     for r, raw in zip(rows, raws):
         parts = split_multi(raw, "|")
         want = list(dict.fromkeys(mapping.get(p, p) for p in parts))
@@ -627,3 +635,41 @@ def test_repeated_rows_and_texts_shared_with_test_are_counted(tmp_path):
     write(tmp_path / "train.tsv", "".join(f"{t}\t{y}\n" for t, y in rows))
     (tmp_path / "test.tsv").unlink()
     assert not any(n.startswith("repeats: ") for n in load_data(cfg(), tmp_path).notes)
+    # pairs: the same first text with another second text is another example
+    pairs = [(REVIEWS[i], REVIEWS[(i + 1) % 8], ["0", "1"][i % 2]) for i in range(8)]
+    write(tmp_path / "train.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in pairs + [(REVIEWS[0], REVIEWS[5], "0"),
+                                                                                    pairs[2]]))
+    write(tmp_path / "dev.tsv", f"{REVIEWS[3]}\t{REVIEWS[4]}\t1\n{REVIEWS[3]}\t{REVIEWS[3]}\t1\n")
+    note = next(n for n in load_data(cfg(), tmp_path).notes if n.startswith("repeats: "))
+    assert note == ("repeats: 1 of 10 train rows repeat an earlier row (text and label); 1 of 2 dev texts are also in "
+                    "train (their scores measure memory as well as generalisation)")
+
+
+def test_label_map_edge_cases(tmp_path):
+    from collections import Counter
+
+    from tricklab.data.labels import relabel
+    from tricklab.data.readers import Row
+
+    rows = [Row("t", None, lab, 1, "f") for lab in ("a|b", "1.0|2", True, "[1]", "1.0")]
+    relabel(rows, {"a": "x", 1: "one", "true": "yes"}, "|", Counter())         # single-label: names kept whole
+    assert [r.label for r in rows] == ["a|b", "1.0|2", "yes", "[1]", "one"]
+    rows = [Row("t", None, lab, 1, "f") for lab in ("a|b", "1.0|2")]
+    relabel(rows, {"a": "x", 1: "one"}, "|", Counter(), multi=True)            # multi-label: each label, as a name
+    assert [r.label for r in rows] == ["x|b", "one|2"]
+    # regression targets are numbers, not names: refused
+    write(tmp_path / "r.tsv", "".join(f"{t}\t{i * 0.5}\n" for i, t in enumerate(REVIEWS)))
+    with pytest.raises(ConfigError, match="data.label_map: renames class labels, and r.tsv holds regression targets"):
+        load_data(cfg("data.label_map={1: one}"), tmp_path / "r.tsv")
+
+
+def test_the_unknown_label_fix_keeps_the_map_in_use_and_never_guesses_numbers(tmp_path):
+    import shlex
+
+    write(tmp_path / "train.tsv", "".join(f"{t}\t{['其他', '退款', '101', '102'][i % 4]}\n" for i, t in enumerate(REVIEWS)))
+    write(tmp_path / "dev.tsv", "新的\t其它\n旧的\t103\n")
+    msg = str(pytest.raises(DataError, load_data, cfg("data.label_map={退钱: 退款}"), tmp_path).value)
+    line = next(ln for ln in msg.splitlines() if "line 1:" in ln)
+    assert shlex.split(line.split("map it: --set ")[1])[0] == 'data.label_map={"退钱": "退款", "其它": "其他"}'
+    line2 = next(ln for ln in msg.splitlines() if "line 2:" in ln)
+    assert "did you mean" not in line2 and "add examples of it to train" in line2

@@ -29,8 +29,9 @@ from .readers import Row
 from .truncation import Truncation
 
 CHUNK = 4096
-VERSION = 2   # bumped when the readers may read the same bytes into other rows (2: header, separator and column rules)
-NOT_READING = ("sampler", "cache", "dev_ratio", "test_ratio", "max_train_samples", "on_invalid", "label_type",
+VERSION = 3   # bumped when the readers may read the same bytes into other rows (2: header, separator and column rules;
+              # 3: a first line naming the label column is a header)
+NOT_READING = ("sampler", "cache", "dev_ratio", "test_ratio", "max_train_samples", "on_invalid", "label_type", "label_map",
                "label_sep", "chunk_train", "chunk_agg")   # settings that change neither which rows a source has (as
                                                           # read: on_invalid only selects among them) nor their tokens
 

@@ -168,11 +168,6 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     problems: list[str] = []
     inv = InvalidRows(d.on_invalid)
     raw = _read_sources(srcs, d, inv, problems)             # every valid row of each source, as read
-    if d.label_map:
-        used: Counter[str] = Counter()
-        for rows in raw.values():
-            relabel(rows, d.label_map, d.label_sep, used)
-        notes.append(relabel_note(d.label_map, used))
     train_rows = raw["train"]
     columns = {name: rows.columns for name, rows in raw.items() if getattr(rows, "columns", None)}
     notes += [column_note(c, pin=name == "train") for name, c in columns.items()
@@ -183,6 +178,14 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         task = detect_task(train_rows, d.label_sep)
         notes.append(f"task: {task} (detected from {_short_name(train_p)}; set `task:` to override)"
                      + task_hint(task, train_rows, d.label_sep))
+    if d.label_map:
+        if task == "regression":
+            raise ConfigError(f"config data.label_map: renames class labels, and {_short_name(train_p)} holds "
+                              f"regression targets (numbers); fix: drop data.label_map, or set task: single_label")
+        used: Counter[str] = Counter()
+        for rows in raw.values():
+            relabel(rows, d.label_map, d.label_sep, used, multi=task == "multi_label")
+        notes.append(relabel_note(d.label_map, used))
     class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
     if class_names is None and task == "single_label":
         class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names
@@ -206,7 +209,7 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         soft = name == "train" and d.soft_label_column is not None
 
         def labelled(rs: list[Row], soft: bool = soft) -> tuple[list[Any], np.ndarray | None]:
-            return (encode_labels(rs, lm, d.label_sep, str(cls_p or "")),
+            return (encode_labels(rs, lm, d.label_sep, str(cls_p or ""), label_map=d.label_map),
                     parse_soft_labels(rs, lm.num_labels) if soft else None)
         kept[name], labels[name] = inv.keep_valid(name, srcs[name].name, rows, labelled, problems)
     if problems:
@@ -255,16 +258,24 @@ def repeat_notes(train: Split, dev: Split, test: Split | None) -> list[str]:
     def key(r: Row) -> tuple[str, str | None]:
         return (r.text, r.text_b)
 
-    seen: dict[tuple[str, str | None], set[str]] = {}
+    seen: dict[tuple[str, str | None], Any] = {}          # text -> its first label (most texts have one)
+    more: dict[tuple[str, str | None], set[str]] = {}     # texts with other labels too -> all their labels
     repeats = 0
     for r, y in zip(train.rows, train.labels):
-        labels = seen.setdefault(key(r), set())
-        repeats += str(y) in labels
-        labels.add(str(y))
+        k, lab = key(r), str(y)
+        if k not in seen:
+            seen[k] = lab
+        elif k in more:
+            repeats += lab in more[k]
+            more[k].add(lab)
+        elif seen[k] == lab:
+            repeats += 1
+        else:
+            more[k] = {seen[k], lab}
     parts = []
     if repeats:
         parts.append(f"{repeats} of {len(train)} train rows repeat an earlier row (text and label)")
-    clash = sum(len(v) > 1 for v in seen.values())
+    clash = len(more)
     if clash:
         parts.append(f"{clash} {'text carries' if clash == 1 else 'texts carry'} more than one label in train")
     for name, split in (("dev", dev), ("test", test)):

@@ -47,30 +47,50 @@ def canon(label: Any) -> Any:
     return label
 
 
-def relabel(rows: list[Row], mapping: dict[Any, Any], sep: str, used: Counter[str]) -> list[Row]:
+def relabel(rows: list[Row], mapping: dict[Any, Any], sep: str, used: Counter[str], multi: bool = False
+            ) -> list[Row]:
     """data.label_map, in place (the list keeps its type and `columns`): a row whose label (as a class name: canon)
-    is a key gets the key's value; a multi-label row (`a|b`, a JSON list) gets each of its labels mapped (merged ones
-    once). `used` counts the keys applied."""
+    is a key gets the key's value; with `multi` (a multi-label task) a row's labels (`a|b`, a JSON list) are mapped
+    each (merged ones once), while a single-label class named `a|b` stays one name. `used` counts the keys applied."""
     if not mapping:
         return rows
-    m = {str(canon(str(k).strip())): str(v).strip() for k, v in mapping.items()}
+    m = {_key(k): str(v).strip() for k, v in mapping.items()}
     for r in rows:
         lab = r.label
-        key = None if lab is None else str(canon(lab.strip() if isinstance(lab, str) else str(lab)))
+        key = None if lab is None else _key(lab)
         if key is not None and key in m:
             r.label = m[key]
             used[key] += 1
-        elif isinstance(lab, list) or (isinstance(lab, str) and (sep in lab or lab.lstrip().startswith("["))):
-            parts = split_multi(lab.strip() if isinstance(lab, str) else lab, sep) or []
+        elif multi and (isinstance(lab, list) or (isinstance(lab, str) and (sep in lab or lab.lstrip().startswith("[")))):
+            parts = [_key(p) for p in split_multi(lab.strip() if isinstance(lab, str) else lab, sep) or []]
             if any(p in m for p in parts):
                 used.update(p for p in parts if p in m)
                 r.label = sep.join(dict.fromkeys(m.get(p, p) for p in parts))
     return rows
 
 
+def _key(label: Any) -> str:
+    """A label as data.label_map's keys are matched: a class name (canon: 1.0 is 1), stripped; JSON true is 'true'."""
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(canon(label.strip() if isinstance(label, str) else str(label)))
+
+
+def _unknown_label_fix(lab: str, names: list[str], label_map: dict[Any, Any]) -> str:
+    """The fix for a label train lacks: the closest train label, and the data.label_map (the one in use, plus this
+    entry) that maps it; numbers get no guess (104 is not a typo of 103)."""
+    close = [] if _is_float(lab) else difflib.get_close_matches(lab, names, n=1, cutoff=0.5)
+    if not close:
+        return "fix: correct the label or add examples of it to train"
+    merged = {str(k): str(v) for k, v in label_map.items()} | {lab: close[0]}
+    spec = "data.label_map={" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
+                                          for k, v in merged.items()) + "}"
+    return f"did you mean {close[0]!r}? fix: correct the label, or map it: --set {shlex.quote(spec)}"
+
+
 def relabel_note(mapping: dict[Any, Any], used: Counter[str]) -> str:
     """What data.label_map did: rows per key, and keys no label matched (a typo in the map, or in the data)."""
-    keys = [str(canon(str(k).strip())) for k in mapping]
+    keys = [_key(k) for k in mapping]
     done = ", ".join(f"{k!r} ({used[k]}) -> {str(v).strip()!r}" for k, v in zip(keys, mapping.values()) if used[k])
     unused = [k for k in keys if not used[k]]
     return ("labels: data.label_map " + (f"renamed {done}" if done else "renamed nothing")
@@ -246,11 +266,13 @@ def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
     return False, note
 
 
-def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "", model: bool = False) -> list[Any]:
+def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "", model: bool = False,
+                  label_map: dict[Any, Any] | None = None) -> list[Any]:
     """Raw labels -> int (single), list[int] (multi), float (regression); every bad value reported. `model`: the
     label map is a trained model's (evaluate), so a fix is to write the labels as its training data did."""
     out: list[Any] = []
     problems: list[str] = []
+    fixes: dict[Any, str] = {}          # per distinct unknown label
     index = {n: i for i, n in enumerate(lm.names)}
     C = len(lm.names)
     for r in rows:
@@ -297,13 +319,10 @@ def encode_labels(rows: list[Row], lm: LabelMap, sep: str, class_file: str = "",
             if lab not in index:
                 ids_hint = (" (train's integers are read as class names; if they are class ids, "
                             "--set data.label_type=id)") if lm.note.startswith("labels: the integers") else ""
-                close = difflib.get_close_matches(str(lab), lm.names, n=1, cutoff=0.5)
-                fix = (f"did you mean {close[0]!r}? fix: correct the label, or map it: --set "
-                       + shlex.quote("data.label_map={" + json.dumps(str(lab), ensure_ascii=False) + ": "
-                                     + json.dumps(close[0], ensure_ascii=False) + "}")) if close else \
-                    "fix: correct the label or add examples of it to train"
+                if lab not in fixes:
+                    fixes[lab] = _unknown_label_fix(str(lab), lm.names, label_map or {})
                 problems.append(f"{where}: label {_short(str(r.label))} does not occur in train (train labels: "
-                                f"{', '.join(lm.names[:12])}{', ...' if C > 12 else ''}){ids_hint}; {fix}")
+                                f"{', '.join(lm.names[:12])}{', ...' if C > 12 else ''}){ids_hint}; {fixes[lab]}")
             else:
                 out.append(index[lab])
                 continue

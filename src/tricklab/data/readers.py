@@ -375,13 +375,16 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
                                                   or c.startswith("unnamed:") for c in cells)   # pandas' index
 
 
-def _label_name_not_a_value(first: list[str], below: list[list[str]]) -> bool:
-    """A first line with a label column's name (`意图`, `label`) that never comes back as a value in its column below
-    names the columns, whatever its other cells (`用户问题,意图`), as excel.header_index decides for a sheet; a
-    first line `评论<TAB>正面` (no label name) stays an example."""
-    hits = [(j, c.strip().lower()) for j, c in enumerate(first) if c.strip().lower() in LABEL_NAMES]
-    return bool(hits and below) and not any(j < len(cells) and cells[j].strip().lower() == name
-                                            for cells in below for j, name in hits)
+def _label_name_not_a_value(first: list[str], below: list[list[str]], label_column: Any) -> bool:
+    """A first line whose label cell (data.label_column when it is an index, else the last column, where a file
+    without a header has its label) is a label column's name (`意图`, `label`) that never comes back as a value
+    below names the columns, whatever its other cells (`用户问题,意图`), as excel.header_index decides for a sheet.
+    A first line `评论<TAB>正面` (no label name there) or `分类<TAB>体育` (a name in the text's place) stays data."""
+    j = label_column if isinstance(label_column, int) else len(first) - 1
+    if not below or not 0 <= j < len(first) or len(first) < 2:
+        return False
+    name = first[j].strip().lower()
+    return name in LABEL_NAMES and not any(j < len(cells) and cells[j].strip().lower() == name for cells in below)
 
 
 def _pick(header: list[str] | None, want: str | int | None, names: tuple[str, ...], path: Path, role: str,
@@ -425,9 +428,9 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
 
     first = split(first_rec[1], None)
     is_header = _header_fields(first, cfg) if header_row is None else header_row
-    if header_row is None and not is_header and cfg.header == "auto" and labelled:
+    if header_row is None and not is_header and cfg.header == "auto" and labelled and split_all:
         sample, records = _peek(records, 200)
-        is_header = _label_name_not_a_value(first, [split(rec, None) for _, rec in sample])
+        is_header = _label_name_not_a_value(first, [split(rec, None) for _, rec in sample], cfg.label_column)
     header = first if is_header else None
     if header is None:
         records = itertools.chain([first_rec], records)

@@ -49,7 +49,7 @@ def per_class_table(m: dict[str, Any], confusions: int = 5) -> str:
     cm = m.get("confusion_matrix")
     predicted = [sum(row[j] for row in cm) for j in range(len(cm))] if cm and len(cm) == len(pc) else None
     for j, (n, v) in enumerate(pc.items()):
-        if not v["support"] and (predicted[j] == 0 if predicted is not None else not v["precision"]):
+        if predicted is not None and not v["support"] and predicted[j] == 0:   # (multi-label: no matrix, no '-')
             lines.append(f"{ljust(n, w)}  -          -       -       0   (neither in the gold labels nor predicted)")
             continue
         lines.append(f"{ljust(n, w)}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")

@@ -91,8 +91,10 @@ def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> Eval
 
 def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:
     if ed.path is not None:   # data.label_map as train read its files
-        return relabel(read_rows(ed.path, data_cfg, problems=found), data_cfg.label_map, data_cfg.label_sep, Counter())
-    rows = relabel(ed.source.read(data_cfg, True, found), data_cfg.label_map, data_cfg.label_sep, Counter())
+        return relabel(read_rows(ed.path, data_cfg, problems=found), data_cfg.label_map, data_cfg.label_sep, Counter(),
+                       multi=lm.task == "multi_label")
+    rows = relabel(ed.source.read(data_cfg, True, found), data_cfg.label_map, data_cfg.label_sep, Counter(),
+                   multi=lm.task == "multi_label")
     names = ed.source.class_names
     if names and lm.task == "single_label" and not lm.from_ids:   # ClassLabel ids -> their names, the run's labels
         known = set(lm.names)
@@ -106,7 +108,8 @@ def _labelled_rows(ed: EvalData, data_cfg: DataConfig, lm: LabelMap) -> tuple[li
     does not know) is reported together, before any prediction; data.on_invalid=skip drops those rows."""
     inv, problems = InvalidRows(data_cfg.on_invalid), []
     rows = inv.read("eval", ed.name, lambda found: _read(ed, data_cfg, lm, found), problems)
-    rows, gold = inv.keep_valid("eval", ed.name, rows, lambda rs: encode_labels(rs, lm, data_cfg.label_sep, model=True),
+    rows, gold = inv.keep_valid("eval", ed.name, rows, lambda rs: encode_labels(rs, lm, data_cfg.label_sep, model=True,
+                                                                             label_map=data_cfg.label_map),
                                   problems)
     if problems:
         hint = inv.hint("evaluate", f"skipped_rows_{ed.stem}.tsv beside eval_{ed.stem}.json")
