@@ -534,7 +534,8 @@ def test_excel_dates_stay_dates_in_a_workbook_and_become_iso_text_elsewhere(run,
     for ext in (".jsonl", ".csv"):
         assert cli_main(["predict", "--run", str(run), str(tmp_path / "in.xlsx"), "--output", str(tmp_path / f"o{ext}"),
                          "--quiet"]) == 0
-        got = read_jsonl(tmp_path / "o.jsonl") if ext == ".jsonl" else list(csv.DictReader(open(tmp_path / "o.csv", encoding="utf-8")))
+        got = read_jsonl(tmp_path / "o.jsonl") if ext == ".jsonl" else list(csv.DictReader(open(tmp_path / "o.csv",
+                                                                                               encoding="utf-8-sig")))
         assert [g["下单日期"] for g in got] == ["2024-09-23", "2024-09-24"] and got[0]["时间"] == "2024-09-23 08:30:00"
         assert got[1]["text"] == "2024-01-02"
 
