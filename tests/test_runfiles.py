@@ -205,6 +205,12 @@ def test_predict_on_another_encoding_names_it(run, tmp_path, capsys, encoding, n
     assert cli_main(["predict", "--run", str(run), str(f)]) == 2
     err = one_line_error(capsys)
     assert f"{f} line 2: undecodable bytes" in err and named in err and f"iconv -f {iconv} -t UTF-8 {f}" in err
+    fix = err.split("read it as such with ")[1].split(",")[0].split()          # the error's other fix: --encoding X
+    assert fix[0] == "--encoding"
+    out = tmp_path / "out.jsonl"
+    assert cli_main(["predict", "--run", str(run), str(f), *fix, "--output", str(out)]) == 0
+    got = [json.loads(ln)["text"] for ln in out.read_text(encoding="utf-8").splitlines()]
+    assert got == ["ok", *text.splitlines()]                                   # decoded as written
 
 
 def test_unknown_encoding_hint_is_not_always_gb18030(tmp_path):

@@ -117,7 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference.outputs import output_format
     from .inference.predictor import Predictor
 
-    src = open_source(args.input, args.format, args.sheet)   # the file, format and packages: before the model loads
+    src = open_source(args.input, args.format, args.sheet, args.encoding)   # file, format, packages: before the model
     output_format(args.output)
     if args.bundle:
         pred = Predictor.from_bundle(args.bundle, threads=args.threads, batch_size=args.batch_size, **_decision(args))
@@ -407,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=64, help="texts per model batch (the input is read, predicted "
                                                                 "and written 1024 records at a time)")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the library's)")
+    pr.add_argument("--encoding", default="utf-8", help="text input's encoding: utf-8 (default; a BOM is dropped), "
+                                                        "gb18030 (GBK: Excel's CSV on Chinese Windows), big5, ...")
     pr.add_argument("--sheet", metavar="NAME", help="an .xlsx input: the sheet to read, a name or 0-based index "
                                                      "(default: the first visible sheet with a text column)")
     pr.add_argument("--output", help="write here instead of standard output (JSONL); the format follows the "

@@ -31,6 +31,8 @@ class DataConfig:
     lowercase: str = "auto"        # auto: lower-case only when the tokenizer's vocabulary lacks capitals
     format: str = "auto"           # auto | thucnews | tsv | csv | jsonl | json | parquet | arrow | xlsx (auto: from
                                    # the extension, under .gz/.bz2/.zst; Parquet/Arrow also from the file's bytes)
+    encoding: str = "utf-8"        # text files' encoding: utf-8 (a BOM is dropped) | gb18030 (GBK, Excel's CSV on
+                                   # Chinese Windows) | big5 | shift_jis | cp1252 | ... (Python's codec names)
     sheet: Union[str, int, None] = None  # Excel workbooks: the sheet to read, a name or 0-based index; default: the
                                    # first visible sheet whose header names a text column
     header: str = "auto"           # auto | true | false (auto: first row names known columns)
@@ -246,6 +248,22 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
     return cfg
 
 
+def check_encoding(name: str, what: str) -> str:
+    """A text encoding whose bytes never hold a line break inside a character (files are read by line): its Python
+    codec name; ConfigError with the fix otherwise."""
+    import codecs
+
+    try:
+        codec = codecs.lookup(name).name
+    except (LookupError, TypeError):
+        raise ConfigError(f"{what}: unknown encoding {name!r}; fix: a Python codec name such as utf-8, gb18030, "
+                          f"big5, shift_jis, cp1252") from None
+    if codec.startswith(("utf-16", "utf-32")):
+        raise ConfigError(f"{what}: {name} is read by line, which {codec} does not allow; fix: convert the file to "
+                          f"UTF-8, e.g. `iconv -f {codec.upper()} -t UTF-8 FILE > FILE.utf8`")
+    return codec
+
+
 def validate(cfg: Config) -> None:
     def choice(path: str, value: str, options: tuple[str, ...]) -> None:
         if value not in options:
@@ -290,6 +308,7 @@ def validate(cfg: Config) -> None:
     if cfg.train.warmup_steps < 0:
         raise ConfigError(f"config train.warmup_steps: must be at least 0 (0: use train.warmup_ratio), got "
                           f"{cfg.train.warmup_steps}")
+    check_encoding(cfg.data.encoding, "config data.encoding")
     bad = [(k, v) for k, v in cfg.data.label_map.items() if isinstance(k, (dict, list)) or not isinstance(
         v, (str, int, float)) or isinstance(v, bool) or not str(v).strip()]
     if bad:

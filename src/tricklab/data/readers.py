@@ -147,23 +147,24 @@ def content_kind(path: Path, comp: str | None) -> str | None:
     return kind
 
 
-def iter_lines(path: Path, comp: str | None = None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line with its line break) of a UTF-8 text file, streamed and decompressed; BOM dropped.
-    The first undecodable line stops it: the encoding is told from a bounded window of raw bytes from that line."""
+def iter_lines(path: Path, comp: str | None = None, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """(1-based line number, line with its line break) of a text file in `encoding` (data.encoding; a file starting
+    with the UTF-8 BOM is UTF-8 whatever it says), streamed and decompressed; BOM dropped. The first undecodable
+    line stops it: the encoding is told from a bounded window of raw bytes from that line."""
     with open_binary(path, comp) as f:
         try:
             for i, raw in enumerate(f, 1):
                 if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
+                    raw, encoding = raw[3:], "utf-8"
                 try:
-                    yield i, raw.decode("utf-8")
+                    yield i, raw.decode(encoding)
                 except UnicodeDecodeError as e:
                     sample = raw[:SAMPLE]
                     try:
                         sample += f.read(max(0, SAMPLE - len(sample)))
                     except (OSError, EOFError):   # a damaged compressed file: the line alone tells enough
                         pass
-                    raise encoding_error(path, i, raw[e.start:e.start + 4], sample, comp) from None
+                    raise encoding_error(path, i, raw[e.start:e.start + 4], sample, comp, encoding) from None
         except (OSError, EOFError) as e:
             raise DataError(f"{path}: cannot decompress it ({comp}: {e}); fix: check the file is complete") from None
 
@@ -219,10 +220,16 @@ def detect_encoding(raw: bytes) -> str | None:
     return next((c for c in CANDIDATES if c in tied), matches[0].encoding)
 
 
-def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp: str | None = None) -> DataError:
-    """One line for text that is not UTF-8: the first undecodable line and its bytes, the encoding detected in
-    `sample` (raw bytes from that line on, bounded) and the iconv fix (a compressed file: decompressed first)."""
+def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp: str | None = None,
+                   encoding: str = "utf-8", setting: str = "--set data.encoding=") -> DataError:
+    """One line for text that is not in `encoding`: the first undecodable line and its bytes, the encoding detected
+    in `sample` (raw bytes from that line on, bounded), and the fixes: the setting that reads it (`setting` + the
+    codec) or the iconv command that converts it (a compressed file: decompressed first)."""
     enc = detect_encoding(sample)
+    if encoding != "utf-8":
+        told = f"; it looks like {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}" if enc else ""
+        return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is not {encoding} (data.encoding)"
+                         f"{told}; fix: {setting}{enc or 'utf-8'}")
     name = Path(str(path))
     plain = name.with_suffix("") if name.suffix.lower() in COMPRESSED else name   # train.tsv.gz -> train.tsv
     source = f"{CAT[comp]} {name} | iconv" if comp else "iconv"
@@ -232,7 +239,8 @@ def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp:
                      f"find its encoding (e.g. `file -i {name}`) and convert it: `{source} -f ENCODING -t UTF-8 {target}`")
     else:
         what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
-        fix = f"convert it to UTF-8, e.g. `{source} -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`"
+        fix = (f"read it as such with {setting}{enc}, or convert it to UTF-8, e.g. "
+               f"`{source} -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
     return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is {what}; fix: {fix}")
 
 
@@ -293,12 +301,12 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
     if fmt in ("parquet", "arrow"):
         raise DataError(f"{path}: data.format={fmt} (or the extension) says {NAMES[fmt]}, but the file is text; "
                         f"fix: --set data.format=auto, or give the right file")
-    lines = iter_lines(path, comp)
+    lines = iter_lines(path, comp, cfg.encoding)
     if fmt in ("jsonl", "json"):
         return _read_json(path, lines, fmt, cfg, labelled, problems)
     delim = DELIMITERS.get(cfg.delimiter, cfg.delimiter) if cfg.delimiter else ("," if fmt == "csv" else "\t")
     if fmt == "csv" and not cfg.delimiter:
-        delim = csv_delimiter(path, comp)
+        delim = csv_delimiter(path, comp, cfg.encoding)
     if fmt == "csv":
         records: Iterable[tuple[int, Any]] = _csv_records(path, lines, delim)
     else:
@@ -329,9 +337,10 @@ def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str]
     return rows
 
 
-def csv_delimiter(path: Path, comp: str | None) -> str:
+def csv_delimiter(path: Path, comp: str | None, encoding: str = "utf-8") -> str:
     """The separator of a .csv file, from its first non-blank lines (delimiter_of)."""
-    return delimiter_of(list(itertools.islice((ln for _, ln in iter_lines(path, comp) if ln.strip()), SNIFF_LINES)))
+    return delimiter_of(list(itertools.islice((ln for _, ln in iter_lines(path, comp, encoding) if ln.strip()),
+                                              SNIFF_LINES)))
 
 
 def delimiter_of(head: list[str]) -> str:

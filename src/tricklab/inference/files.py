@@ -57,6 +57,7 @@ class Source:
     sheet: str | int | None = None                   # xlsx: the sheet to read (default: the first)
     trained: dict[str, Any] = field(default_factory=dict)   # the columns train read ({"text": name, ...}): defaults
     excel: bool = False     # from Excel: a workbook, or text starting with a UTF-8 BOM (Excel's "CSV UTF-8")
+    encoding: str = "utf-8"  # text input's encoding (--encoding); a UTF-8 BOM makes it UTF-8
 
     @property
     def name(self) -> str:
@@ -73,8 +74,17 @@ class Source:
                 log(msg)
 
 
-def open_source(path: str | Path | None, fmt: str | None = None, sheet: str | int | None = None) -> Source:
-    """Check what can be checked before the model loads: the file, its format, the packages it needs."""
+def open_source(path: str | Path | None, fmt: str | None = None, sheet: str | int | None = None,
+                encoding: str = "utf-8") -> Source:
+    """Check what can be checked before the model loads: the file, its format, the packages it needs, the encoding."""
+    from ..config import check_encoding
+
+    src = _open_source(path, fmt, sheet)
+    src.encoding = "utf-8" if src.excel else check_encoding(encoding, "--encoding")
+    return src
+
+
+def _open_source(path: str | Path | None, fmt: str | None, sheet: str | int | None) -> Source:
     if fmt not in (None, "auto") and fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: unknown; fix: one of {', '.join(FORMATS)}")
     if path is None or str(path) == "-":
@@ -149,6 +159,10 @@ def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError)
     from ..data.readers import ENC_NAMES, ICONV, detect_encoding
 
     enc = detect_encoding(sample)
+    if src.encoding != "utf-8":
+        told = f"; it looks like {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}" if enc else ""
+        return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
+                         f"not {src.encoding} (--encoding){told}; fix: --encoding {enc or 'utf-8'}")
     p = Path(src.name)
     target = f"{p} > {p.stem}.utf8{p.suffix}" if src.path is not None else "YOUR_FILE | tricklab predict ..."
     if enc is None:
@@ -156,7 +170,8 @@ def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError)
                      f"convert it: `iconv -f ENCODING -t UTF-8 {target}`")
     else:
         what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
-        fix = f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`"
+        fix = (f"read it as such with --encoding {enc}, or convert it to UTF-8, e.g. "
+               f"`iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
     return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
                      f"{what}; fix: {fix}")
 
@@ -190,7 +205,7 @@ def lines(src: Source) -> Iterator[tuple[int, str]]:
                 if no == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[3:]
                 try:
-                    yield no, raw.decode("utf-8")
+                    yield no, raw.decode(src.encoding)
                 except UnicodeDecodeError as e:
                     raise _undecodable(src, no, raw + f.read(200_000), e) from None
         finally:
@@ -356,7 +371,7 @@ def _chars(src: Source) -> Iterator[tuple[int, str]]:
     """(line number at the block's start, decoded block): blocks, not lines (a JSON array may be one line)."""
     def gen() -> Iterator[tuple[int, str]]:
         f = _binary(src)
-        dec = codecs.getincrementaldecoder("utf-8")()
+        dec = codecs.getincrementaldecoder(src.encoding)()
         line, first = 1, True
         try:
             while True:

@@ -219,7 +219,8 @@ class Predictor:
 
     def predict_file(self, path: str | Path | Source | None, output: str | Path | None = None, *,
                      text_column: str | None = None, text_b_column: str | None = None, format: str | None = None,
-                     sheet: str | int | None = None, top_k: int = 1, batch_size: int | None = None,
+                     sheet: str | int | None = None, encoding: str = "utf-8", top_k: int = 1,
+                     batch_size: int | None = None,
                      progress: bool = False, check: bool = True,
                      log: Callable[[str], None] | None = _stderr, **options: Any) -> int:
         """Predict every text of a file (path None or "-": standard input) and write one row per record to
@@ -234,7 +235,7 @@ class Predictor:
         from ..data.excel import MAX_ROWS
         from .outputs import Writer, output_format
 
-        src = path if isinstance(path, Source) else open_source(path, format, sheet)
+        src = path if isinstance(path, Source) else open_source(path, format, sheet, encoding)
         src.trained = self.meta["data"].get("columns") or {}          # train's text column: the default
         opts = dict(zip(("threshold", "min_k", "max_k", "abstain_below"), self._options(**options)))
         output_format(output)
