@@ -425,7 +425,7 @@ def test_evaluate_accepts_the_set_it_suggests(run, tmp_path, capsys):
     assert a["accuracy"] == b["accuracy"] and a["n"] == 12
     capsys.readouterr()
     assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "train.lr=1"]) == 2
-    assert "'train.lr=1': is not a key of how --data is read; evaluate takes data.KEY for KEY in format, sheet" in \
+    assert "'train.lr=1': is not a key of how --data is read; evaluate takes data.KEY for KEY in format, encoding" in \
         one_line_error(capsys)
     assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "data.max_length=512"]) == 2
     assert "'data.max_length=512': is how the model reads its texts, fixed by its training" in one_line_error(capsys)

@@ -38,7 +38,7 @@ def _model(run: Path | None, bundle: Path | None, batch_size: int) -> tuple[Pred
 
 # data.* keys about reading a file; the others (max_length, truncation, lowercase, dev_ratio, sampler, ...) are how
 # the model was trained and reads its texts, which evaluate takes from the run, so a --set of them would do nothing
-READING_KEYS = ("format", "sheet", "header", "delimiter", "text_column", "text_b_column", "label_column", "label_type",
+READING_KEYS = ("format", "encoding", "sheet", "header", "delimiter", "text_column", "text_b_column", "label_column", "label_type",
                 "label_sep", "label_map", "on_invalid")
 
 
