@@ -689,13 +689,23 @@ def test_a_gbk_file_reads_with_data_encoding_as_its_error_says(tmp_path, name):
     b = load_data(cfg(fix, "data.dev_ratio=0.25"), tmp_path / name)
     assert sorted(r.text for r in b.train.rows + b.dev.rows) == sorted(t for t, _ in rows)
     assert b.label_map.names == ["发票", "退款"]
+    # a class file beside the data is read in the same encoding
+    write(tmp_path / "ids.tsv", "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(REVIEWS)), enc="gb18030")
+    write(tmp_path / "class.txt", "退款\n发票\n", enc="gb18030")
+    assert load_data(cfg("data.encoding=gb18030"), tmp_path / "ids.tsv").label_map.names == ["退款", "发票"]
+    # a GBK file with a damaged line: the setting in use is never the suggested fix
+    (tmp_path / name).write_bytes(body.encode("gb18030").replace("发票".encode("gb18030"), b"\xff\xff", 1))
+    msg = str(pytest.raises(DataError, load_data, cfg("data.encoding=gb18030"), tmp_path / name).value)
+    assert "the file is not gb18030 (data.encoding)" in msg and "data.encoding=gb18030" not in msg.split("fix:")[1]
     # the setting on a UTF-8 file: named as such, with the fix back
     write(tmp_path / "u.csv", "text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
     msg = str(pytest.raises(DataError, load_data, cfg("data.encoding=big5"), tmp_path / "u.csv").value)
-    assert "the file is not big5 (data.encoding)" in msg and "fix: --set data.encoding=" in msg
+    assert "the file is not big5 (data.encoding)" in msg and "fix: --set data.encoding=utf-8" in msg
 
 
-@pytest.mark.parametrize("value, says", [("gbkk", "unknown encoding 'gbkk'"), ("utf-16", "is read by line")])
+@pytest.mark.parametrize("value, says", [("gbkk", "unknown text encoding 'gbkk'"), ("utf-16", "cannot be read by line"),
+                                         ("iso2022_kr", "cannot be read by line"), ("cp037", "cannot be read by line"),
+                                         ("base64", "cannot be read by line")])
 def test_bad_encodings_are_config_errors(value, says):
     from tricklab.config import validate
 

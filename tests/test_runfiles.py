@@ -211,6 +211,16 @@ def test_predict_on_another_encoding_names_it(run, tmp_path, capsys, encoding, n
     assert cli_main(["predict", "--run", str(run), str(f), *fix, "--output", str(out)]) == 0
     got = [json.loads(ln)["text"] for ln in out.read_text(encoding="utf-8").splitlines()]
     assert got == ["ok", *text.splitlines()]                                   # decoded as written
+    # a UTF-8 BOM says UTF-8 whatever --encoding says, compressed too (its bytes are only seen once read)
+    import gzip
+
+    gz = tmp_path / "bom.txt.gz"
+    gz.write_bytes(gzip.compress(b"\xef\xbb\xbf" + "发票\n中文\n".encode("utf-8")))
+    assert cli_main(["predict", "--run", str(run), str(gz), *fix, "--output", str(out)]) == 0
+    assert [json.loads(ln)["text"] for ln in out.read_text(encoding="utf-8").splitlines()] == ["发票", "中文"]
+    capsys.readouterr()
+    assert cli_main(["predict", "--run", str(run), str(f), "--encoding", "base64"]) == 2
+    assert "--encoding: base64 cannot be read by line" in one_line_error(capsys)
 
 
 def test_unknown_encoding_hint_is_not_always_gb18030(tmp_path):
@@ -429,6 +439,8 @@ def test_evaluate_accepts_the_set_it_suggests(run, tmp_path, capsys):
         one_line_error(capsys)
     assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "data.max_length=512"]) == 2
     assert "'data.max_length=512': is how the model reads its texts, fixed by its training" in one_line_error(capsys)
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "data.encoding=gbkk"]) == 2
+    assert "--set data.encoding: unknown text encoding 'gbkk'" in one_line_error(capsys)
     assert cli_main(["evaluate", "--run", str(run), "--data", str(swapped), "--set", "data.soft_label_column=3"]) == 2
     assert "is for training (kd's soft labels); evaluate scores the gold labels" in one_line_error(capsys)
 

@@ -249,18 +249,23 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
 
 
 def check_encoding(name: str, what: str) -> str:
-    """A text encoding whose bytes never hold a line break inside a character (files are read by line): its Python
-    codec name; ConfigError with the fix otherwise."""
+    """A text encoding that files can be read in by line: a line break is b"\\n" and no character holds that byte, and
+    no state carries over from one line to the next (ASCII-compatible: UTF-8, GB18030/GBK, Big5, Shift_JIS,
+    EUC-*, Windows-125x, ISO-8859-*, KOI8-*); its Python codec name. ConfigError with the fix otherwise (UTF-16/32,
+    UTF-7, ISO-2022, HZ, EBCDIC, and codecs that are not text encodings, such as base64)."""
     import codecs
 
     try:
-        codec = codecs.lookup(name).name
-    except (LookupError, TypeError):
-        raise ConfigError(f"{what}: unknown encoding {name!r}; fix: a Python codec name such as utf-8, gb18030, "
+        info = codecs.lookup(name)
+        ok = getattr(info, "_is_text_encoding", True) and "a\nb".encode(info.name) == b"a\nb"
+    except (LookupError, TypeError, UnicodeError, ValueError):
+        raise ConfigError(f"{what}: unknown text encoding {name!r}; fix: a Python codec name such as utf-8, gb18030, "
                           f"big5, shift_jis, cp1252") from None
-    if codec.startswith(("utf-16", "utf-32")):
-        raise ConfigError(f"{what}: {name} is read by line, which {codec} does not allow; fix: convert the file to "
-                          f"UTF-8, e.g. `iconv -f {codec.upper()} -t UTF-8 FILE > FILE.utf8`")
+    codec = info.name
+    if not ok or codec.startswith(("utf-16", "utf-32", "utf-7", "iso2022", "hz")):
+        raise ConfigError(f"{what}: {name} cannot be read by line (a line break is not one byte of its own there, or "
+                          f"lines depend on earlier ones); fix: convert the file to UTF-8, e.g. `iconv -f "
+                          f"{codec.upper()} -t UTF-8 FILE > FILE.utf8`")
     return codec
 
 
@@ -308,7 +313,7 @@ def validate(cfg: Config) -> None:
     if cfg.train.warmup_steps < 0:
         raise ConfigError(f"config train.warmup_steps: must be at least 0 (0: use train.warmup_ratio), got "
                           f"{cfg.train.warmup_steps}")
-    check_encoding(cfg.data.encoding, "config data.encoding")
+    cfg.data.encoding = check_encoding(cfg.data.encoding, "config data.encoding")    # its codec name: utf8 is utf-8
     bad = [(k, v) for k, v in cfg.data.label_map.items() if isinstance(k, (dict, list)) or not isinstance(
         v, (str, int, float)) or isinstance(v, bool) or not str(v).strip()]
     if bad:

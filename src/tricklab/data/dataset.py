@@ -186,7 +186,7 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         for rows in raw.values():
             relabel(rows, d.label_map, d.label_sep, used, multi=task == "multi_label")
         notes.append(relabel_note(d.label_map, used))
-    class_names = read_class_file(cls_p) if cls_p is not None and task != "regression" else None
+    class_names = read_class_file(cls_p, d.encoding) if cls_p is not None and task != "regression" else None
     if class_names is None and task == "single_label":
         class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names
     how = [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]   # what a misread shows

@@ -162,8 +162,8 @@ def _joined_lists(raws: list[Any], sep: str) -> str:
     return ""
 
 
-def read_class_file(path: Path) -> list[str]:
-    names = [ln.strip() for ln in read_text(path).split("\n") if ln.strip()]
+def read_class_file(path: Path, encoding: str = "utf-8") -> list[str]:
+    names = [ln.strip() for ln in read_text(path, encoding).split("\n") if ln.strip()]
     if not names:
         raise DataError(f"{path}: the class file is empty: write one class name per line")
     dup = sorted({n for n in names if names.count(n) > 1})

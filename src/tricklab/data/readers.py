@@ -169,15 +169,15 @@ def iter_lines(path: Path, comp: str | None = None, encoding: str = "utf-8") -> 
             raise DataError(f"{path}: cannot decompress it ({comp}: {e}); fix: check the file is complete") from None
 
 
-def read_text(path: Path) -> str:
-    """A whole (small) text file as UTF-8, e.g. a class file; non-UTF-8 and binary files are named."""
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A whole (small) text file, e.g. a class file, in the data's encoding; undecodable and binary files are named."""
     path = Path(path)
     _check_file(path)
     comp = compression(path)
     kind = content_kind(path, comp)
     if kind is not None:
         raise _binary_error(path, kind)
-    return "".join(ln for _, ln in iter_lines(path, comp))
+    return "".join(ln for _, ln in iter_lines(path, comp, encoding))
 
 
 def _binary_error(path: Path, kind: str) -> DataError:
@@ -220,16 +220,42 @@ def detect_encoding(raw: bytes) -> str | None:
     return next((c for c in CANDIDATES if c in tied), matches[0].encoding)
 
 
+def _line_safe(enc: str) -> bool:
+    from ..config import check_encoding
+    from ..errors import ConfigError
+
+    try:
+        check_encoding(enc, "")
+    except ConfigError:
+        return False
+    return True
+
+
+def readable_as(sample: bytes, current: str = "utf-8") -> str | None:
+    """The encoding to suggest for bytes that `current` cannot read: UTF-8 when they are UTF-8, else the one
+    detected (detect_encoding); never `current` itself."""
+    if current != "utf-8":
+        try:
+            sample.decode("utf-8")
+            return "utf-8"
+        except UnicodeDecodeError as e:
+            if e.start >= len(sample) - 3:         # only a character cut at the sample's end
+                return "utf-8"
+    enc = detect_encoding(sample)
+    return None if enc is None or enc.replace("-", "_") == current.replace("-", "_") else enc
+
+
 def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp: str | None = None,
                    encoding: str = "utf-8", setting: str = "--set data.encoding=") -> DataError:
     """One line for text that is not in `encoding`: the first undecodable line and its bytes, the encoding detected
     in `sample` (raw bytes from that line on, bounded), and the fixes: the setting that reads it (`setting` + the
     codec) or the iconv command that converts it (a compressed file: decompressed first)."""
-    enc = detect_encoding(sample)
+    enc = readable_as(sample, encoding)
     if encoding != "utf-8":
         told = f"; it looks like {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}" if enc else ""
+        fix = f"{setting}{enc}" if enc else "check that line: the file may mix encodings or be damaged there"
         return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is not {encoding} (data.encoding)"
-                         f"{told}; fix: {setting}{enc or 'utf-8'}")
+                         f"{told}; fix: {fix}")
     name = Path(str(path))
     plain = name.with_suffix("") if name.suffix.lower() in COMPRESSED else name   # train.tsv.gz -> train.tsv
     source = f"{CAT[comp]} {name} | iconv" if comp else "iconv"
@@ -239,8 +265,8 @@ def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp:
                      f"find its encoding (e.g. `file -i {name}`) and convert it: `{source} -f ENCODING -t UTF-8 {target}`")
     else:
         what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
-        fix = (f"read it as such with {setting}{enc}, or convert it to UTF-8, e.g. "
-               f"`{source} -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
+        fix = (f"read it as such with {setting}{enc}, or " if _line_safe(enc) else "") + (
+            f"convert it to UTF-8, e.g. `{source} -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
     return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is {what}; fix: {fix}")
 
 

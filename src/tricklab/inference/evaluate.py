@@ -57,6 +57,10 @@ def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
             raise ConfigError(f"--set {item!r}: {what}; evaluate takes data.KEY for KEY in {', '.join(READING_KEYS)} "
                               f"(e.g. --set data.text_column=1)")
         d[keys[1]] = value
+    if "encoding" in d:
+        from ..config import check_encoding
+
+        d["encoding"] = check_encoding(d["encoding"], "--set data.encoding")
     return from_dict(DataConfig, d, "data")
 
 

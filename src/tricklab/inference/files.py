@@ -79,8 +79,9 @@ def open_source(path: str | Path | None, fmt: str | None = None, sheet: str | in
     """Check what can be checked before the model loads: the file, its format, the packages it needs, the encoding."""
     from ..config import check_encoding
 
+    codec = check_encoding(encoding, "--encoding")
     src = _open_source(path, fmt, sheet)
-    src.encoding = "utf-8" if src.excel else check_encoding(encoding, "--encoding")
+    src.encoding = "utf-8" if src.excel else codec
     return src
 
 
@@ -156,13 +157,14 @@ def _binary(src: Source) -> io.BufferedIOBase:
 
 def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError) -> DataError:
     """The line, the encoding the bytes most likely are (data.readers.detect_encoding) and the iconv fix."""
-    from ..data.readers import ENC_NAMES, ICONV, detect_encoding
+    from ..data.readers import ENC_NAMES, ICONV, _line_safe, readable_as
 
-    enc = detect_encoding(sample)
+    enc = readable_as(sample, src.encoding)
     if src.encoding != "utf-8":
         told = f"; it looks like {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}" if enc else ""
+        fix = f"--encoding {enc}" if enc else "check that line: the input may mix encodings or be damaged there"
         return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
-                         f"not {src.encoding} (--encoding){told}; fix: --encoding {enc or 'utf-8'}")
+                         f"not {src.encoding} (--encoding){told}; fix: {fix}")
     p = Path(src.name)
     target = f"{p} > {p.stem}.utf8{p.suffix}" if src.path is not None else "YOUR_FILE | tricklab predict ..."
     if enc is None:
@@ -170,8 +172,8 @@ def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError)
                      f"convert it: `iconv -f ENCODING -t UTF-8 {target}`")
     else:
         what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
-        fix = (f"read it as such with --encoding {enc}, or convert it to UTF-8, e.g. "
-               f"`iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
+        fix = (f"read it as such with --encoding {enc}, or " if _line_safe(enc) else "") + (
+            f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
     return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
                      f"{what}; fix: {fix}")
 
@@ -203,7 +205,7 @@ def lines(src: Source) -> Iterator[tuple[int, str]]:
         try:
             for no, raw in enumerate(f, 1):
                 if no == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[3:]
+                    raw, src.encoding = raw[3:], "utf-8"        # a BOM says UTF-8 (compressed, standard input)
                 try:
                     yield no, raw.decode(src.encoding)
                 except UnicodeDecodeError as e:
@@ -377,7 +379,8 @@ def _chars(src: Source) -> Iterator[tuple[int, str]]:
             while True:
                 raw = f.read(BLOCK)
                 if first and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[3:]
+                    raw, src.encoding = raw[3:], "utf-8"        # a BOM says UTF-8 (compressed, standard input)
+                    dec = codecs.getincrementaldecoder("utf-8")()
                 first = False
                 try:
                     text = dec.decode(raw, final=not raw)
