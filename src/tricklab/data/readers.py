@@ -32,7 +32,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from ..config import DataConfig
 from ..errors import DataError
@@ -410,6 +410,17 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
                                                   or c.startswith("unnamed:") for c in cells)   # pandas' index
 
 
+def _decide_header(first: list[str], records: Iterator[tuple[int, Any]], split: Callable[[Any, int | None], list[str]],
+                   cfg: DataConfig, peek: bool, header_row: bool | None) -> tuple[list[str] | None, Iterator[Any]]:
+    """(the header or None, the records after line 1): as the caller found it (header_row), else by _header_fields,
+    else (`peek`: labelled and split on every separator) by the label column's name (_label_name_not_a_value)."""
+    is_header = _header_fields(first, cfg) if header_row is None else header_row
+    if header_row is None and not is_header and cfg.header == "auto" and peek:
+        sample, records = _peek(records, 200)
+        is_header = _label_name_not_a_value(first, [split(rec, None) for _, rec in sample], cfg.label_column)
+    return (first if is_header else None), records
+
+
 def _label_name_not_a_value(first: list[str], below: list[list[str]], label_column: Any) -> bool:
     """A first line whose label cell (data.label_column when it is an index, else the last column, where a file
     without a header has its label) is a label column's name (`意图`, `label`) that never comes back as a value
@@ -462,11 +473,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
         return ln.split(delim) if split_all or n is None else ln.split(delim, n - 1)
 
     first = split(first_rec[1], None)
-    is_header = _header_fields(first, cfg) if header_row is None else header_row
-    if header_row is None and not is_header and cfg.header == "auto" and labelled and split_all:
-        sample, records = _peek(records, 200)
-        is_header = _label_name_not_a_value(first, [split(rec, None) for _, rec in sample], cfg.label_column)
-    header = first if is_header else None
+    header, records = _decide_header(first, records, split, cfg, labelled and split_all, header_row)
     if header is None:
         records = itertools.chain([first_rec], records)
     at = f"{unit} {first_rec[0]}"
