@@ -74,6 +74,7 @@ def test_recipe_line_names_every_choice():
         line("train.adam_bias_correction=true", "train.max_steps=12", "train.warmup_ratio=0.1", steps=12, metric="accuracy")
     assert "| lr 2e-4, AdamW steps (auto), linear schedule, warm-up 5% | 1 epoch = 5 steps |" in \
         line("train.lr=2e-4", "train.epochs=1", steps=5)             # auto above 1e-4: AdamW's steps
+    assert "| 0.1 epochs = 1 step |" in line("train.epochs=0.1", steps=1)
     assert "| batch 16 x 4 accumulation | lr 5e-5 (head 1e-3), AdamW steps (auto), " in \
         line("train.batch_size=16", "train.grad_accum=4", "train.head_lr=1e-3")   # auto: the head's lr counts
     assert line("train.strategy=setfit", "model.pooling=mean", "train.batch_size=16", "train.epochs=1", steps=40) == (

@@ -160,7 +160,7 @@ def recipe_line(run: Run) -> str:
     lr = f"lr {num(t.lr)}" + (f" (head {num(t.head_lr)})" if t.head_lr else "")
     batch = f"batch {t.batch_size}" + (f" x {t.grad_accum} accumulation" if t.grad_accum > 1 else "")
     span = (f"max_steps {run.total_steps}" if t.max_steps
-            else f"{t.epochs:g} epoch{'s' * (t.epochs != 1)} = {run.total_steps} steps")
+            else f"{t.epochs:g} epoch{'s' * (t.epochs != 1)} = {run.total_steps} step{'s' * (run.total_steps != 1)}")
     if t.strategy == "setfit":
         return (f"recipe: SetFit on {m.name}, {m.pooling} pooling | length {d.max_length} | {batch} pairs | {lr}, "
                 f"{steps}, {t.scheduler} schedule, warm-up {warm} | {span} | then a logistic-regression head; dev "
