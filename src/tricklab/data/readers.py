@@ -246,28 +246,31 @@ def readable_as(sample: bytes, current: str = "utf-8") -> str | None:
 
 
 def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp: str | None = None,
-                   encoding: str = "utf-8", setting: str = "--set data.encoding=") -> DataError:
+                   encoding: str = "utf-8", setting: str = "--set data.encoding=", noun: str = "file",
+                   stdin: bool = False) -> DataError:
     """One line for text that is not in `encoding`: the first undecodable line and its bytes, the encoding detected
     in `sample` (raw bytes from that line on, bounded), and the fixes: the setting that reads it (`setting` + the
-    codec) or the iconv command that converts it (a compressed file: decompressed first)."""
+    codec: data.encoding for train/evaluate, predict's --encoding) or the iconv command that converts it (a
+    compressed file: decompressed first; standard input: piped through it)."""
     enc = readable_as(sample, encoding)
+    head = f"{path} line {line}: undecodable bytes {bad!r}: the {noun} is"
     if encoding != "utf-8":
         told = f"; it looks like {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}" if enc else ""
-        fix = f"{setting}{enc}" if enc else "check that line: the file may mix encodings or be damaged there"
-        return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is not {encoding} (data.encoding)"
-                         f"{told}; fix: {fix}")
+        fix = f"{setting}{enc}" if enc else f"check that line: the {noun} may mix encodings or be damaged there"
+        return DataError(f"{head} not {encoding} ({setting.split()[-1].rstrip('=')}){told}; fix: {fix}")
     name = Path(str(path))
     plain = name.with_suffix("") if name.suffix.lower() in COMPRESSED else name   # train.tsv.gz -> train.tsv
     source = f"{CAT[comp]} {name} | iconv" if comp else "iconv"
-    target = f"{name} > {plain.stem}.utf8{plain.suffix}" if not comp else f"> {plain.stem}.utf8{plain.suffix}"
+    target = ("YOUR_FILE | tricklab predict ..." if stdin else
+              f"{name} > {plain.stem}.utf8{plain.suffix}" if not comp else f"> {plain.stem}.utf8{plain.suffix}")
     if enc is None:
-        what, fix = ("not UTF-8 (its encoding could not be told)",
-                     f"find its encoding (e.g. `file -i {name}`) and convert it: `{source} -f ENCODING -t UTF-8 {target}`")
+        what, fix = ("not UTF-8 (its encoding could not be told)", f"find its encoding (e.g. `file -i "
+                     f"{'FILE' if stdin else name}`) and convert it: `{source} -f ENCODING -t UTF-8 {target}`")
     else:
         what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
         fix = (f"read it as such with {setting}{enc}, or " if _line_safe(enc) else "") + (
             f"convert it to UTF-8, e.g. `{source} -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
-    return DataError(f"{path} line {line}: undecodable bytes {bad!r}: the file is {what}; fix: {fix}")
+    return DataError(f"{head} {what}; fix: {fix}")
 
 
 def decode_text(raw: bytes, path: Path | str) -> str:

@@ -156,26 +156,11 @@ def _binary(src: Source) -> io.BufferedIOBase:
 
 
 def _undecodable(src: Source, line: int, sample: bytes, err: UnicodeDecodeError) -> DataError:
-    """The line, the encoding the bytes most likely are (data.readers.detect_encoding) and the iconv fix."""
-    from ..data.readers import ENC_NAMES, ICONV, _line_safe, readable_as
+    """The line, the encoding the bytes most likely are, --encoding and the iconv fix (data.readers.encoding_error)."""
+    from ..data.readers import encoding_error
 
-    enc = readable_as(sample, src.encoding)
-    if src.encoding != "utf-8":
-        told = f"; it looks like {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}" if enc else ""
-        fix = f"--encoding {enc}" if enc else "check that line: the input may mix encodings or be damaged there"
-        return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
-                         f"not {src.encoding} (--encoding){told}; fix: {fix}")
-    p = Path(src.name)
-    target = f"{p} > {p.stem}.utf8{p.suffix}" if src.path is not None else "YOUR_FILE | tricklab predict ..."
-    if enc is None:
-        what, fix = ("not UTF-8 (its encoding could not be told)", f"find its encoding (e.g. `file -i FILE`) and "
-                     f"convert it: `iconv -f ENCODING -t UTF-8 {target}`")
-    else:
-        what = f"not UTF-8 but most likely {ENC_NAMES.get(enc, enc.upper().replace('_', '-'))}"
-        fix = (f"read it as such with --encoding {enc}, or " if _line_safe(enc) else "") + (
-            f"convert it to UTF-8, e.g. `iconv -f {ICONV.get(enc, enc.upper().replace('_', '-'))} -t UTF-8 {target}`")
-    return DataError(f"{src.name} line {line}: undecodable bytes {sample[err.start:err.start + 4]!r}: the input is "
-                     f"{what}; fix: {fix}")
+    return encoding_error(src.name, line, sample[err.start:err.start + 4], sample, src.compression, src.encoding,
+                          setting="--encoding ", noun="input", stdin=src.path is None)
 
 
 def _read_errors(src: Source) -> tuple[type[BaseException], ...]:
