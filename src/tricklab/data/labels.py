@@ -83,9 +83,14 @@ def _unknown_label_fix(lab: str, names: list[str], label_map: dict[Any, Any]) ->
     if not close:
         return "fix: correct the label or add examples of it to train"
     merged = {str(k): str(v) for k, v in label_map.items()} | {lab: close[0]}
+    return f"did you mean {close[0]!r}? fix: correct the label, or map it: {label_map_flag(merged.items())}"
+
+
+def label_map_flag(pairs: Any) -> str:
+    """`--set 'data.label_map={"from": "to", ...}'`, quoted for a shell, for (from, to) pairs."""
     spec = "data.label_map={" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
-                                          for k, v in merged.items()) + "}"
-    return f"did you mean {close[0]!r}? fix: correct the label, or map it: --set {shlex.quote(spec)}"
+                                          for k, v in pairs) + "}"
+    return f"--set {shlex.quote(spec)}"
 
 
 def relabel_note(mapping: dict[Any, Any], used: Counter[str]) -> str:
@@ -245,10 +250,8 @@ def _rare_twins(raws: list[str]) -> str:
             pairs.append((rare, tied[0][1]))
     if not found:
         return ""
-    fix = "data.label_map={" + ", ".join(f"{json.dumps(r, ensure_ascii=False)}: {json.dumps(b, ensure_ascii=False)}"
-                                         for r, b in pairs[:4]) + "}"
     return (f"labels: {'; '.join(found[:4])}: a rare label named almost like a frequent one may be a typo, and "
-            f"trains as a class of its own; if so, correct those rows or map them: --set {shlex.quote(fix)}")
+            f"trains as a class of its own; if so, correct those rows or map them: {label_map_flag(pairs[:4])}")
 
 
 def _ids_or_names(raws: list[str]) -> tuple[bool, str]:
