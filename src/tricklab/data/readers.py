@@ -245,6 +245,11 @@ def readable_as(sample: bytes, current: str = "utf-8") -> str | None:
     return None if enc is None or enc.replace("-", "_") == current.replace("-", "_") else enc
 
 
+def uncompressed_name(path: Path) -> Path:
+    """train.tsv.gz -> train.tsv: the name without a compression suffix."""
+    return path.with_suffix("") if path.suffix.lower() in COMPRESSED else path
+
+
 def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp: str | None = None,
                    encoding: str = "utf-8", setting: str = "--set data.encoding=", noun: str = "file",
                    stdin: bool = False) -> DataError:
@@ -259,7 +264,7 @@ def encoding_error(path: Path | str, line: int, bad: bytes, sample: bytes, comp:
         fix = f"{setting}{enc}" if enc else f"check that line: the {noun} may mix encodings or be damaged there"
         return DataError(f"{head} not {encoding} ({setting.split()[-1].rstrip('=')}){told}; fix: {fix}")
     name = Path(str(path))
-    plain = name.with_suffix("") if name.suffix.lower() in COMPRESSED else name   # train.tsv.gz -> train.tsv
+    plain = uncompressed_name(name)
     source = f"{CAT[comp]} {name} | iconv" if comp else "iconv"
     target = ("YOUR_FILE | tricklab predict ..." if stdin else
               f"{name} > {plain.stem}.utf8{plain.suffix}" if not comp else f"> {plain.stem}.utf8{plain.suffix}")

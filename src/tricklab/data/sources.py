@@ -137,10 +137,16 @@ def is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
+def _has_splits(data: Any) -> bool:
+    """A dict of splits or a (Iterable)DatasetDict, as opposed to one table."""
+    mod = type(data).__module__.split(".")[0]
+    return isinstance(data, dict) or (mod == "datasets" and type(data).__name__ in ("DatasetDict", "IterableDatasetDict"))
+
+
 def from_object(data: Any, name: str, label_column: Any) -> dict[str, Source]:
     """In-memory data or a loaded DatasetDict -> Sources by split."""
     mod = type(data).__module__.split(".")[0]
-    if isinstance(data, dict) or (mod == "datasets" and type(data).__name__ in ("DatasetDict", "IterableDatasetDict")):
+    if _has_splits(data):
         return _from_dict(dict(data), name, label_column)
     if mod == "datasets" and not hasattr(data, "column_names"):
         raise DataError(f"{name}: a {type(data).__name__} is not supported; fix: give a Dataset or DatasetDict")
@@ -187,8 +193,7 @@ def eval_source(data: Any, split: str | None, label_column: Any = None) -> Sourc
     if got is None:
         return None
     obj, name = got
-    mod = type(obj).__module__.split(".")[0]
-    if not (isinstance(obj, dict) or (mod == "datasets" and type(obj).__name__ in ("DatasetDict", "IterableDatasetDict"))):
+    if not _has_splits(obj):
         if split not in (None, "train"):
             raise ConfigError(f"--split {split}: {name} is one table, not a dataset with splits; fix: leave --split out")
         return from_object(obj, name, label_column)["train"]

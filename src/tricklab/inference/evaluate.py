@@ -57,10 +57,9 @@ def with_sets(data_cfg: DataConfig, sets: list[str] | None) -> DataConfig:
             raise ConfigError(f"--set {item!r}: {what}; evaluate takes data.KEY for KEY in {', '.join(READING_KEYS)} "
                               f"(e.g. --set data.text_column=1)")
         d[keys[1]] = value
-    if "encoding" in d:
-        from ..config import check_encoding
+    from ..config import check_encoding
 
-        d["encoding"] = check_encoding(d["encoding"], "--set data.encoding")
+    d["encoding"] = check_encoding(d["encoding"], "--set data.encoding")
     return from_dict(DataConfig, d, "data")
 
 
@@ -80,26 +79,21 @@ class EvalData:
 def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> EvalData:
     """A labelled file, or a split of a `hf:NAME[:CONFIG]` dataset, a datasets folder or in-memory data
     (data.sources.eval_source)."""
-    from ..data.readers import COMPRESSED
+    from ..data.readers import uncompressed_name
     from ..data.sources import eval_source
 
     src = eval_source(data, split, data_cfg.label_column)
     if src is None:
         if split is not None:
             raise ConfigError(f"--split {split}: {data} is a file (it has no splits); fix: leave --split out")
-        p = Path(data)
-        plain = p.with_suffix("") if p.suffix.lower() in COMPRESSED else p          # test.csv.gz -> eval_test.json
-        return EvalData(str(data), plain.stem, path=p)
+        return EvalData(str(data), uncompressed_name(Path(data)).stem, path=Path(data))   # test.csv.gz: eval_test.json
     return EvalData(src.name, re.sub(r"[^\w.-]+", "_", src.name).strip("_"), source=src)
 
 
 def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:
-    if ed.path is not None:   # data.label_map as train read its files
-        return relabel(read_rows(ed.path, data_cfg, problems=found), data_cfg.label_map, data_cfg.label_sep, Counter(),
-                       multi=lm.task == "multi_label")
-    rows = relabel(ed.source.read(data_cfg, True, found), data_cfg.label_map, data_cfg.label_sep, Counter(),
-                   multi=lm.task == "multi_label")
-    names = ed.source.class_names
+    rows = read_rows(ed.path, data_cfg, problems=found) if ed.path is not None else ed.source.read(data_cfg, True, found)
+    relabel(rows, data_cfg.label_map, data_cfg.label_sep, Counter(), multi=lm.task == "multi_label")  # as train did
+    names = ed.source.class_names if ed.source is not None else None
     if names and lm.task == "single_label" and not lm.from_ids:   # ClassLabel ids -> their names, the run's labels
         known = set(lm.names)
         rows = [dataclasses.replace(r, label=names[int(r.label)]) if str(r.label) not in known
