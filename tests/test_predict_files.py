@@ -457,6 +457,68 @@ def test_bad_lines_name_file_line_value_and_fix_before_any_prediction(run, tmp_p
     assert "missing.csv: file not found" in capsys.readouterr().err
 
 
+def test_on_invalid_skip_leaves_bad_records_out_and_lists_them(run, pred, tmp_path, capsys, monkeypatch):
+    inp = tmp_path / "s.csv"
+    inp.write_text("id,text\n1,球赛冠军\n2,  \n3,股市利率\n4,a,b\n5,玩家游戏\n", encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out)]) == 2   # error: the hint says how
+    assert "2 record(s) above are invalid; fix them, or --on-invalid skip" in capsys.readouterr().err
+    bad = ["s.csv line 3: empty text in 'text'", "s.csv line 5: expected 2 comma-separated columns"]
+    for extra in ([], ["--no-check"]):          # the check pass says it first; without it, the predict pass
+        assert cli_main(["predict", "--run", str(run), str(inp), "--output", str(out), "--on-invalid", "skip",
+                         "--quiet", *extra]) == 0
+        got = read_jsonl(out)
+        assert [g["id"] for g in got] == ["1", "3", "5"]
+        for g, w in zip(got, expected(pred, ["球赛冠军", "股市利率", "玩家游戏"])):
+            same(g, w)
+        err = capsys.readouterr().err
+        assert err.count("--on-invalid skip: 2 invalid record(s) left out of the output") == 1, err
+        assert all(b in err for b in bad)
+    # standard input (never checked first): skipped as it streams, and said at the end
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(
+        '{"text": "球赛"}\n{"text": ""}\nnot json\n{"text": "股市"}\n'.encode()), encoding="utf-8"))
+    assert cli_main(["predict", "--run", str(run), "-", "--format", "jsonl", "--on-invalid", "skip", "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert [json.loads(x)["text"] for x in cap.out.splitlines()] == ["球赛", "股市"]
+    assert "2 invalid record(s) left out" in cap.err and "line 3: not valid JSON" in cap.err, cap.err
+    # nothing valid: an error, and no output
+    (tmp_path / "none.csv").write_text("id,text\n1, \n2,\n", encoding="utf-8")
+    out.unlink()
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "none.csv"), "--output", str(out),
+                     "--on-invalid", "skip"]) == 2
+    assert "none.csv: no valid record to predict: --on-invalid skip left out all 2" in capsys.readouterr().err
+    assert not out.exists()
+    # many bad records: skip lists the first MAX_PROBLEMS and counts the rest; error stops reading there
+    monkeypatch.setattr(files_mod, "MAX_PROBLEMS", 2)
+    (tmp_path / "m.csv").write_text("id,text\n" + "".join(f"{i},\n" for i in range(5)) + "9,球赛\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "m.csv"), "--on-invalid", "skip", "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert [json.loads(x)["id"] for x in cap.out.splitlines()] == ["9"]
+    assert "5 invalid record(s)" in cap.err and "m.csv line 3: empty" in cap.err and "m.csv line 4:" not in cap.err
+    assert "... and 3 more" in cap.err
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "m.csv")]) == 2
+    assert "m.csv: stopped reading at 2 problems" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--on-invalid drop: expected one of error, skip"):
+        pred.predict_file(inp, tmp_path / "x.jsonl", on_invalid="drop")
+
+
+def test_blank_lines_of_a_text_input_are_counted(run, pred, tmp_path, capsys):
+    """Plain text skips blank lines; the output then has fewer rows than the input has lines, and says so."""
+    inp = tmp_path / "b.txt"
+    inp.write_text("\n球赛冠军\n\n\n股市利率\n\n玩家游戏\n\n\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert [json.loads(x)["text"] for x in cap.out.splitlines()] == ["球赛冠军", "股市利率", "玩家游戏"]
+    assert cap.err.count("b.txt: 4 blank line(s) skipped (line 1, 3, 4, 6): the output has one row per "
+                         "non-blank line") == 1, cap.err
+    inp.write_text("球赛\n" + "\n" * 12 + "股市\n", encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
+    assert "12 blank line(s) skipped (line 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...)" in capsys.readouterr().err
+    inp.write_text("球赛\n股市\n\n", encoding="utf-8")        # trailing blank lines shift no row: no note
+    assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
+    assert "blank" not in capsys.readouterr().err
+
+
 def test_excel_in_and_out_keeps_the_sheet_and_its_values(run, pred, tmp_path, capsys):
     openpyxl = pytest.importorskip("openpyxl")
     wb = openpyxl.Workbook()

@@ -125,7 +125,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pred = Predictor.from_run(args.run, batch_size=args.batch_size, threads=args.threads, **_decision(args))
     try:
         pred.predict_file(src, args.output, text_column=args.text_column, text_b_column=args.text_b_column,
-                          top_k=args.top_k, progress=not args.quiet, check=not args.no_check)
+                          top_k=args.top_k, progress=not args.quiet, check=not args.no_check,
+                          on_invalid=args.on_invalid)
     except BrokenPipeError:   # `tricklab predict ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
@@ -417,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--no-check", action="store_true",
                     help="skip reading the input file once for problems before predicting (they still stop the run)")
+    pr.add_argument("--on-invalid", choices=["error", "skip"], default="error",
+                    help="a bad record (an empty text, a row with the wrong number of columns, a line that is not "
+                         "JSON): error (default) stops before predicting, with every bad record listed; skip leaves "
+                         "them out of the output and lists them on standard error")
     decision_flags(pr)
     pr.set_defaults(func=cmd_predict)
 

@@ -234,10 +234,14 @@ def _text_hints(src: Source, first: list[str], log: Callable[[str], None] | None
 def _text_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any] | Problem]]:
     """Plain text: {"text": line} (the whole line; the pair/tab split is Columns' business)."""
     first: list[tuple[int, str]] = []
+    blank, shown, pending = 0, [], 0   # blank lines before a text (trailing ones shift no row): count, first 10
     for no, ln in lines(src):
         ln = ln.rstrip("\r\n")
         if not ln.strip():
+            pending += 1
+            shown += [no] if len(shown) < 10 else []
             continue
+        blank, pending = blank + pending, 0
         if len(first) < 5:
             first.append((no, ln))
             if len(first) == 5:
@@ -248,6 +252,10 @@ def _text_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tu
     if len(first) < 5:
         _text_hints(src, [s for _, s in first], log)
         yield from ((n, {"text": s}) for n, s in first)
+    if blank:
+        where = ", ".join(map(str, shown[:blank])) + (", ..." if blank > len(shown) else "")
+        src.note(f"note: {src.name}: {blank} blank line(s) skipped (line {where}): the output has one row per "
+                 f"non-blank line, not one per line", log)
 
 
 def _header(src: Source, cells: list[str], line: int) -> list[str]:
@@ -634,13 +642,41 @@ def resolve_columns(src: Source | str, keys: list[str], pair: bool, text_column:
 
 
 MAX_PROBLEMS = 100
+ON_INVALID = ("error", "skip")
+
+
+@dataclass
+class Invalid:
+    """The input's bad records (--on-invalid). `error`: listed, up to MAX_PROBLEMS, to stop the run with all of them
+    at once. `skip`: left out of the output and counted; the first MAX_PROBLEMS are listed in a note."""
+    source: str
+    skip: bool = False
+    problems: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, problems: list[str]) -> None:
+        self.count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.extend(problems)
+        elif not self.skip:
+            raise DataError(self.problems + [f"{self.source}: stopped reading at {MAX_PROBLEMS} problems"])
+
+    def error(self) -> DataError:
+        hint = (f"{self.count} record(s) above are invalid; fix them, or --on-invalid skip to predict the others "
+                f"(the records left out are listed)")
+        return DataError(self.problems + [hint])
+
+    def note(self) -> str:
+        more = f"\n  ... and {self.count - len(self.problems)} more" if self.count > len(self.problems) else ""
+        return (f"note: --on-invalid skip: {self.count} invalid record(s) left out of the output:\n  "
+                + "\n  ".join(self.problems) + more)
 
 
 def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column: str | None = None,
-          log: Callable[[str], None] | None = None, problems: list[str] | None = None
+          log: Callable[[str], None] | None = None, invalid: Invalid | None = None
           ) -> Iterator[tuple[int, dict[str, Any], Any]]:
     """(line, record for the output, model input) for every record. Columns are found from the first record.
-    A bad record raises DataError, or with `problems` is listed there and skipped (up to MAX_PROBLEMS)."""
+    A bad record raises DataError, or with `invalid` is recorded there and passed over."""
     cols: Columns | None = None
     for line, rec in records(src, log):
         try:
@@ -658,11 +694,9 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
                              f"the first known name as train picks it; choose another with --text-column", log)
             out, x = cols.extract(line, rec)
         except DataError as e:
-            if problems is None or cols is None and not isinstance(rec, Problem):
+            if invalid is None or cols is None and not isinstance(rec, Problem):
                 raise
-            problems.extend(e.problems)
-            if len(problems) >= MAX_PROBLEMS:
-                raise DataError(problems + [f"{src.name}: stopped reading at {MAX_PROBLEMS} problems"]) from None
+            invalid.add(e.problems)
             continue
         if cols.tabs and not pair and "\t" in rec["text"]:
             src.note("note: lines hold tabs: predicting the first column only (the model takes one text)", log)
@@ -673,13 +707,23 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
 
 
 def check_input(src: Source, pair: bool, text_column: str | None = None, text_b_column: str | None = None,
-                log: Callable[[str], None] | None = None) -> int:
-    """Read the whole input once, before any prediction: every problem at once (DataError), else the count."""
-    problems: list[str] = []
-    n = sum(1 for _ in texts(src, pair, text_column, text_b_column, log, problems))
-    if problems:
-        raise DataError(problems)
+                log: Callable[[str], None] | None = None, on_invalid: str = "error") -> int:
+    """Read the whole input once, before any prediction: every problem at once (DataError), else the count of
+    records to predict. on_invalid `skip`: bad records are noted (not raised) unless no record is valid."""
+    invalid = Invalid(src.name, on_invalid == "skip")
+    n = sum(1 for _ in texts(src, pair, text_column, text_b_column, log, invalid))
+    skipped(invalid, n, log)
     return n
+
+
+def skipped(invalid: Invalid, n: int, log: Callable[[str], None] | None) -> None:
+    """After reading the input: its bad records stop the run (error, or skip with nothing valid), else a note."""
+    if invalid.count and (not invalid.skip or n == 0):
+        raise invalid.error() if not invalid.skip else DataError(
+            invalid.problems + [f"{invalid.source}: no valid record to predict: --on-invalid skip left out all "
+                                f"{invalid.count}; fix the input (the problems above)"])
+    if invalid.count and log:
+        log(invalid.note())
 
 
 def merge(record: dict[str, Any], prediction: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from ..evaluation.thresholds import check_options, select_labels, threshold_vect
 from ..model import load_model
 from ..model.runtime import all_logits, resolve_precision
 from ..runfiles import confine
-from .files import Source, check_flags, check_input, merge, open_source, quick_count, resolve_columns
+from .files import ON_INVALID, Invalid, Source, check_flags, check_input, merge, open_source, quick_count
+from .files import resolve_columns, skipped
 from .files import texts as file_texts
 
 Text = str | tuple[str, str] | list[str]
@@ -221,7 +222,7 @@ class Predictor:
                      text_column: str | None = None, text_b_column: str | None = None, format: str | None = None,
                      sheet: str | int | None = None, encoding: str = "utf-8", top_k: int = 1,
                      batch_size: int | None = None,
-                     progress: bool = False, check: bool = True,
+                     progress: bool = False, check: bool = True, on_invalid: str = "error",
                      log: Callable[[str], None] | None = _stderr, **options: Any) -> int:
         """Predict every text of a file (path None or "-": standard input) and write one row per record to
         `output`: the record's columns unchanged, then the prediction (format from the extension: .jsonl, .json,
@@ -229,7 +230,8 @@ class Predictor:
         0-based index; default the first). Formats in: inference/files.py. Streams: reads,
         predicts and writes `batch_size` records (default 1024) at a time, in input order; `progress`: a tqdm
         bar on standard error. `check`: read a file once first, so that every bad line is reported before
-        any prediction (not standard input). Returns the number of rows written."""
+        any prediction (not standard input). `on_invalid`: `error` (a bad record stops the run) or `skip` (bad
+        records are left out of the output and listed on `log`). Returns the number of rows written."""
         from tqdm.auto import tqdm
 
         from ..data.excel import MAX_ROWS
@@ -242,8 +244,12 @@ class Predictor:
         if output is not None and src.path is not None and Path(output).resolve() == src.path.resolve():
             raise ConfigError(f"--output {output} is the input file; fix: write the predictions to another file")
         check_flags(src, self.pair, text_column, text_b_column)
-        total = check_input(src, self.pair, text_column, text_b_column, log) if check and src.path is not None \
+        if on_invalid not in ON_INVALID:
+            raise ConfigError(f"--on-invalid {on_invalid}: expected one of {', '.join(ON_INVALID)}")
+        checked = check and src.path is not None
+        total = check_input(src, self.pair, text_column, text_b_column, log, on_invalid) if checked \
             else quick_count(src)
+        invalid = Invalid(src.name, skip=True) if on_invalid == "skip" else None
         from .files import arrow_schema
 
         if output_format(output) == "xlsx" and total is not None and total >= MAX_ROWS:
@@ -253,7 +259,8 @@ class Predictor:
         bar = tqdm(total=total, desc="predict", unit=" texts", file=sys.stderr, disable=not progress, dynamic_ncols=True)
         ok = False
         try:
-            stream = (((line, rec), x) for line, rec, x in file_texts(src, self.pair, text_column, text_b_column, log))
+            stream = (((line, rec), x) for line, rec, x in file_texts(src, self.pair, text_column, text_b_column, log,
+                                                                      invalid))
             for block, preds in self._chunks(stream, batch_size, top_k, opts):
                 rows = [merge(rec, p) for ((_, rec), _), p in zip(block, preds)]
                 if writer.rows == 0 and log and (clash := [k for k in preds[0] if k in block[0][0][1]]):
@@ -261,6 +268,8 @@ class Predictor:
                         f"{'is' if len(clash) == 1 else 'are'} written as {', '.join('pred_' + k for k in clash)}")
                 writer.write(rows, [line for (line, _), _ in block])
                 bar.update(len(rows))
+            if invalid is not None and not checked:      # else the check pass has said it
+                skipped(invalid, writer.rows, log)
             ok = True
         finally:
             bar.close()
