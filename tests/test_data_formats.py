@@ -642,3 +642,59 @@ def test_sheet_header_search_is_not_fooled_by_values_and_follows_named_columns(t
     from tricklab.data.excel import cell_text
 
     assert cell_text(0.1 + 0.2) == "0.3" and cell_text(1 / 3) == "0.333333333333333"
+
+
+def test_a_workbook_with_a_sheet_per_split_trains_and_evaluates_on_its_sheets(tiny_model, tmp_path, capsys):
+    """Sheets named for the splits (训练集/验证集/测试集, train/dev/test) are the splits, as files in a folder are:
+    each split's rows, problems and token cache entry are its own sheet's; evaluate scores the test sheet."""
+    import random
+
+    from conftest import CLASSES, make_text
+    from tricklab.data.invalid import row_problem
+    from tricklab.data.sources import cache_digest
+    from tricklab.inference.evaluate import evaluate_run
+    from tricklab.training import train
+
+    rng = random.Random(5)
+
+    def sheet(n: int, tag: str) -> list[list]:
+        return [["文本", "标签"]] + [[make_text(rng, lab) + tag, lab] for lab in (list(CLASSES) * n)[:n]]
+    tr, dv, te = sheet(36, "甲"), sheet(9, "乙"), sheet(6, "丙")
+    book = write_xlsx(tmp_path / "book.xlsx", {"说明": [["标注说明"]], "训练集": tr, "验证集": dv, "测试集": te})
+    b = load_data(Config(), book)
+    assert ([r.text for r in b.train.rows], [r.text for r in b.dev.rows], [r.text for r in b.test.rows]) == (
+        [r[0] for r in tr[1:]], [r[0] for r in dv[1:]], [r[0] for r in te[1:]])
+    assert b.test.rows[0].where == f"{book}[测试集] row 2"
+    assert "data: book.xlsx has a sheet per split: train = '训练集', dev = '验证集', test = '测试集'" in b.notes[0]
+    assert [b.digests[s]["sheet"] for s in ("train", "dev", "test")] == ["训练集", "验证集", "测试集"]
+    assert len({cache_digest(b.digests[s]) for s in ("train", "dev", "test")}) == 3    # one cache entry per sheet
+    note = next(n for n in b.notes if n.startswith("columns of book.xlsx[训练集]"))
+    assert "data.sheet" not in note             # pinning the sheet would turn the splits into one table
+    # a row problem names the split's sheet, and data.on_invalid=skip drops just that row
+    bad = write_xlsx(tmp_path / "bad.xlsx", {"Train": tr, "Test": te[:3] + [[None, "sports"]] + te[3:]})
+    with pytest.raises(DataError, match=r"bad.xlsx\[Test\] row 4: empty text"):
+        load_data(Config(), bad)
+    cfg = Config()
+    cfg.data.on_invalid = "skip"
+    b2 = load_data(cfg, bad)
+    assert len(b2.test) == 6 and [(s.source, s.line) for s in b2.skipped["test"]] == [(f"{bad}[Test]", 4)]
+    assert row_problem(f"{bad}[Test]", f"{bad}[Test] row 4: empty text") == (4, "empty text")
+    # data.sheet names one sheet: that sheet alone is the training data (dev held out of it), no test
+    cfg = Config()
+    cfg.data.sheet = "训练集"
+    one = load_data(cfg, book)
+    assert one.test is None and len(one.train) + len(one.dev) == 36
+    # a train sheet alone (and other sheets) is one table, as before
+    solo = write_xlsx(tmp_path / "solo.xlsx", {"notes": [["readme"]], "train": tr})
+    assert load_data(Config(), solo).test is None
+    # training and evaluate: each split from its sheet; evaluate scores the test sheet, --split another
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_model, "train.max_steps=2"), book, out=run, progress=False)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["evaluated_on"] == "test" and m["n"] == 6
+    assert evaluate_run(run, book, verbose=False)["n"] == 6 and (run / "eval_book_测试集.json").is_file()
+    assert evaluate_run(run, book, verbose=False, split="dev")["n"] == 9
+    assert evaluate_run(run, book, verbose=False, split="训练集")["n"] == 36
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--run", str(run), "--data", str(book), "--split", "验证集"]) == 0
+    assert "book.xlsx[验证集]" in capsys.readouterr().out

@@ -227,7 +227,8 @@ def config_flags(sp: argparse.ArgumentParser) -> None:
 def data_flags(sp: argparse.ArgumentParser, required: bool = True) -> None:
     sp.add_argument("--data", required=required, help="folder with train/dev/test files, or a training file (txt, tsv, "
                     "csv, jsonl, json, parquet, arrow, xlsx; also .gz/.bz2/.zst), a datasets save_to_disk folder, or "
-                    "hf:NAME[:CONFIG] (a Hugging Face dataset; offline from the local cache)"
+                    "hf:NAME[:CONFIG] (a Hugging Face dataset; offline from the local cache); a workbook with sheets "
+                    "named train/dev/test (训练集/验证集/测试集) is read as those splits"
                     + ("" if required else " (--resume: the run's own, recorded in run.json)"))
     sp.add_argument("--dev", help="dev file (default: dev.* in the folder or the dataset's validation split, else 10%% "
                                   "of train)")
@@ -292,9 +293,11 @@ def evaluate_parser(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="evaluate a trained run (or an exported bundle) on a labelled file")
     model_source(e)
     e.add_argument("--data", required=True, help="labelled file in the training format, or hf:NAME[:CONFIG] / a "
-                                                 "datasets folder (the data extra)")
-    e.add_argument("--split", help="which split of a dataset given to --data, by its own name (validation_matched) or "
-                                   "train/dev/test (default: test, else validation; train only when asked)")
+                                                 "datasets folder (the data extra), or a workbook with a sheet per "
+                                                 "split")
+    e.add_argument("--split", help="which split of a dataset (or sheet of such a workbook) given to --data, by its own "
+                                   "name (validation_matched, 验证集) or train/dev/test (default: test, else validation; "
+                                   "train only when asked)")
     e.add_argument("--out", help="folder for eval_<file>.json, bad_cases_<file>.tsv, confusion_matrix_<file>.png "
                                  "(default: the run or bundle folder)")
     e.add_argument("--batch-size", type=int, default=128)

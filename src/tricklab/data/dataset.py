@@ -19,7 +19,7 @@ from .invalid import InvalidRows, Skipped
 from .labels import (LabelMap, build_label_map, detect_task, encode_labels, read_class_file, relabel, relabel_note,
                      task_hint)
 from .readers import COMPRESSED, Row
-from .sources import Source, is_path, resolve
+from .sources import Source, is_path, resolve, sheet_sources
 
 # the file names a data folder's train/dev/test may have, in order of preference (the first found is read): every
 # extension readers.py reads, the ones added later after the first ones, so that no folder's choice changes
@@ -137,10 +137,13 @@ def _one(x: Any, role: str, label_column: Any) -> Source:
     return found.get(role) or found["train"]
 
 
-def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any = None
+def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any = None, sheet: Any = None
                  ) -> tuple[dict[str, Source], Path | None]:
-    """Sources by split (train, dev, test) and the class file, from any --data (sources.py) and --dev/--test."""
+    """Sources by split (train, dev, test) and the class file, from any --data (sources.py) and --dev/--test. A
+    workbook with a sheet per split is read as its splits, unless `sheet` (data.sheet) names the one to train on."""
     found = resolve(data, label_column)
+    if found is None and sheet in (None, ""):
+        found = sheet_sources(data) or None
     if found is None:
         train_p, dev_p, test_p, cls = locate(data, dev if is_path(dev) else None, test if is_path(test) else None)
         found = {"train": Source(str(train_p), path=train_p)}
@@ -154,17 +157,23 @@ def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any
 
 
 def _short_name(name: str) -> str:
-    return Path(name).name if Path(name).exists() else name
+    """A file's name without its folder (a workbook's split, `book.xlsx[dev]`, too); other sources as they are."""
+    return Path(name).name if Path(name).exists() or Path(name.rsplit("[", 1)[0]).is_file() else name
 
 
 def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> DataBundle:
     """Read, validate and label every split; every problem is reported before any model loads (data.on_invalid=skip:
     rows with problems of their own are dropped and recorded instead, see data/invalid.py). `data` (and dev, test)
     may be a path, `hf:NAME[:CONFIG]`, or in-memory data (data/sources.py)."""
-    srcs, cls_p = data_sources(data, dev, test, cfg.data.label_column)
+    srcs, cls_p = data_sources(data, dev, test, cfg.data.label_column, cfg.data.sheet)
     train_p = srcs["train"].name
     d = cfg.data
     notes: list[str] = []
+    if srcs["train"].sheet is not None:
+        book = srcs["train"].path
+        notes.append(f"data: {book.name if book else train_p} has a sheet per split: " + ", ".join(
+            f"{r} = {s.sheet!r}" for r, s in srcs.items() if s.sheet is not None) + "; to train on one sheet alone: "
+            "--set data.sheet=NAME")
     problems: list[str] = []
     inv = InvalidRows(d.on_invalid)
     raw = _read_sources(srcs, d, inv, problems)             # every valid row of each source, as read

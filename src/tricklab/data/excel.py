@@ -107,6 +107,31 @@ def _pick_sheet(wb: Any, sheet: str | int | None, path: Path, prefer: Sequence[s
                     f"index), with {SHEET_FLAGS}")
 
 
+# Sheet names that say a split (compared lower-case, without spaces, "_" and "-"): a workbook with a train sheet and a
+# dev or test sheet is read as its splits (data/sources.py sheet_sources), as a folder of train/dev/test files is.
+SPLIT_SHEETS = {"train": ("train", "training", "trainset", "traindata", "训练", "训练集", "训练数据", "训练样本"),
+                "dev": ("dev", "devset", "valid", "validation", "val", "validset", "验证", "验证集", "验证数据", "开发",
+                        "开发集"),
+                "test": ("test", "testing", "testset", "testdata", "测试", "测试集", "测试数据")}
+
+
+def split_sheets(path: Path) -> dict[str, str]:
+    """{split: sheet name} when the workbook's visible sheets are named for its splits (SPLIT_SHEETS): a train
+    sheet and a dev or test sheet; else {} (one table, read from one sheet). The first sheet of each role counts."""
+    wb = Sheet.open(path)
+    try:
+        names = [ws.title for ws in wb.worksheets if ws.sheet_state == "visible"]
+    finally:
+        wb.close()
+    role_of = {n: role for role, ns in SPLIT_SHEETS.items() for n in ns}
+    found: dict[str, str] = {}
+    for name in names:
+        role = role_of.get(re.sub(r"[\s_-]+", "", name.lower()))
+        if role is not None:
+            found.setdefault(role, name)
+    return found if "train" in found and len(found) > 1 else {}
+
+
 def _names_a_column(ws: Any, names: set[str]) -> bool:
     """Whether one of the sheet's first HEADER_SEARCH non-empty rows has a cell that is one of `names`."""
     ws.reset_dimensions()
@@ -147,7 +172,7 @@ class Sheet:
 
     def __init__(self, path: Path, sheet: str | int | None = None, prefer: Sequence[set[str]] = ()):
         self.path, self.sheet = path, sheet
-        wb = self._open()
+        wb = Sheet.open(self.path)
         try:
             ws, self.why = _pick_sheet(wb, sheet, path, prefer)
             self.title = ws.title
@@ -157,19 +182,21 @@ class Sheet:
             wb.close()
         self.width = 0
 
-    def _open(self) -> Any:
-        openpyxl = need_openpyxl(f"{self.path}: reading an Excel workbook")
+    @staticmethod
+    def open(path: Path) -> Any:
+        """The workbook, read-only, with the values Excel last computed for formulas."""
+        openpyxl = need_openpyxl(f"{path}: reading an Excel workbook")
         try:
-            return openpyxl.load_workbook(self.path, read_only=True, data_only=True)
+            return openpyxl.load_workbook(path, read_only=True, data_only=True)
         except Exception as e:      # noqa: BLE001 - zipfile.BadZipFile, KeyError, InvalidFileException ...
-            raise DataError(f"{self.path}: cannot read it as an Excel workbook ({type(e).__name__}: {e}); fix: open "
+            raise DataError(f"{path}: cannot read it as an Excel workbook ({type(e).__name__}: {e}); fix: open "
                             f"it in Excel or LibreOffice and save it again as .xlsx, or export it as CSV") from None
 
     def rows(self, raw: bool = False) -> Iterator[tuple[int, list[Any]]]:
         """(1-based row number, cells) of each row that has a value; trailing empty cells dropped. Cells are texts
         (cell_text), or with `raw` the values themselves where they are numbers, booleans, dates, times or empty
         (None), else texts. Streamed: one row in memory at a time."""
-        wb = self._open()
+        wb = Sheet.open(self.path)
         try:
             ws = wb[self.title]
             ws.reset_dimensions()

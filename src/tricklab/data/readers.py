@@ -300,25 +300,27 @@ def detect_format(path: Path, cfg: DataConfig) -> str:
 
 
 def read_rows(path: Path, cfg: DataConfig, labelled: bool = True, problems: list[str] | None = None,
-              pair: bool | None = None) -> list[Row]:
+              pair: bool | None = None, name: str | None = None) -> list[Row]:
     """The valid rows of one file. Problems are appended to `problems` when given (so a caller can
     report every file's problems together), else raised at once as one DataError. `pair` fixes the
-    positional layout of header-less files (dev/test follow train) instead of guessing it from line 1."""
+    positional layout of header-less files (dev/test follow train) instead of guessing it from line 1.
+    `name`: what a workbook's row problems and rows are named by (`book.xlsx[dev]`: one split's sheet)."""
     if problems is None:
         found: list[str] = []
-        rows = read_rows(path, cfg, labelled, found, pair)
+        rows = read_rows(path, cfg, labelled, found, pair, name)
         if found:
             raise DataError(found)
         return rows
     path = Path(path)
     try:
-        return _read(path, cfg, labelled, problems, pair)
+        return _read(path, cfg, labelled, problems, pair, name)
     except DataError as e:  # whole-file problems (encoding, no columns, ...)
         problems.extend(e.problems)
         return []
 
 
-def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
+def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None,
+          name: str | None = None) -> list[Row]:
     _check_file(path)
     comp = compression(path)
     kind = content_kind(path, comp)
@@ -326,7 +328,7 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
         return read_table(path, kind, comp, cfg, labelled, problems)
     fmt = detect_format(path, cfg)
     if kind == "zip" and (fmt == "xlsx" or is_excel(path)):
-        return _read_excel(path, cfg, labelled, problems, pair)
+        return _read_excel(path, cfg, labelled, problems, pair, name)
     if kind is not None:
         raise _binary_error(path, kind)
     if fmt == "xlsx":
@@ -351,21 +353,25 @@ def _read(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair
     return rows
 
 
-def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None) -> list[Row]:
+def _read_excel(path: Path, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None,
+                name: str | None = None) -> list[Row]:
     """One sheet of a workbook, its rows read as a CSV's (header or not, the same column rules), named by their
-    row numbers in the sheet; rows above the header (a title) are passed over, with a note."""
+    row numbers in the sheet (and `name`, else the path); rows above the header (a title) are passed over, with a
+    note."""
     named = {c.strip().lower() for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)}
     sheet = Sheet(path, cfg.sheet, prefer=(named, set(TEXT_NAMES)))
     table = sheet.table()
     found = header_index(table, KNOWN | named) if cfg.header == "auto" else 0
     start = max(found, 0)
     n_problems = len(problems)
-    rows = _read_delimited(path, table[start:], cfg, ",", labelled, True, problems, pair, unit="row",
-                           header_row=None if cfg.header != "auto" else found >= 0)
+    rows = _read_delimited(Path(name) if name else path, table[start:], cfg, ",", labelled, True, problems, pair,
+                           unit="row", header_row=None if cfg.header != "auto" else found >= 0)
     empty = [i for i in range(n_problems, len(problems)) if ": empty text" in problems[i] or ": empty label" in problems[i]]
     if empty:                   # said once, on the first such row (a row problem still: data.on_invalid=skip holds)
         problems[empty[0]] += f" ({EMPTY_CELL_HINT})"
     if rows.columns:
+        if name:                # one split's sheet: the others are the other splits, and data.sheet is no pin
+            sheet.others = []
         rows.columns["sheet"] = {"name": sheet.title, "others": sheet.others,
                                  "note": sheet.describe([n for n, _ in table[:start]])}
     return rows

@@ -8,6 +8,7 @@ Library: `datasets` (pip install 'tricklab[data]'), imported only for the source
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .readers import BATCH, Row, need, read_rows, records_to_rows
+from .excel import is_excel, split_sheets
+from .readers import BATCH, Row, content_kind, need, read_rows, records_to_rows
 
 HF_PREFIX = "hf:"
 SPLIT_NAMES = {"train": ("train",), "dev": ("validation", "dev", "valid", "val"), "test": ("test",)}
@@ -29,8 +31,12 @@ class Source:
     path: Path | None = None
     obj: Any = None
     class_names: list[str] | None = None  # a datasets ClassLabel's names: the label ids' meaning
+    sheet: str | None = None             # a workbook's sheet named for this split (sheet_sources)
 
     def read(self, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None = None) -> list[Row]:
+        if self.path is not None and self.sheet is not None:
+            return read_rows(self.path, dataclasses.replace(cfg, sheet=self.sheet), labelled, problems, pair,
+                             name=self.name)
         if self.path is not None:
             return read_rows(self.path, cfg, labelled, problems, pair)
         try:
@@ -47,8 +53,15 @@ class Source:
             with open(self.path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
-            return {"path": str(self.path.resolve()), "bytes": self.path.stat().st_size, "sha256": h.hexdigest()}
+            sheet = {"sheet": self.sheet} if self.sheet is not None else {}
+            return {"path": str(self.path.resolve()), **sheet, "bytes": self.path.stat().st_size, "sha256": h.hexdigest()}
         return {"path": self.name, "rows": len(rows or []), "sha256": rows_digest(rows or [])}
+
+
+def cache_digest(digest: dict[str, Any]) -> str | None:
+    """What identifies a source's rows for the token cache: its SHA-256, and the sheet of a workbook's split."""
+    sha = digest.get("sha256")
+    return sha and sha + (f"[{digest['sheet']}]" if digest.get("sheet") is not None else "")
 
 
 def rows_digest(rows: list[Row]) -> str:
@@ -171,6 +184,17 @@ def _loaded(data: Any) -> tuple[Any, str] | None:
     return None
 
 
+def sheet_sources(data: Any) -> dict[str, Source]:
+    """A workbook whose sheets are named for its splits (excel.SPLIT_SHEETS: `train`/`训练集`, `dev`/`验证集`,
+    `test`/`测试集`): a Source per split, named `BOOK.xlsx[SHEET]`; else {} (one table, one sheet)."""
+    if not is_path(data) or str(data).startswith(HF_PREFIX):
+        return {}
+    p = Path(data)
+    if not (p.is_file() and is_excel(p)) or content_kind(p, None) != "zip":
+        return {}
+    return {role: Source(f"{p}[{name}]", path=p, sheet=name) for role, name in split_sheets(p).items()}
+
+
 def resolve(data: Any, label_column: Any = None) -> dict[str, Source] | None:
     """Sources by split for everything that is not a plain file or folder of files (None: leave it to locate)."""
     got = _loaded(data)
@@ -185,10 +209,15 @@ def _role_names(split: str) -> tuple[str, ...]:
     return (split,)
 
 
-def eval_source(data: Any, split: str | None, label_column: Any = None) -> Source | None:
+def eval_source(data: Any, split: str | None, label_column: Any = None, sheet: Any = None) -> Source | None:
     """What `evaluate` scores, for anything but a plain file (None): a dataset's split named `split`, by its own name
     (`validation_matched`) or by its role (`dev` finds `validation`, `validation` finds `dev`); without `split`, its
-    test split, else its validation split. A single table (a Dataset, a DataFrame, a list) is scored whole."""
+    test split, else its validation split. A single table (a Dataset, a DataFrame, a list) is scored whole. A workbook
+    with a sheet per split (sheet_sources; unless data.sheet names one) is a dataset whose splits are its sheets."""
+    sheets = sheet_sources(data) if sheet in (None, "") else {}
+    if sheets:
+        by_sheet = {src.sheet: role for role, src in sheets.items()}     # --split 测试集: the sheet's own name
+        return sheets[_split_key(list(sheets), by_sheet.get(split, split), str(data))]
     got = _loaded(data)
     if got is None:
         return None
@@ -198,6 +227,12 @@ def eval_source(data: Any, split: str | None, label_column: Any = None) -> Sourc
             raise ConfigError(f"--split {split}: {name} is one table, not a dataset with splits; fix: leave --split out")
         return from_object(obj, name, label_column)["train"]
     splits = dict(obj)
+    key = _split_key(list(splits), split, name)
+    return Source(f"{name}[{key}]", obj=splits[key], class_names=_class_names(splits[key], label_column))
+
+
+def _split_key(splits: list[Any], split: str | None, name: str) -> Any:
+    """The split `evaluate` scores (eval_source): `split` or a name of its role; by default test, else validation."""
     wanted = _role_names(split) if split else (*SPLIT_NAMES["test"], *SPLIT_NAMES["dev"])
     key = next((k for k in wanted if k in splits), None)
     if key is None:
@@ -205,4 +240,4 @@ def eval_source(data: Any, split: str | None, label_column: Any = None) -> Sourc
         raise ConfigError(f"{name}: {'no split ' + repr(split) if split else 'no test or validation split'} (it has: "
                           f"{have}); fix: --split NAME with one of them" + ("" if split else " (--split train scores "
                           "the data the model may have been trained on)"))
-    return Source(f"{name}[{key}]", obj=splits[key], class_names=_class_names(splits[key], label_column))
+    return key

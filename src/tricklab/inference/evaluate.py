@@ -73,6 +73,8 @@ class EvalData:
 
     @property
     def shown(self) -> str:      # in tables and titles
+        if self.path is None and getattr(self.source, "sheet", None) is not None:
+            return Path(self.name).name      # a workbook's split: book.xlsx[测试集]
         return self.path.name if self.path is not None else self.name
 
 
@@ -82,12 +84,13 @@ def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> Eval
     from ..data.readers import uncompressed_name
     from ..data.sources import eval_source
 
-    src = eval_source(data, split, data_cfg.label_column)
+    src = eval_source(data, split, data_cfg.label_column, data_cfg.sheet)
     if src is None:
         if split is not None:
             raise ConfigError(f"--split {split}: {data} is a file (it has no splits); fix: leave --split out")
         return EvalData(str(data), uncompressed_name(Path(data)).stem, path=Path(data))   # test.csv.gz: eval_test.json
-    return EvalData(src.name, re.sub(r"[^\w.-]+", "_", src.name).strip("_"), source=src)
+    stem = f"{Path(data).stem}_{src.sheet}" if src.sheet is not None else src.name     # book_测试集
+    return EvalData(src.name, re.sub(r"[^\w.-]+", "_", stem).strip("_"), source=src)
 
 
 def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:

@@ -24,7 +24,7 @@ from ..data import DataBundle, Encoded, load_data, needs_lowercase, train_batche
 from ..data.balance import balanced_weights, check_sampler, coverage_warnings, imbalance_note
 from ..data.cache import Tokens, source_tokens
 from ..data.pairs import epoch_pair_batches
-from ..data.sources import rows_digest
+from ..data.sources import cache_digest, rows_digest
 from ..data.truncation import Truncation
 from ..errors import ConfigError, TrickLabError
 from ..evaluation.metrics import DEFAULT_METRIC, TASK_METRICS
@@ -366,7 +366,7 @@ def encode_splits(cfg: Config, bundle: DataBundle, tok: Any, lower: bool, notes:
         key = (split.origin if whole else f"{split.name} split", t)
         if key not in sources:
             rows = bundle.raw[split.origin] if whole else split.rows
-            digest = bundle.digests.get(key[0], {}).get("sha256") or rows_digest(rows)
+            digest = cache_digest(bundle.digests.get(key[0], {})) or rows_digest(rows)
             sources[key], how = source_tokens(rows, digest, cfg.data, tok, lower, t, bundle.is_pair)
             hows.setdefault(how, []).append(f"{key[0]} ({len(rows)} rows)")
         return sources[key].select(split.index if whole else None, split.labels, t.agg)
