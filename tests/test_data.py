@@ -284,7 +284,8 @@ def test_text_first_files_are_never_taken_for_label_first(tmp_path, lines):
 @pytest.mark.parametrize("header, text_col, label_col, why", [
     ("review,stars", "review", "stars", "label = 'stars' (the only column left; short, repeated values)"),
     ("id,review,stars", "review", "stars", "label = 'stars' (the only column left; short, repeated values)"),
-    ("comment_text,label", "comment_text", "label", "text = 'comment_text' (the only column left)"),
+    ("comment_text,label", "comment_text", "label", "text = 'comment_text' (matched the name"),
+    ("body_text,label", "body_text", "label", "text = 'body_text' (the only column left)"),
     ("评论,标签", "评论", "标签", "label = '标签' (matched the name"),
     ("sentence,sentiment", "sentence", "sentiment", "label = 'sentiment' (matched the name"),
 ])

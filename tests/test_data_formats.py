@@ -18,7 +18,7 @@ from conftest import tiny_cfg, write_thucnews
 from tricklab.cli import main as cli_main
 from tricklab.config import Config
 from tricklab.data import load_data
-from tricklab.errors import DataError
+from tricklab.errors import ConfigError, DataError
 
 datasets = pytest.importorskip("datasets")
 pd = pytest.importorskip("pandas")
@@ -698,3 +698,111 @@ def test_a_workbook_with_a_sheet_per_split_trains_and_evaluates_on_its_sheets(ti
     capsys.readouterr()
     assert cli_main(["evaluate", "--run", str(run), "--data", str(book), "--split", "验证集"]) == 0
     assert "book.xlsx[验证集]" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- multi-label as one 0/1 column per class
+
+FLAG_NAMES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+
+
+def flag_rows(n: int, seed: int = 0) -> list[list]:
+    """Jigsaw-style rows: id, comment_text, one 0/1 column per class (identity_hate never 1)."""
+    import random
+
+    rng = random.Random(seed)
+    words = "good bad awful nice hate love stupid idiot kill great".split()
+    out = []
+    for i in range(n):
+        t = " ".join(rng.choice(words) for _ in range(6))
+        out.append([f"c{i:04d}", t, int("hate" in t), int("kill" in t and "hate" in t), int("stupid" in t),
+                    int("kill" in t), int("idiot" in t), 0])
+    return out
+
+
+def test_multi_label_from_one_0_1_column_per_class(tmp_path, capsys):
+    import csv
+
+    from tricklab.config import load_config
+
+    rows = flag_rows(40)
+    want = [[FLAG_NAMES.index(n) for n, v in zip(FLAG_NAMES, r[2:]) if v == 1] for r in rows]
+    path = tmp_path / "train.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "comment_text", *FLAG_NAMES], *rows])
+    b = load_data(Config(), path)
+    assert b.task == "multi_label" and b.label_map.names == FLAG_NAMES     # the never-marked column is a class too
+    got = {r.text: lab for r, lab in zip(b.train.rows + b.dev.rows, b.train.labels + b.dev.labels)}
+    assert {r[1]: w for r, w in zip(rows, want)} == got and [] in want     # a row with no class marked: no label
+    note = next(n for n in b.notes if n.startswith("columns of train.csv"))
+    assert "label = the columns 'toxic', 'severe_toxic', 'obscene', 'threat', 'insult', 'identity_hate' (0/1 columns" in note
+    assert "unused: 'id'" in note
+    pin = note.split("--set ")[-1].strip("'")
+    pinned = load_data(load_config(None, [pin]), path)                     # the note's pin reads the same
+    assert pinned.label_map.names == FLAG_NAMES and pinned.train.labels == b.train.labels
+    # a subset by name or index; the other 0/1 columns are left unused
+    sub = load_data(load_config(None, ["data.label_column=[insult, 3]"]), path)
+    assert sub.label_map.names == ["insult", "severe_toxic"]               # 0-based index 3 of the header
+    # the same rows as TSV and as a workbook; as JSONL and a DataFrame with the columns named
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("\n".join("\t".join(map(str, r)) for r in [["id", "comment_text", *FLAG_NAMES], *rows]) + "\n",
+                   encoding="utf-8")
+    book = write_xlsx(tmp_path / "b.xlsx", {"Sheet1": [["id", "comment_text", *FLAG_NAMES], *rows]})
+    jl = tmp_path / "t.jsonl"
+    recs = [dict(zip(["id", "comment_text", *FLAG_NAMES], [r[0], r[1], *(bool(v) for v in r[2:])])) for r in rows]
+    jl.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    listed = load_config(None, ['data.label_column=' + json.dumps(FLAG_NAMES)])
+    df = pd.DataFrame([dict(zip(["id", "comment_text", *FLAG_NAMES], r)) for r in rows])
+    for cfg_, data in ((Config(), tsv), (Config(), book), (listed, jl), (listed, df)):
+        other = load_data(cfg_, data)
+        assert other.label_map.names == FLAG_NAMES, data
+        assert {r.text: lab for r, lab in zip(other.train.rows + other.dev.rows,
+                                              other.train.labels + other.dev.labels)} == got, data
+    # bad values name the row and column; data.on_invalid=skip drops the row
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["c9998", "bad value", 0, -1, 0, 0, 0, 0], ["c9999", "short", 1]])
+    with pytest.raises(DataError) as e:
+        load_data(Config(), path)
+    assert "train.csv line 42: label column 'severe_toxic' holds '-1': expected 0 or 1" in str(e.value)
+    assert "train.csv line 43: expected 8 columns (id, comment_text, toxic," in str(e.value)
+    skip = Config()
+    skip.data.on_invalid = "skip"
+    assert len(load_data(skip, path).skipped["train"]) == 2
+    jl.write_text(jl.read_text() + '{"id": "x", "comment_text": "y", "toxic": 2}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.jsonl line 41: label column 'toxic' holds '2'"):
+        load_data(listed, jl)
+    # a file with a label column keeps it: 0/1 metadata columns beside it are no classes
+    plain = tmp_path / "plain.csv"
+    plain.write_text("text,label,is_new,has_url\n" + "".join(f"球赛{i},sports,{i % 2},0\n股市{i},finance,1,{i % 2}\n"
+                                                             for i in range(10)), encoding="utf-8")
+    assert load_data(Config(), plain).task == "single_label"
+    # settings that cannot be 0/1 columns
+    for bad in ("[toxic]", "[toxic, toxic]", "[toxic, 1.5]"):
+        with pytest.raises(ConfigError, match="a list names the 0/1 label columns"):
+            load_config(None, [f"data.label_column={bad}"])
+    headless = tmp_path / "h.csv"
+    headless.write_text("".join(f"球赛{i},1,0\n" for i in range(5)), encoding="utf-8")
+    with pytest.raises(DataError, match=r"names 0/1 columns of a header, but line 1 holds data"):
+        load_data(load_config(None, ["data.label_column=[1, 2]"]), headless)
+
+
+def test_a_0_1_column_model_trains_evaluates_and_predicts(tiny_model, tmp_path, capsys):
+    import csv
+
+    from tricklab.inference.evaluate import evaluate_run
+    from tricklab.training import train
+
+    head = ["id", "comment_text", *FLAG_NAMES]
+    for name, rows in (("train.csv", flag_rows(48, 1)), ("test.csv", flag_rows(12, 2))):
+        (tmp_path / "d").mkdir(exist_ok=True)
+        with open(tmp_path / "d" / name, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([head, *rows])
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_model, "train.max_steps=2", "data.lowercase=true"), tmp_path / "d", out=run, progress=False)
+    meta = json.loads((run / "model" / "tricklab.json").read_text())
+    assert meta["labels"]["names"] == FLAG_NAMES and meta["labels"]["task"] == "multi_label"
+    m = evaluate_run(run, tmp_path / "d" / "test.csv", verbose=False)
+    assert m["n"] == 12 and "micro_f1" in m
+    out = tmp_path / "p.csv"
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "d" / "test.csv"), "--output", str(out), "--quiet"]) == 0
+    got = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert [g["id"] for g in got] == [f"c{i:04d}" for i in range(12)] and "labels" in got[0] and "toxic" in got[0]

@@ -39,7 +39,9 @@ class DataConfig:
     delimiter: str | None = None   # tab | space | comma | a character; default: tab (.txt/.tsv), comma (.csv)
     text_column: Union[str, int, None] = None    # name (with a header) or 0-based index
     text_b_column: Union[str, int, None] = None  # second text of a sentence pair
-    label_column: Union[str, int, None] = None   # name (with a header) or 0-based index; default: a known name
+    label_column: Union[str, int, list, None] = None   # name (with a header) or 0-based index; default: a known
+                                   # name, else (multi-label) the 0/1 columns, one per class; a list of names or
+                                   # indices: those 0/1 columns (CSV, TSV, Excel)
     soft_label_column: Union[str, int, None] = None  # per-class probabilities/logits for `kd` (JSON list or spaces)
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
@@ -269,6 +271,15 @@ def check_encoding(name: str, what: str) -> str:
     return codec
 
 
+def _check_flag_columns(flags: Any) -> None:
+    """data.label_column as a list: the 0/1 label columns, one per class (multi-label)."""
+    if isinstance(flags, list) and (len(flags) < 2 or not all(isinstance(c, (str, int)) and not isinstance(c, bool)
+                                                            for c in flags) or len(set(flags)) < len(flags)):
+        raise ConfigError(f"config data.label_column: {flags!r}: a list names the 0/1 label columns (one per class, "
+                          f"multi-label): two or more distinct column names or 0-based indices; fix: e.g. "
+                          f"--set 'data.label_column=[toxic, obscene, insult]', or one name for a label column")
+
+
 def validate(cfg: Config) -> None:
     def choice(path: str, value: str, options: tuple[str, ...]) -> None:
         if value not in options:
@@ -288,6 +299,7 @@ def validate(cfg: Config) -> None:
     choice("data.chunk_agg", cfg.data.chunk_agg, ("mean", "max"))
     choice("data.sampler", cfg.data.sampler, SAMPLERS)
     choice("data.on_invalid", cfg.data.on_invalid, ("error", "skip"))
+    _check_flag_columns(cfg.data.label_column)
     choice("model.prior_bias_init", cfg.model.prior_bias_init, ("auto", "true", "false"))
     choice("train.adam_bias_correction", cfg.train.adam_bias_correction, ("auto", "true", "false"))
     choice("model.lora", cfg.model.lora, ("auto", "false"))

@@ -4,6 +4,7 @@ names no column of the header gets the header's columns and the closest name (di
 from __future__ import annotations
 
 import difflib
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,18 @@ def column_choice(path: Path, header: list[str] | None, first: list[str], cfg: D
             "roles": roles, "unused": unused}
 
 
-def role_columns(choice: dict[str, Any]) -> dict[str, int]:
+def flag_choice(choice: dict[str, Any], columns: list[str], flags: list[int], added: str, setting: Any) -> None:
+    """A column_choice (of `columns`, which end with `added`) whose label is one 0/1 column per class (readers:
+    _flag_columns, _record_flags): the label role names those columns; `added`, the column the reader made of
+    them, is no column of the file."""
+    names = [str(columns[i]).strip() for i in flags]
+    why = (f"data.label_column={setting!r}" if isinstance(setting, list) else "0/1 columns, one class each: multi-label")
+    choice["roles"]["label"] = {"index": list(flags), "column": names, "why": why}
+    choice["columns"] = len(columns) - 1
+    choice["unused"] = [u for u in choice["unused"] if u not in names and u != added]
+
+
+def role_columns(choice: dict[str, Any]) -> dict[str, Any]:
     """role -> column index of a column_choice (the reasons left out: two files read alike when these agree)."""
     return {role: r["index"] for role, r in choice["roles"].items()}
 
@@ -80,8 +92,11 @@ def column_note(choice: dict[str, Any], pin: bool = True) -> str:
     parts, pins = [], []
     for role, r in choice["roles"].items():
         col = repr(r["column"]) if r["column"] is not None else f"column {r['index']}"
+        value = r["column"] if r["column"] is not None else r["index"]
+        if isinstance(value, list):       # 0/1 label columns (flag_choice): a JSON list, which YAML reads too
+            col, value = "the columns " + ", ".join(map(repr, value)), json.dumps(value, ensure_ascii=False)
         parts.append(f"{role} = {col} ({r['why']})")
-        pins.append("--set " + shlex.quote(f"data.{role}_column={r['column'] if r['column'] is not None else r['index']}"))
+        pins.append("--set " + shlex.quote(f"data.{role}_column={value}"))
     unused = ", ".join(repr(c) if isinstance(c, str) else f"column {c}" for c in choice["unused"])
     delim = choice.get("delimiter")
     if delim:       # a .csv read with another separator than the comma (readers.csv_delimiter)

@@ -156,6 +156,19 @@ def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any
     return found, cls
 
 
+def _class_names(task: str, cls_p: Path | None, train: Source, columns: dict[str, Any] | None,
+                 encoding: str) -> list[str] | None:
+    """The classes when the labels alone do not say them all: a class file; a datasets ClassLabel's names (ids in
+    the data); the 0/1 label columns of multi-label data, one class each, in order (a class no train row has is
+    still a class)."""
+    if cls_p is not None and task != "regression":
+        return read_class_file(cls_p, encoding)
+    if task == "single_label":
+        return train.class_names
+    flags = ((columns or {}).get("roles") or {}).get("label", {}).get("column")
+    return list(flags) if task == "multi_label" and isinstance(flags, list) else None
+
+
 def _short_name(name: str) -> str:
     """A file's name without its folder (a workbook's split, `book.xlsx[dev]`, too); other sources as they are."""
     return Path(name).name if Path(name).exists() or Path(name.rsplit("[", 1)[0]).is_file() else name
@@ -195,9 +208,7 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         for rows in raw.values():
             relabel(rows, d.label_map, d.label_sep, used, multi=task == "multi_label")
         notes.append(relabel_note(d.label_map, used))
-    class_names = read_class_file(cls_p, d.encoding) if cls_p is not None and task != "regression" else None
-    if class_names is None and task == "single_label":
-        class_names = srcs["train"].class_names     # a datasets ClassLabel: ids in the data, its names
+    class_names = _class_names(task, cls_p, srcs["train"], columns.get("train"), d.encoding)
     how = [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]   # what a misread shows
     try:
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))

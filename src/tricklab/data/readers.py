@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import dataclasses
 import difflib
 import gzip
 import importlib
@@ -36,11 +37,11 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from ..config import DataConfig
 from ..errors import DataError
-from .columns import Rows, column_choice, column_not_found
+from .columns import Rows, column_choice, column_not_found, flag_choice
 from .excel import EMPTY_CELL_HINT, Sheet, header_index, is_excel
 
 TEXT_NAMES = ("text", "text_a", "sentence", "sentence1", "review", "content", "query", "query1", "question", "question1", "title",
-              "comment", "body", "document", "tweet", "message", "utterance", "headline", "premise",
+              "comment", "comment_text", "body", "document", "tweet", "message", "utterance", "headline", "premise",
               "文本", "内容", "正文", "句子", "句子1", "评论", "标题", "问题", "评论内容", "文本内容", "评价", "评价内容",
               "用户评论", "留言", "语句", "新闻标题", "用户问题", "客户问题", "问句", "用户输入", "咨询内容", "对话内容")
 TEXT_B_NAMES = ("text_b", "sentence2", "query2", "question2", "hypothesis", "句子2")
@@ -412,7 +413,7 @@ def _header_fields(first: list[str], cfg: DataConfig) -> bool:
     """Whether a text file's first record names the columns (a sheet's header is found by excel.header_index)."""
     if cfg.header != "auto":
         return cfg.header == "true"
-    named = [c for c in (cfg.text_column, cfg.text_b_column, cfg.label_column) if isinstance(c, str)]
+    named = [c for c in (cfg.text_column, cfg.text_b_column, *_label_names(cfg.label_column)) if isinstance(c, str)]
     cells = [c.strip().lower() for c in first]
     if named:  # a row of names that lacks a wanted one is still a header: the error then names the closest
         names_like = all(c == "" or c.replace(" ", "_").replace("-", "_").isidentifier() for c in cells)
@@ -493,12 +494,20 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     at = f"{unit} {first_rec[0]}"
     ti = _pick(header, cfg.text_column, TEXT_NAMES, path, "text", at)
     bi = _pick(header, cfg.text_b_column, TEXT_B_NAMES, path, "text_b", at)
-    li = _pick(header, cfg.label_column, LABEL_NAMES, path, "label", at)
+    listed = isinstance(cfg.label_column, list)
+    li = None if listed else _pick(header, cfg.label_column, LABEL_NAMES, path, "label", at)
     si = _pick(header, cfg.soft_label_column, (), path, "soft_label", at)
     guessed: dict[str, str] = {}
+    flags: list[int] = []          # 0/1 label columns (multi-label), folded into one label column at the end
+    if listed and header is None:
+        raise DataError(f"{path}: data.label_column={cfg.label_column!r} names 0/1 columns of a header, but {at} "
+                        f"holds data; fix: add a header line (or --set data.header=true)")
+    if header is not None and labelled and li is None and split_all:
+        flags, header, records = _flag_columns(path, header, records, split, cfg, (ti, bi, si), unit, problems, is_csv, delim)
+        li = len(header) - 1 if flags else None
     if header is not None:
         ncols = len(header)
-        left = [i for i in range(ncols) if i not in (ti, bi, li, si) and not _id_like(header[i])]   # ids never count
+        left = [i for i in range(ncols) if i not in (ti, bi, li, si, *flags) and not _id_like(header[i])]   # ids never count
         if len(left) == 1 and (ti is None) != (labelled and li is None):
             if ti is None:              # one role unnamed, one column left: the label is named, so this is the text
                 ti, guessed["text"] = left[0], "the only column left"
@@ -514,26 +523,8 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
             raise DataError(f"{path} {unit} {first_rec[0]}: no label column in header ({', '.join(header)}); "
                             f"fix: --set data.label_column=NAME")
     else:
-        given = [i for i in (ti, bi, li, si) if i is not None]
-        if not split_all:  # e.g. space: the last column takes the rest of the line
-            ncols = max(max(given, default=-1) + 1, 2 if labelled else 1)
-        elif pair is not None and not given:
-            ncols = (2 if pair else 1) + (1 if labelled else 0)
-        else:
-            ncols = len(first)
-        if not given and ncols == 3:  # positional defaults: text | text, label | text_a, text_b, label
-            ti, bi, li = 0, 1, 2
-        elif ti is None or (labelled and li is None):
-            if ncols > 3 or (ncols == 3 and ti is None):
-                raise DataError(f"{path} {unit} {first_rec[0]}: {ncols} columns and no header; fix: name them with "
-                                f"--set data.text_column=I --set data.label_column=J (0-based)")
-            free = [i for i in range(ncols) if i not in given]  # unset roles take the free columns in order
-            if ti is None and free:
-                ti = free.pop(0)
-            if labelled and li is None and free:
-                li = free.pop(0)
-        if labelled and not given and ncols == 2 and pair is not True and split_all:
-            records = _refuse_label_first(path, records, split)
+        ncols, ti, bi, li, records = _headerless(path, first, records, split, (ti, bi, li, si), labelled, pair,
+                                                 split_all, f"{unit} {first_rec[0]}")
     if not labelled:
         li = None if header is None and ncols == 1 else li
     layout = ", ".join(n for n, i in sorted([("text", ti), ("text_b", bi), ("label", li)], key=lambda x: -1 if x[1] is None else x[1]) if i is not None)
@@ -563,9 +554,91 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     out = Rows(rows)
     out.columns = column_choice(path, header, first, cfg, ncols, {"text": ti, "text_b": bi, "label": li, "soft_label": si},
                                 guessed)
+    if flags:
+        flag_choice(out.columns, header, flags, FLAGS_COLUMN, cfg.label_column)
     if header is None and labelled and cfg.header == "auto" and _header_read_as_data(rows, first_rec[0], cfg.label_sep):
         out.columns["suspect_header"] = {"where": f"{unit} {first_rec[0]}", "label": rows[0].label}
     return out
+
+
+def _headerless(path: Path, first: list[str], records: Iterator[tuple[int, Any]], split: Any,
+                roles: tuple[int | None, ...], labelled: bool, pair: bool | None, split_all: bool, at: str
+                ) -> tuple[int, int | None, int | None, int | None, Iterator[tuple[int, Any]]]:
+    """A file without a header: (its column count, the text, text_b and label columns, the records): the columns
+    set by index, else by position (text | text, label | text_a, text_b, label), else the free ones in order."""
+    ti, bi, li, si = roles
+    given = [i for i in roles if i is not None]
+    if not split_all:  # e.g. space: the last column takes the rest of the line
+        ncols = max(max(given, default=-1) + 1, 2 if labelled else 1)
+    elif pair is not None and not given:
+        ncols = (2 if pair else 1) + (1 if labelled else 0)
+    else:
+        ncols = len(first)
+    if not given and ncols == 3:  # positional defaults: text | text, label | text_a, text_b, label
+        ti, bi, li = 0, 1, 2
+    elif ti is None or (labelled and li is None):
+        if ncols > 3 or (ncols == 3 and ti is None):
+            raise DataError(f"{path} {at}: {ncols} columns and no header; fix: name them with "
+                            f"--set data.text_column=I --set data.label_column=J (0-based)")
+        free = [i for i in range(ncols) if i not in given]  # unset roles take the free columns in order
+        if ti is None and free:
+            ti = free.pop(0)
+        if labelled and li is None and free:
+            li = free.pop(0)
+    if labelled and not given and ncols == 2 and pair is not True and split_all:
+        records = _refuse_label_first(path, records, split)
+    return ncols, ti, bi, li, records
+
+
+FLAG_ON = {"1", "1.0", "true", "yes", "y"}
+FLAG_OFF = {"0", "0.0", "false", "no", "n", ""}
+FLAGS_COLUMN = "labels (0/1 columns)"
+
+
+def _label_names(label_column: Any) -> list[Any]:
+    return list(label_column) if isinstance(label_column, list) else [label_column]
+
+
+def _flag_columns(path: Path, header: list[str], records: Iterator[tuple[int, Any]], split: Any, cfg: DataConfig,
+                  taken: tuple[int | None, ...], unit: str, problems: list[str], is_csv: bool, delim: str
+                  ) -> tuple[list[int], list[str], Iterator[tuple[int, Any]]]:
+    """Multi-label data with one 0/1 column per class (`id, comment_text, toxic, obscene, ...`): (those columns,
+    the header with one label column added, records whose added cell lists the classes marked 1, as a JSON list).
+    The columns are data.label_column as a list of names (or indices), else, when no column is named like a label,
+    the two or more columns besides the text and ids whose first PEEK_RECORDS values are 0 or 1 (`true`/`false`,
+    `yes`/`no`; empty is 0), nine in ten at least. A value that is neither is a row problem. ([], header, records)
+    when there are none."""
+    n = len(header)
+    if isinstance(cfg.label_column, list):
+        flags = [_pick(header, c, (), path, "label", f"{unit} 1") for c in cfg.label_column]
+    else:
+        sample, records = _peek(records)
+        cells = [c for c in (split(rec, n) for _, rec in sample) if len(c) == n]
+        flags = [i for i in range(n) if i not in taken and not _id_like(header[i]) and cells
+                 and sum(c[i].strip().lower() in FLAG_ON | FLAG_OFF for c in cells) >= 0.9 * len(cells)
+                 and any(c[i].strip() for c in cells)]     # a stray -1 or 2 is a row problem, not another column
+        if len(flags) < 2:
+            return [], header, records
+    names = [header[i].strip() for i in flags]
+
+    def fold() -> Iterator[tuple[int, Any]]:
+        for line, rec in records:
+            cells = split(rec, n)
+            if len(cells) != n:
+                problems.append(f"{path} {unit} {line}: expected {n} columns ({', '.join(header)}), found "
+                                f"{len(cells)}: {_short(rec if isinstance(rec, str) else delim.join(rec))}; fix: remove "
+                                f"stray separators inside the text, or quote the file as CSV")
+                continue
+            values = [cells[i].strip().lower() for i in flags]
+            bad = next((j for j, v in enumerate(values) if v not in FLAG_ON | FLAG_OFF), None)
+            if bad is not None:
+                problems.append(f"{path} {unit} {line}: label column {names[bad]!r} holds "
+                                f"{_short(cells[flags[bad]].strip())}: expected 0 or 1 (1: the class applies); fix: "
+                                f"write 0 or 1")
+                continue
+            on = json.dumps([nm for nm, v in zip(names, values) if v in FLAG_ON], ensure_ascii=False)
+            yield line, [*cells, on] if is_csv else delim.join([*cells, on])
+    return flags, [*header, FLAGS_COLUMN], fold()
 
 
 def _header_read_as_data(rows: list[Row], first_line: int, label_sep: str) -> bool:
@@ -725,6 +798,15 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
     n_problems = len(problems)
     cache: dict[tuple, tuple[str | None, ...]] = {}
     roles = None
+    flags = _label_names(cfg.label_column) if isinstance(cfg.label_column, list) and labelled else []
+    if flags:               # one 0/1 column per class: their names, folded into one list label
+        flags = [columns[c] if isinstance(c, int) and columns and 0 <= c < len(columns) else str(c) for c in flags]
+        missing = [c for c in flags if columns is not None and c not in columns]
+        if missing:
+            raise column_not_found(source, "label", missing[0], columns or [], table=True)
+        records = _record_flags(records, flags, source, unit, problems)
+        setting, cfg = cfg.label_column, dataclasses.replace(cfg, label_column=FLAGS_COLUMN)
+        columns = None if columns is None else [*columns, FLAGS_COLUMN]
     if columns is not None:
         roles = _roles(columns, cfg, source, table=True)
         rows.columns = column_choice(source, columns, columns, cfg, len(columns), {
@@ -755,9 +837,38 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
         rows.columns = column_choice(source, keys, keys, cfg, len(keys), {
             role: None if c is None else keys.index(c) for role, c in zip(("text", "text_b", "label", "soft_label"),
                                                                           cache[next(iter(cache))])})
+    if flags and rows.columns:
+        keys = columns or [str(k) for k in next(iter(cache))]
+        flag_choice(rows.columns, keys, [keys.index(c) for c in flags if c in keys], FLAGS_COLUMN, setting)
     if not rows and len(problems) == n_problems:
         problems.append(f"{source}: no examples" + (": it needs one JSON object per line" if unit == "line" else ""))
     return rows
+
+
+def _record_flags(records: Iterable[tuple[int, Any]], flags: list[str], source: str, unit: str,
+                  problems: list[str]) -> Iterator[tuple[int, Any]]:
+    """Records with one 0/1 field per class (data.label_column as a list): each with the list of the classes marked
+    1 under FLAGS_COLUMN. 0/1, true/false, "0"/"1", yes/no; missing values (None, NaN) are 0."""
+    for i, obj in records:
+        if not isinstance(obj, dict):
+            yield i, obj
+            continue
+        on, bad = [], None
+        for name in flags:
+            v = _plain(obj.get(name))
+            v = v.strip().lower() if isinstance(v, str) else v
+            if name not in obj:
+                bad = f"no {name!r} field (keys: {', '.join(map(str, obj))}); fix: add it, or leave it out of data.label_column"
+            elif v is True or (not isinstance(v, bool) and v in (1, 1.0)) or v in FLAG_ON:
+                on.append(name)
+            elif not (v is None or v is False or (not isinstance(v, bool) and v in (0, 0.0)) or v in FLAG_OFF):
+                bad = f"label column {name!r} holds {_short(str(v))}: expected 0 or 1 (1: the class applies); fix: write 0 or 1"
+            if bad:
+                break
+        if bad:
+            problems.append(f"{source} {unit} {i}: {bad}")
+            continue
+        yield i, {**obj, FLAGS_COLUMN: on}
 
 
 def _named_fields_exist(cfg: DataConfig, cache: dict[tuple, Any], source: str, n_problems: int,
