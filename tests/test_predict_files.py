@@ -481,6 +481,25 @@ def test_on_invalid_skip_leaves_bad_records_out_and_lists_them(run, pred, tmp_pa
     cap = capsys.readouterr()
     assert [json.loads(x)["text"] for x in cap.out.splitlines()] == ["球赛", "股市"]
     assert "2 invalid record(s) left out" in cap.err and "line 3: not valid JSON" in cap.err, cap.err
+    # a bad first record is skipped too: the columns come from the next one
+    (tmp_path / "first.jsonl").write_text('{"id": 1}\n{"text": "球赛"}\n{"id": 3}\n', encoding="utf-8")
+    (tmp_path / "first.csv").write_text("id,text\n1,a,b\n2,股市\n", encoding="utf-8")
+    for name, keep, said in (("first.jsonl", "球赛", ["first.jsonl line 1: no text column among (id)",
+                                                     "first.jsonl line 3: no 'text' (keys: id)"]),
+                             ("first.csv", "股市", ["first.csv line 2: expected 2 comma-separated columns"])):
+        assert cli_main(["predict", "--run", str(run), str(tmp_path / name), "--on-invalid", "skip", "--quiet"]) == 0
+        cap = capsys.readouterr()
+        assert [json.loads(x)["text"] for x in cap.out.splitlines()] == [keep], (name, cap.err)
+        assert f"{len(said)} invalid record(s)" in cap.err and all(x in cap.err for x in said), cap.err
+    # nothing valid on standard input (never checked first): an error too
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"text": ""}\n'), encoding="utf-8"))
+    assert cli_main(["predict", "--run", str(run), "-", "--format", "jsonl", "--on-invalid", "skip", "--quiet"]) == 2
+    assert "no valid record to predict" in capsys.readouterr().err
+    # many bad records in error mode: 20 listed, the count of the rest, and the way on, never hidden
+    (tmp_path / "many.csv").write_text("id,text\n" + "".join(f"{i},\n" for i in range(25)), encoding="utf-8")
+    assert cli_main(["predict", "--run", str(run), str(tmp_path / "many.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "... and 5 more problems" in err and "25 record(s) above are invalid; fix them, or --on-invalid skip" in err
     # nothing valid: an error, and no output
     (tmp_path / "none.csv").write_text("id,text\n1, \n2,\n", encoding="utf-8")
     out.unlink()
@@ -497,7 +516,8 @@ def test_on_invalid_skip_leaves_bad_records_out_and_lists_them(run, pred, tmp_pa
     assert "5 invalid record(s)" in cap.err and "m.csv line 3: empty" in cap.err and "m.csv line 4:" not in cap.err
     assert "... and 3 more" in cap.err
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "m.csv")]) == 2
-    assert "m.csv: stopped reading at 2 problems" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "m.csv: stopped reading at 2 problems" in err and "these record(s) above are invalid" in err
     with pytest.raises(ConfigError, match="--on-invalid drop: expected one of error, skip"):
         pred.predict_file(inp, tmp_path / "x.jsonl", on_invalid="drop")
 
@@ -509,11 +529,17 @@ def test_blank_lines_of_a_text_input_are_counted(run, pred, tmp_path, capsys):
     assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
     cap = capsys.readouterr()
     assert [json.loads(x)["text"] for x in cap.out.splitlines()] == ["球赛冠军", "股市利率", "玩家游戏"]
-    assert cap.err.count("b.txt: 4 blank line(s) skipped (line 1, 3, 4, 6): the output has one row per "
-                         "non-blank line") == 1, cap.err
+    assert cap.err.count("b.txt: 4 blank line(s) skipped (line 1, 3, 4, 6): they get no output row, so the "
+                         "output's rows do not line up with the input's lines") == 1, cap.err
+    inp.write_text("球赛冠军\n  \n\t\n\u3000\n股市利率\n", encoding="utf-8")     # whitespace only is blank too
+    assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
+    assert "3 blank line(s) skipped (line 2, 3, 4)" in capsys.readouterr().err
     inp.write_text("球赛\n" + "\n" * 12 + "股市\n", encoding="utf-8")
     assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
     assert "12 blank line(s) skipped (line 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...)" in capsys.readouterr().err
+    inp.write_text("球赛\n" + "\n" * 10 + "股市\n", encoding="utf-8")                # ten: all shown
+    assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
+    assert "10 blank line(s) skipped (line 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)" in capsys.readouterr().err
     inp.write_text("球赛\n股市\n\n", encoding="utf-8")        # trailing blank lines shift no row: no note
     assert cli_main(["predict", "--run", str(run), str(inp), "--quiet"]) == 0
     assert "blank" not in capsys.readouterr().err

@@ -420,11 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "input pass through, then the prediction)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--no-check", action="store_true",
-                    help="skip reading the input file once for problems before predicting (they still stop the run)")
+                    help="skip reading the input file once for problems before predicting (a bad record still stops "
+                         "the run, unless --on-invalid skip)")
     pr.add_argument("--on-invalid", choices=["error", "skip"], default="error",
                     help="a bad record (an empty text, a row with the wrong number of columns, a line that is not "
-                         "JSON): error (default) stops before predicting, with every bad record listed; skip leaves "
-                         "them out of the output and lists them on standard error")
+                         "JSON): error (default) stops the run (a file is read once first, so that it stops before "
+                         "predicting, with its bad records listed); skip leaves them out of the output and lists them "
+                         "on standard error")
     decision_flags(pr)
     pr.set_defaults(func=cmd_predict)
 

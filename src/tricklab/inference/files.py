@@ -254,8 +254,8 @@ def _text_records(src: Source, log: Callable[[str], None] | None) -> Iterator[tu
         yield from ((n, {"text": s}) for n, s in first)
     if blank:
         where = ", ".join(map(str, shown[:blank])) + (", ..." if blank > len(shown) else "")
-        src.note(f"note: {src.name}: {blank} blank line(s) skipped (line {where}): the output has one row per "
-                 f"non-blank line, not one per line", log)
+        src.note(f"note: {src.name}: {blank} blank line(s) skipped (line {where}): they get no output row, so the "
+                 f"output's rows do not line up with the input's lines", log)
 
 
 def _header(src: Source, cells: list[str], line: int) -> list[str]:
@@ -659,12 +659,12 @@ class Invalid:
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.extend(problems)
         elif not self.skip:
-            raise DataError(self.problems + [f"{self.source}: stopped reading at {MAX_PROBLEMS} problems"])
+            raise self.error(f"{self.source}: stopped reading at {MAX_PROBLEMS} problems")
 
-    def error(self) -> DataError:
-        hint = (f"{self.count} record(s) above are invalid; fix them, or --on-invalid skip to predict the others "
-                f"(the records left out are listed)")
-        return DataError(self.problems + [hint])
+    def error(self, stop: str | None = None) -> DataError:
+        hint = (f"{'these' if stop else self.count} record(s) above are invalid; fix them, or --on-invalid skip to "
+                f"predict the others (the records left out are listed)")
+        return DataError(self.problems + ([stop] if stop else []) + [hint])
 
     def note(self) -> str:
         more = f"\n  ... and {self.count - len(self.problems)} more" if self.count > len(self.problems) else ""
@@ -683,7 +683,7 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
             if isinstance(rec, Problem):
                 raise DataError(str(rec))
             if cols is None:
-                cols = resolve_columns(src, list(rec), pair, text_column, text_b_column, src.unit)
+                cols = _first_columns(src, line, rec, pair, text_column, text_b_column, invalid)
                 known = [k for k in rec if str(k).lower() in TEXT_NAMES]
                 if text_column is None and not cols.tabs and _present(list(rec), src.trained.get("text")):
                     if str(cols.text).lower() not in TEXT_NAMES or len(known) > 1:
@@ -694,7 +694,7 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
                              f"the first known name as train picks it; choose another with --text-column", log)
             out, x = cols.extract(line, rec)
         except DataError as e:
-            if invalid is None or cols is None and not isinstance(rec, Problem):
+            if invalid is None or cols is None and not (isinstance(rec, Problem) or invalid.skip):
                 raise
             invalid.add(e.problems)
             continue
@@ -704,6 +704,19 @@ def texts(src: Source, pair: bool, text_column: str | None = None, text_b_column
             src.note("note: lines hold more than two tab-separated columns: predicting the first two as text_a and "
                      "text_b (the model takes a pair); the rest is left out", log)
         yield line, out, x
+
+
+def _first_columns(src: Source, line: int, rec: dict[str, Any], pair: bool, text_column: str | None,
+                   text_b_column: str | None, invalid: Invalid | None) -> Columns:
+    """The columns, from the first record; skipping, a first record without them is a bad record (its line named),
+    and the next one is asked (an input where none has them ends with every record skipped: an error)."""
+    try:
+        return resolve_columns(src, list(rec), pair, text_column, text_b_column, src.unit)
+    except DataError as e:
+        if invalid is None or not invalid.skip:
+            raise
+        raise DataError([f"{src.name} {src.unit} {line}: " + p.removeprefix(f"{src.name}: ") for p in e.problems]
+                        ) from None
 
 
 def check_input(src: Source, pair: bool, text_column: str | None = None, text_b_column: str | None = None,
