@@ -40,8 +40,8 @@ class DataConfig:
     text_column: Union[str, int, None] = None    # name (with a header) or 0-based index
     text_b_column: Union[str, int, None] = None  # second text of a sentence pair
     label_column: Union[str, int, list, None] = None   # name (with a header) or 0-based index; default: a known
-                                   # name, else (multi-label) the 0/1 columns, one per class; a list of names or
-                                   # indices: those 0/1 columns (CSV, TSV, Excel)
+                                   # name, else (CSV, TSV, Excel; multi-label) the 0/1 columns, one per class;
+                                   # a list of names or indices: those 0/1 columns (any format)
     soft_label_column: Union[str, int, None] = None  # per-class probabilities/logits for `kd` (JSON list or spaces)
     label_type: str = "auto"       # auto | id | name: how single-label values are read
     label_sep: str = "|"           # multi-label separator (a JSON list also works)
