@@ -770,15 +770,63 @@ def test_multi_label_from_one_0_1_column_per_class(tmp_path, capsys):
     jl.write_text(jl.read_text() + '{"id": "x", "comment_text": "y", "toxic": 2}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"t.jsonl line 41: label column 'toxic' holds '2'"):
         load_data(listed, jl)
+    assert b.columns["train"]["unused"] == ["id"] and b.columns["train"]["columns"] == 8
+    # Parquet with the columns named; data.label_map renames (and merges) the classes the columns stand for
+    pq.write_table(pa.Table.from_pandas(df), tmp_path / "t.parquet")
+    other = load_data(listed, tmp_path / "t.parquet")
+    assert other.label_map.names == FLAG_NAMES and len(other.train) + len(other.dev) == 40
+    mapped = load_data(load_config(None, ['data.label_map={toxic: bad, insult: bad}']), tsv)
+    assert mapped.label_map.names == ["bad", "severe_toxic", "obscene", "threat", "identity_hate"]
+    name_of = {r.text: sorted(mapped.label_map.names[i] for i in lab)
+               for r, lab in zip(mapped.train.rows + mapped.dev.rows, mapped.train.labels + mapped.dev.labels)}
+    assert name_of == {r[1]: sorted({("bad" if n in ("toxic", "insult") else n) for n, v in zip(FLAG_NAMES, r[2:]) if v})
+                       for r in rows}
+    # true/yes/1.0 and empty cells read as 0/1; a trailing empty column is nothing; one 0/1 column is a binary label
+    words = tmp_path / "w.csv"
+    words.write_text("text,a,b,extra\n" + "".join(f"球赛{i},{['true', 'yes', '1.0', 'y'][i % 4]},,\n股市{i},0,1,\n"
+                                                  for i in range(6)), encoding="utf-8")
+    wb_ = load_data(Config(), words)
+    assert wb_.label_map.names == ["a", "b"] and wb_.columns["train"]["unused"] == ["extra"]
+    assert {r.text: lab for r, lab in zip(wb_.train.rows + wb_.dev.rows, wb_.train.labels + wb_.dev.labels)} == {
+        **{f"球赛{i}": [0] for i in range(6)}, **{f"股市{i}": [1] for i in range(6)}}
+    one = tmp_path / "one.csv"
+    one.write_text("text,is_spam\n" + "".join(f"球赛{i},{i % 2}\n" for i in range(12)), encoding="utf-8")
+    assert load_data(Config(), one).task == "single_label"
+    # no guess when another column may be the label: a named-unknown label, a remark, a 0-4 score beside 0/1 columns
+    for extra, values in (("quality", ["好", "差"]), ("remark", [""] * 9 + ["客户说得对"]), ("stars", ["0", "1", "1", "2", "0",
+                                                                                               "1", "0", "4", "1", "3"])):
+        odd = tmp_path / f"odd_{extra}.csv"
+        odd.write_text(f"text,is_new,has_url,{extra}\n" + "".join(
+            f"球赛{i},{i % 2},{(i // 2) % 2},{values[i % len(values)]}\n" for i in range(20)), encoding="utf-8")
+        with pytest.raises(DataError, match=r"no label column in header .*--set data.label_column=NAME \(or, one 0/1 "
+                                            r"column per class: --set 'data.label_column=\[NAME, NAME, ...\]'\)"):
+            load_data(Config(), odd)
+    # every file read must have train's 0/1 columns
+    (tmp_path / "dd").mkdir()
+    with open(tmp_path / "dd" / "train.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "comment_text", *FLAG_NAMES], *rows])
+    with open(tmp_path / "dd" / "dev.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "comment_text", *FLAG_NAMES[:-1]], *(r[:-1] for r in rows[:8])])
+    with pytest.raises(DataError, match=r"dev.csv: its 0/1 label columns \(toxic, .*, insult\) are not train's"):
+        load_data(Config(), tmp_path / "dd")
     # a file with a label column keeps it: 0/1 metadata columns beside it are no classes
     plain = tmp_path / "plain.csv"
     plain.write_text("text,label,is_new,has_url\n" + "".join(f"球赛{i},sports,{i % 2},0\n股市{i},finance,1,{i % 2}\n"
                                                              for i in range(10)), encoding="utf-8")
     assert load_data(Config(), plain).task == "single_label"
     # settings that cannot be 0/1 columns
-    for bad in ("[toxic]", "[toxic, toxic]", "[toxic, 1.5]"):
+    for bad in ("[toxic]", "[toxic, toxic]", "[toxic, 1.5]", "[toxic, -1]", "[yes, no]"):
         with pytest.raises(ConfigError, match="a list names the 0/1 label columns"):
             load_config(None, [f"data.label_column={bad}"])
+    for bad, said in (("[toxic, 9]", "9 is no column of the header"), ("[toxic, 2]", "names the column 'toxic' twice"),
+                      ("[comment_text, toxic]", "'comment_text' is read as the text")):
+        with pytest.raises(DataError, match=said):
+            load_data(load_config(None, [f"data.label_column={bad}"]), tsv)
+    with pytest.raises(DataError, match="JSON records have no column order"):
+        load_data(load_config(None, ["data.label_column=[toxic, 3]"]), jl)
+    jl.write_text('{"comment_text": "y", "toxic": 1}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.jsonl line 1: no 'severe_toxic' field"):
+        load_data(listed, jl)
     headless = tmp_path / "h.csv"
     headless.write_text("".join(f"球赛{i},1,0\n" for i in range(5)), encoding="utf-8")
     with pytest.raises(DataError, match=r"names 0/1 columns of a header, but line 1 holds data"):
@@ -802,6 +850,10 @@ def test_a_0_1_column_model_trains_evaluates_and_predicts(tiny_model, tmp_path, 
     assert meta["labels"]["names"] == FLAG_NAMES and meta["labels"]["task"] == "multi_label"
     m = evaluate_run(run, tmp_path / "d" / "test.csv", verbose=False)
     assert m["n"] == 12 and "micro_f1" in m
+    with open(tmp_path / "short.csv", "w", newline="", encoding="utf-8") as f:      # a class column missing
+        csv.writer(f).writerows([head[:-1], *(r[:-1] for r in flag_rows(6, 3))])
+    with pytest.raises(DataError, match=r"short.csv: its 0/1 label columns \(toxic, .*, insult\) are not the model's"):
+        evaluate_run(run, tmp_path / "short.csv", verbose=False)
     out = tmp_path / "p.csv"
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "d" / "test.csv"), "--output", str(out), "--quiet"]) == 0
     got = list(csv.DictReader(open(out, encoding="utf-8")))

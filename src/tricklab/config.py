@@ -273,11 +273,12 @@ def check_encoding(name: str, what: str) -> str:
 
 def _check_flag_columns(flags: Any) -> None:
     """data.label_column as a list: the 0/1 label columns, one per class (multi-label)."""
-    if isinstance(flags, list) and (len(flags) < 2 or not all(isinstance(c, (str, int)) and not isinstance(c, bool)
-                                                            for c in flags) or len(set(flags)) < len(flags)):
+    if isinstance(flags, list) and (len(flags) < 2 or len(set(map(str, flags))) < len(flags) or not all(
+            isinstance(c, str) or isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in flags)):
         raise ConfigError(f"config data.label_column: {flags!r}: a list names the 0/1 label columns (one per class, "
                           f"multi-label): two or more distinct column names or 0-based indices; fix: e.g. "
-                          f"--set 'data.label_column=[toxic, obscene, insult]', or one name for a label column")
+                          f"--set 'data.label_column=[toxic, obscene, insult]', or one name for a label column (names "
+                          f"YAML reads as true/false/null, such as yes, no, on, off, need quotes: '[\"yes\", \"no\"]')")
 
 
 def validate(cfg: Config) -> None:

@@ -74,6 +74,12 @@ def flag_choice(choice: dict[str, Any], columns: list[str], flags: list[int], ad
     choice["unused"] = [u for u in choice["unused"] if u not in names and u != added]
 
 
+def flag_names(choice: dict[str, Any] | None) -> list[str] | None:
+    """The 0/1 label columns a column_choice read (flag_choice), else None."""
+    column = ((choice or {}).get("roles") or {}).get("label", {}).get("column")
+    return list(column) if isinstance(column, list) else None
+
+
 def role_columns(choice: dict[str, Any]) -> dict[str, Any]:
     """role -> column index of a column_choice (the reasons left out: two files read alike when these agree)."""
     return {role: r["index"] for role, r in choice["roles"].items()}

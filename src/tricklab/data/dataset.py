@@ -14,10 +14,10 @@ import numpy as np
 
 from ..config import Config
 from ..errors import ConfigError, DataError
-from .columns import column_note, role_columns
+from .columns import column_note, flag_names, role_columns
 from .invalid import InvalidRows, Skipped
-from .labels import (LabelMap, build_label_map, detect_task, encode_labels, read_class_file, relabel, relabel_note,
-                     task_hint)
+from .labels import (LabelMap, build_label_map, detect_task, encode_labels, mapped_names, read_class_file, relabel,
+                     relabel_note, task_hint)
 from .readers import COMPRESSED, Row
 from .sources import Source, is_path, resolve, sheet_sources
 
@@ -156,17 +156,24 @@ def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any
     return found, cls
 
 
-def _class_names(task: str, cls_p: Path | None, train: Source, columns: dict[str, Any] | None,
-                 encoding: str) -> list[str] | None:
+def _class_names(task: str, cls_p: Path | None, train: Source, columns: dict[str, dict[str, Any]],
+                 d: Any) -> list[str] | None:
     """The classes when the labels alone do not say them all: a class file; a datasets ClassLabel's names (ids in
     the data); the 0/1 label columns of multi-label data, one class each, in order (a class no train row has is
-    still a class)."""
+    still a class; under data.label_map), which every other file read must have too."""
     if cls_p is not None and task != "regression":
-        return read_class_file(cls_p, encoding)
+        return read_class_file(cls_p, d.encoding)
     if task == "single_label":
         return train.class_names
-    flags = ((columns or {}).get("roles") or {}).get("label", {}).get("column")
-    return list(flags) if task == "multi_label" and isinstance(flags, list) else None
+    flags = flag_names(columns.get("train"))
+    if task != "multi_label" or flags is None:
+        return None
+    for name, c in columns.items():
+        theirs = flag_names(c)
+        if name != "train" and theirs is not None and theirs != flags:
+            raise DataError(f"{c['file']}: its 0/1 label columns ({', '.join(theirs)}) are not train's "
+                            f"({', '.join(flags)}); fix: give it the same columns, in the same order")
+    return mapped_names(flags, d.label_map)
 
 
 def _short_name(name: str) -> str:
@@ -208,7 +215,7 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
         for rows in raw.values():
             relabel(rows, d.label_map, d.label_sep, used, multi=task == "multi_label")
         notes.append(relabel_note(d.label_map, used))
-    class_names = _class_names(task, cls_p, srcs["train"], columns.get("train"), d.encoding)
+    class_names = _class_names(task, cls_p, srcs["train"], columns, d)
     how = [f"how it was read: {column_note(c, pin=False)}" for c in columns.values()][:2]   # what a misread shows
     try:
         lm = build_label_map(task, train_rows, class_names, d.label_type, d.label_sep, str(cls_p or ""))

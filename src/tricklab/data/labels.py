@@ -69,6 +69,12 @@ def relabel(rows: list[Row], mapping: dict[Any, Any], sep: str, used: Counter[st
     return rows
 
 
+def mapped_names(names: list[str], mapping: dict[Any, Any]) -> list[str]:
+    """Class names under data.label_map (renamed, merged ones once, in order): the classes of 0/1 label columns."""
+    m = {_key(k): str(v).strip() for k, v in mapping.items()}
+    return list(dict.fromkeys(m.get(_key(n), n) for n in names))
+
+
 def _key(label: Any) -> str:
     """A label as data.label_map's keys are matched: a class name (canon: 1.0 is 1), stripped; JSON true is 'true'."""
     if isinstance(label, bool):

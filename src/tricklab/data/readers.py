@@ -521,7 +521,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
                             f"fix: --set data.text_column=NAME")
         if labelled and li is None:
             raise DataError(f"{path} {unit} {first_rec[0]}: no label column in header ({', '.join(header)}); "
-                            f"fix: --set data.label_column=NAME")
+                            f"fix: --set data.label_column=NAME{FLAGS_HINT}")
     else:
         ncols, ti, bi, li, records = _headerless(path, first, records, split, (ti, bi, li, si), labelled, pair,
                                                  split_all, f"{unit} {first_rec[0]}")
@@ -595,6 +595,35 @@ FLAG_OFF = {"0", "0.0", "false", "no", "n", ""}
 FLAGS_COLUMN = "labels (0/1 columns)"
 
 
+FLAGS_HINT = " (or, one 0/1 column per class: --set 'data.label_column=[NAME, NAME, ...]')"
+
+
+def _flag_like(values: list[str]) -> bool:
+    """A 0/1 label column's sampled values (lower-case, stripped): numbers or empty, nine in ten 0/1 (a stray -1
+    or 2 is then a row problem); a word (`maybe`, a remark) makes it no 0/1 column."""
+    ok = sum(v in FLAG_ON or v in FLAG_OFF for v in values)
+    return bool(values) and ok >= 0.9 * len(values) and all(v in FLAG_ON or v in FLAG_OFF or _is_float(v)
+                                                            for v in values)
+
+
+def _check_flags(path: Path, header: list[str], flags: list[int | None], taken: tuple[int | None, ...],
+                 setting: list[Any]) -> None:
+    """data.label_column as a list, resolved to header indices: each a column of the header, none twice, none the
+    text's (or text_b's, soft labels')."""
+    where = f"{path}: data.label_column={json.dumps(setting, ensure_ascii=False)}"
+    bad = [c for c, i in zip(setting, flags) if i is None or not 0 <= i < len(header)]
+    if bad:
+        raise DataError(f"{where}: {bad[0]!r} is no column of the header ({', '.join(header)}); fix: a name of the "
+                        f"header or a 0-based index below {len(header)}")
+    twice = [header[i] for i in flags if flags.count(i) > 1]
+    if twice:
+        raise DataError(f"{where}: names the column {twice[0]!r} twice; fix: list each 0/1 column once")
+    clash = [header[i] for i in flags if i in taken]
+    if clash:
+        raise DataError(f"{where}: {clash[0]!r} is read as the text (or text_b, soft labels), not a 0/1 label column; "
+                        f"fix: leave it out of the list")
+
+
 def _label_names(label_column: Any) -> list[Any]:
     return list(label_column) if isinstance(label_column, list) else [label_column]
 
@@ -611,13 +640,14 @@ def _flag_columns(path: Path, header: list[str], records: Iterator[tuple[int, An
     n = len(header)
     if isinstance(cfg.label_column, list):
         flags = [_pick(header, c, (), path, "label", f"{unit} 1") for c in cfg.label_column]
+        _check_flags(path, header, flags, taken, cfg.label_column)
     else:
         sample, records = _peek(records)
         cells = [c for c in (split(rec, n) for _, rec in sample) if len(c) == n]
-        flags = [i for i in range(n) if i not in taken and not _id_like(header[i]) and cells
-                 and sum(c[i].strip().lower() in FLAG_ON | FLAG_OFF for c in cells) >= 0.9 * len(cells)
-                 and any(c[i].strip() for c in cells)]     # a stray -1 or 2 is a row problem, not another column
-        if len(flags) < 2:
+        left = [i for i in range(n) if i not in taken and not _id_like(header[i])
+                and any(c[i].strip() for c in cells)]                       # an empty column carries nothing
+        flags = [i for i in left if _flag_like([c[i].strip().lower() for c in cells])]
+        if len(flags) < 2 or len(flags) < len(left):    # another column left may be the label: no guess
             return [], header, records
     names = [header[i].strip() for i in flags]
 
@@ -800,7 +830,17 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
     roles = None
     flags = _label_names(cfg.label_column) if isinstance(cfg.label_column, list) and labelled else []
     if flags:               # one 0/1 column per class: their names, folded into one list label
-        flags = [columns[c] if isinstance(c, int) and columns and 0 <= c < len(columns) else str(c) for c in flags]
+        if columns is None and any(isinstance(c, int) for c in flags):
+            raise DataError(f"{source}: data.label_column={json.dumps(flags, ensure_ascii=False)}: JSON records "
+                            f"have no column order; fix: name the 0/1 fields")
+        if columns is not None and any(isinstance(c, int) and not 0 <= c < len(columns) for c in flags):
+            raise DataError(f"{source}: data.label_column={json.dumps(flags, ensure_ascii=False)}: an index past the "
+                            f"{len(columns)} columns ({', '.join(columns)}); fix: a name or a 0-based index below "
+                            f"{len(columns)}")
+        flags = [columns[c] if isinstance(c, int) and columns else str(c) for c in flags]
+        if len(set(flags)) < len(flags):
+            raise DataError(f"{source}: data.label_column names one column twice ({', '.join(flags)}); fix: list "
+                            f"each 0/1 column once")
         missing = [c for c in flags if columns is not None and c not in columns]
         if missing:
             raise column_not_found(source, "label", missing[0], columns or [], table=True)
@@ -814,7 +854,8 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
         if roles[0] is None:
             raise DataError(f"{source}: no text column (columns: {', '.join(columns)}); fix: --set data.text_column=NAME")
         if labelled and roles[2] is None:
-            raise DataError(f"{source}: no label column (columns: {', '.join(columns)}); fix: --set data.label_column=NAME")
+            raise DataError(f"{source}: no label column (columns: {', '.join(columns)}); fix: --set data.label_column=NAME"
+                            f"{FLAGS_HINT}")
     for i, obj in records:
         where = f"{source} {unit} {i}"
         if isinstance(obj, (tuple, list)) and not objects_only:
@@ -942,8 +983,10 @@ def read_table(path: Path, kind: str, comp: str | None, cfg: DataConfig, labelle
                problems: list[str]) -> list[Row]:
     """The rows of a Parquet/Arrow file, batch by batch; a row is named by its 0-based index."""
     names, batches = _table_source(path, kind, comp)
-    roles = _roles(names, cfg, str(path), table=True)
-    used = [c for c in dict.fromkeys(roles) if c is not None]
+    flags = _label_names(cfg.label_column) if isinstance(cfg.label_column, list) else []
+    roles = _roles(names, dataclasses.replace(cfg, label_column=None) if flags else cfg, str(path), table=True)
+    flags = [names[c] if isinstance(c, int) and 0 <= c < len(names) else c for c in flags]
+    used = [c for c in dict.fromkeys([*roles, *flags]) if c is not None and c in names]
 
     def records() -> Iterator[tuple[int, dict]]:
         i = 0

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..config import DataConfig, from_dict, load_config
 from ..data.invalid import InvalidRows, skipped_note, write_skipped
-from ..data.labels import LabelMap, encode_labels, relabel
+from ..data.columns import flag_names
+from ..data.labels import LabelMap, encode_labels, mapped_names, relabel
 from ..data.readers import Row, read_rows
 from ..errors import ConfigError, DataError, TrickLabError
 from ..runfiles import write_json
@@ -95,6 +96,11 @@ def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> Eval
 
 def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:
     rows = read_rows(ed.path, data_cfg, problems=found) if ed.path is not None else ed.source.read(data_cfg, True, found)
+    flags = flag_names(getattr(rows, "columns", None))          # one 0/1 column per class: the run's classes
+    if flags is not None and mapped_names(flags, data_cfg.label_map) != lm.names:
+        found.append(f"{ed.name}: its 0/1 label columns ({', '.join(flags)}) are not the model's classes "
+                     f"({', '.join(lm.names)}); fix: give it those columns, in that order")
+        return []
     relabel(rows, data_cfg.label_map, data_cfg.label_sep, Counter(), multi=lm.task == "multi_label")  # as train did
     names = ed.source.class_names if ed.source is not None else None
     if names and lm.task == "single_label" and not lm.from_ids:   # ClassLabel ids -> their names, the run's labels
