@@ -686,7 +686,32 @@ def test_a_workbook_with_a_sheet_per_split_trains_and_evaluates_on_its_sheets(ti
     assert one.test is None and len(one.train) + len(one.dev) == 36
     # a train sheet alone (and other sheets) is one table, as before
     solo = write_xlsx(tmp_path / "solo.xlsx", {"notes": [["readme"]], "train": tr})
-    assert load_data(Config(), solo).test is None
+    lone = load_data(Config(), solo)
+    assert lone.test is None and not any("sheet per split" in n for n in lone.notes)
+    # names as people write them; the first sheet of a role counts, the others are named; hidden sheets are no split
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    for name, rows_ in (("Train Set", tr), ("Validation_Data", dv), ("valid", dv[:3]), ("说明", [["x"]]), ("测试样本", te)):
+        ws = wb.create_sheet(name)
+        for r in rows_:
+            ws.append(r)
+    wb["测试样本"].sheet_state = "hidden"
+    wb.save(tmp_path / "names.xlsx")
+    got = load_data(Config(), tmp_path / "names.xlsx")
+    assert (len(got.train), len(got.dev), got.test) == (36, 9, None)
+    assert ("has a sheet per split: train = 'Train Set', dev = 'Validation_Data'; not read: 'valid', '说明', '测试样本'"
+            in got.notes[0]), got.notes[0]
+    # Kaggle's shape: a test sheet without labels is texts to predict, not a split; a class file beside the book
+    ids = [[r[0], str(list(CLASSES).index(r[1]))] for r in tr[1:]]
+    kag = write_xlsx(tmp_path / "k" / "kag.xlsx", {"train": [["文本", "标签"], *ids], "test": [["id", "文本"],
+                                                                                             [1, "球赛"]]})
+    (tmp_path / "k" / "class.txt").write_text("\n".join(CLASSES), encoding="utf-8")
+    k = load_data(Config(), kag)
+    assert k.test is None and k.label_map.names == list(CLASSES)
+    assert "'test' has no label column: not a split (predict it: tricklab predict --sheet test)" in k.notes[0]
+    # --test another workbook: its test sheet
+    with_test = load_data(Config(), solo, test=book)
+    assert [r.text for r in with_test.test.rows] == [r[0] for r in te[1:]]
     # training and evaluate: each split from its sheet; evaluate scores the test sheet, --split another
     run = tmp_path / "run"
     train(tiny_cfg(tiny_model, "train.max_steps=2"), book, out=run, progress=False)
@@ -695,6 +720,12 @@ def test_a_workbook_with_a_sheet_per_split_trains_and_evaluates_on_its_sheets(ti
     assert evaluate_run(run, book, verbose=False)["n"] == 6 and (run / "eval_book_测试集.json").is_file()
     assert evaluate_run(run, book, verbose=False, split="dev")["n"] == 9
     assert evaluate_run(run, book, verbose=False, split="训练集")["n"] == 36
+    assert evaluate_run(run, book, verbose=False, split="Test")["n"] == 6
+    assert evaluate_run(run, book, verbose=False, sets=["data.sheet=验证集"])["n"] == 9    # one sheet, as told
+    # a run trained on one sheet (data.sheet): evaluate on the workbook still scores its test sheet
+    one_run = tmp_path / "one_run"
+    train(tiny_cfg(tiny_model, "train.max_steps=1", "data.sheet=训练集"), book, out=one_run, progress=False)
+    assert evaluate_run(one_run, book, verbose=False)["n"] == 6
     capsys.readouterr()
     assert cli_main(["evaluate", "--run", str(run), "--data", str(book), "--split", "验证集"]) == 0
     assert "book.xlsx[验证集]" in capsys.readouterr().out

@@ -127,8 +127,9 @@ def class_file_note(cls_p: Path, lm: LabelMap, beside_a_file: bool) -> str:
 
 
 def _one(x: Any, role: str, label_column: Any) -> Source:
-    """A --dev/--test given on its own: a file, or any other data (its split of that name, else its train)."""
-    found = resolve(x, label_column)
+    """A --dev/--test given on its own: a file, or any other data (its split of that name, else its train; a
+    workbook with a sheet per split: that split's sheet)."""
+    found = resolve(x, label_column) or sheet_sources(x) or None
     if found is None:
         p = Path(x)
         if not p.is_file():
@@ -148,9 +149,11 @@ def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any
         train_p, dev_p, test_p, cls = locate(data, dev if is_path(dev) else None, test if is_path(test) else None)
         found = {"train": Source(str(train_p), path=train_p)}
         found |= {r: Source(str(p), path=p) for r, p in (("dev", dev_p), ("test", test_p)) if p is not None}
-        given = {r: x for r, x in (("dev", dev), ("test", test)) if x is not None and not is_path(x)}
+        given = {r: x for r, x in (("dev", dev), ("test", test))            # data, or a workbook's split
+                 if x is not None and (not is_path(x) or sheet_sources(x))}
     else:
-        cls, given = None, {r: x for r, x in (("dev", dev), ("test", test)) if x is not None}
+        given = {r: x for r, x in (("dev", dev), ("test", test)) if x is not None}
+        cls = locate(data)[3] if found["train"].sheet is not None else None     # a class file beside the workbook
     for role, x in given.items():
         found[role] = _one(x, role, label_column)
     return found, cls
@@ -176,6 +179,18 @@ def _class_names(task: str, cls_p: Path | None, train: Source, columns: dict[str
     return mapped_names(flags, d.label_map)
 
 
+def _sheets_note(srcs: dict[str, Source], unlabelled: list[Any]) -> str:
+    """Which sheet of a workbook each split is, the sheets without labels (texts to predict) and the others."""
+    train = srcs["train"]
+    others = [o for o in train.others or [] if o not in unlabelled]
+    return (f"data: {Path(str(train.path)).name} has a sheet per split: " + ", ".join(
+        f"{r} = {s.sheet!r}" for r, s in srcs.items() if s.sheet is not None)
+        + "".join(f"; {n!r} has no label column: not a split (predict it: tricklab predict --sheet {n})"
+                  for n in unlabelled)
+        + (f"; not read: {', '.join(map(repr, others))}" if others else "")
+        + "; to train on one sheet alone: --set data.sheet=NAME")
+
+
 def _short_name(name: str) -> str:
     """A file's name without its folder (a workbook's split, `book.xlsx[dev]`, too); other sources as they are."""
     return Path(name).name if Path(name).exists() or Path(name.rsplit("[", 1)[0]).is_file() else name
@@ -188,15 +203,11 @@ def load_data(cfg: Config, data: Any, dev: Any = None, test: Any = None) -> Data
     srcs, cls_p = data_sources(data, dev, test, cfg.data.label_column, cfg.data.sheet)
     train_p = srcs["train"].name
     d = cfg.data
-    notes: list[str] = []
-    if srcs["train"].sheet is not None:
-        book = srcs["train"].path
-        notes.append(f"data: {book.name if book else train_p} has a sheet per split: " + ", ".join(
-            f"{r} = {s.sheet!r}" for r, s in srcs.items() if s.sheet is not None) + "; to train on one sheet alone: "
-            "--set data.sheet=NAME")
     problems: list[str] = []
     inv = InvalidRows(d.on_invalid)
+    sheets = {r: s.sheet for r, s in srcs.items()}          # a workbook with a sheet per split: which
     raw = _read_sources(srcs, d, inv, problems)             # every valid row of each source, as read
+    notes = [_sheets_note(srcs, [sheets[r] for r in sheets if r not in srcs])] if sheets["train"] is not None else []
     train_rows = raw["train"]
     columns = {name: rows.columns for name, rows in raw.items() if getattr(rows, "columns", None)}
     notes += [column_note(c, pin=name == "train") for name, c in columns.items()
@@ -360,7 +371,10 @@ def _read_sources(srcs: dict[str, Source], d: Any, inv: InvalidRows, problems: l
     for name in ("dev", "test"):
         if name in srcs:
             src = srcs[name]
+            n = len(problems)
             raw[name] = inv.read(name, src.name, lambda f, src=src: src.read(d, True, f, pair=pair), problems)
+            if src.sheet is not None and not raw[name] and any(": no label column" in p for p in problems[n:]):
+                del problems[n:], raw[name], srcs[name]      # an unlabelled sheet: texts to predict, not a split
     return raw
 
 

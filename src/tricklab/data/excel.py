@@ -107,29 +107,39 @@ def _pick_sheet(wb: Any, sheet: str | int | None, path: Path, prefer: Sequence[s
                     f"index), with {SHEET_FLAGS}")
 
 
-# Sheet names that say a split (compared lower-case, without spaces, "_" and "-"): a workbook with a train sheet and a
-# dev or test sheet is read as its splits (data/sources.py sheet_sources), as a folder of train/dev/test files is.
-SPLIT_SHEETS = {"train": ("train", "training", "trainset", "traindata", "训练", "训练集", "训练数据", "训练样本"),
-                "dev": ("dev", "devset", "valid", "validation", "val", "validset", "验证", "验证集", "验证数据", "开发",
-                        "开发集"),
-                "test": ("test", "testing", "testset", "testdata", "测试", "测试集", "测试数据")}
+# Sheet names that say a split, compared lower-case without spaces, "_" and "-", and without a trailing "set",
+# "data", "split", "集", "数据", "样本" or "数据集" (`Train Set`, `训练集`, `dev_data`, `验证样本`): a workbook with a train sheet
+# and a dev or test sheet is read as its splits (data/sources.py sheet_sources), as a folder of files is.
+SPLIT_SHEETS = {"train": ("train", "training", "训练"),
+                "dev": ("dev", "development", "valid", "validation", "val", "eval", "evaluation", "验证", "开发"),
+                "test": ("test", "testing", "测试")}
+SHEET_SUFFIX = re.compile(r"(?:set|data|split|数据集|集|数据|样本)$")
 
 
-def split_sheets(path: Path) -> dict[str, str]:
-    """{split: sheet name} when the workbook's visible sheets are named for its splits (SPLIT_SHEETS): a train
-    sheet and a dev or test sheet; else {} (one table, read from one sheet). The first sheet of each role counts."""
+def sheet_role(name: str) -> str | None:
+    """The split a sheet (or --split) name says (SPLIT_SHEETS), else None."""
+    key = re.sub(r"[\s_-]+", "", str(name).lower())
+    key = SHEET_SUFFIX.sub("", key) or key
+    return next((role for role, names in SPLIT_SHEETS.items() if key in names), None)
+
+
+def split_sheets(path: Path) -> tuple[dict[str, str], list[str]]:
+    """({split: sheet name}, the other sheets) when the workbook's visible sheets are named for its splits
+    (sheet_role): a train sheet and a dev or test sheet; else ({}, []): one table, read from one sheet. The first
+    sheet of each role counts; the others (a second sheet of a role, an instructions sheet, hidden ones) are listed."""
     wb = Sheet.open(path)
     try:
-        names = [ws.title for ws in wb.worksheets if ws.sheet_state == "visible"]
+        sheets = [(ws.title, ws.sheet_state == "visible") for ws in wb.worksheets]
     finally:
         wb.close()
-    role_of = {n: role for role, ns in SPLIT_SHEETS.items() for n in ns}
     found: dict[str, str] = {}
-    for name in names:
-        role = role_of.get(re.sub(r"[\s_-]+", "", name.lower()))
+    for name, visible in sheets:
+        role = sheet_role(name) if visible else None
         if role is not None:
             found.setdefault(role, name)
-    return found if "train" in found and len(found) > 1 else {}
+    if "train" not in found or len(found) < 2:
+        return {}, []
+    return found, [n for n, _ in sheets if n not in found.values()]
 
 
 def _names_a_column(ws: Any, names: set[str]) -> bool:

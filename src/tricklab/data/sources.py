@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .excel import is_excel, split_sheets
+from .excel import is_excel, sheet_role, split_sheets
 from .readers import BATCH, Row, content_kind, need, read_rows, records_to_rows
 
 HF_PREFIX = "hf:"
@@ -32,6 +32,7 @@ class Source:
     obj: Any = None
     class_names: list[str] | None = None  # a datasets ClassLabel's names: the label ids' meaning
     sheet: str | None = None             # a workbook's sheet named for this split (sheet_sources)
+    others: list[str] | None = None      # the train sheet's Source: the workbook's sheets not read (for a note)
 
     def read(self, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None = None) -> list[Row]:
         if self.path is not None and self.sheet is not None:
@@ -192,7 +193,11 @@ def sheet_sources(data: Any) -> dict[str, Source]:
     p = Path(data)
     if not (p.is_file() and is_excel(p)) or content_kind(p, None) != "zip":
         return {}
-    return {role: Source(f"{p}[{name}]", path=p, sheet=name) for role, name in split_sheets(p).items()}
+    found, others = split_sheets(p)
+    out = {role: Source(f"{p}[{name}]", path=p, sheet=name) for role, name in found.items()}
+    if out:
+        out["train"].others = others
+    return out
 
 
 def resolve(data: Any, label_column: Any = None) -> dict[str, Source] | None:
@@ -215,9 +220,8 @@ def eval_source(data: Any, split: str | None, label_column: Any = None, sheet: A
     test split, else its validation split. A single table (a Dataset, a DataFrame, a list) is scored whole. A workbook
     with a sheet per split (sheet_sources; unless data.sheet names one) is a dataset whose splits are its sheets."""
     sheets = sheet_sources(data) if sheet in (None, "") else {}
-    if sheets:
-        by_sheet = {src.sheet: role for role, src in sheets.items()}     # --split 测试集: the sheet's own name
-        return sheets[_split_key(list(sheets), by_sheet.get(split, split), str(data))]
+    if sheets:          # --split test, Test, 测试集: by its role
+        return sheets[_split_key(list(sheets), sheet_role(split) or split if split else None, str(data))]
     got = _loaded(data)
     if got is None:
         return None

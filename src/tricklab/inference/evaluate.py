@@ -79,13 +79,14 @@ class EvalData:
         return self.path.name if self.path is not None else self.name
 
 
-def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None) -> EvalData:
-    """A labelled file, or a split of a `hf:NAME[:CONFIG]` dataset, a datasets folder or in-memory data
-    (data.sources.eval_source)."""
+def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None, sheet_set: bool = True) -> EvalData:
+    """A labelled file, or a split of a `hf:NAME[:CONFIG]` dataset, a datasets folder, a workbook with a sheet per
+    split or in-memory data (data.sources.eval_source). `sheet_set`: data.sheet was given for this evaluation (the
+    sheet a run trained on says nothing about where a workbook with a sheet per split keeps its test rows)."""
     from ..data.readers import uncompressed_name
     from ..data.sources import eval_source
 
-    src = eval_source(data, split, data_cfg.label_column, data_cfg.sheet)
+    src = eval_source(data, split, data_cfg.label_column, data_cfg.sheet if sheet_set else None)
     if src is None:
         if split is not None:
             raise ConfigError(f"--split {split}: {data} is a file (it has no splits); fix: leave --split out")
@@ -134,7 +135,7 @@ def evaluate_run(run: str | Path | None, data: Any, batch_size: int = 128, verbo
     dest = Path(out) if out else home
     dest.mkdir(parents=True, exist_ok=True)
     lm = LabelMap.from_dict(pred.meta["labels"])
-    ed = eval_data(data, data_cfg, split)
+    ed = eval_data(data, data_cfg, split, any(x.partition("=")[0].strip() == "data.sheet" for x in sets or []))
     rows, gold, inv = _labelled_rows(ed, data_cfg, lm)
     texts = [(r.text, r.text_b) if r.text_b is not None else r.text for r in rows]
     logits = pred.logits(texts)
