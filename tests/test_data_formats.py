@@ -794,7 +794,7 @@ def test_multi_label_from_one_0_1_column_per_class(tmp_path, capsys):
     with pytest.raises(DataError) as e:
         load_data(Config(), path)
     assert "train.csv line 42: label column 'severe_toxic' holds '-1': expected 0 or 1" in str(e.value)
-    assert "train.csv line 43: expected 8 columns (id, comment_text, toxic," in str(e.value)
+    assert "train.csv line 43: expected 8 comma-separated columns (id, comment_text, toxic, severe_toxic, obscene, threat, insult, identity_hate)" in str(e.value)
     skip = Config()
     skip.data.on_invalid = "skip"
     assert len(load_data(skip, path).skipped["train"]) == 2

@@ -536,9 +536,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     for line, rec in records:
         cells = split(rec, ncols)
         if len(cells) != ncols:
-            problems.append(f"{path} {unit} {line}: expected {ncols} {sep_name}-separated columns ({layout}), "
-                            f"found {len(cells)}: {_short(rec if isinstance(rec, str) else delim.join(rec))}; "
-                            f"fix: remove stray {sep_name}s inside the text, or quote the file as CSV")
+            problems.append(_count_problem(f"{path} {unit} {line}", ncols, sep_name, layout, rec, delim, len(cells)))
             continue
         text = cells[ti].strip()
         text_b = cells[bi].strip() if bi is not None else None
@@ -559,6 +557,12 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     if header is None and labelled and cfg.header == "auto" and _header_read_as_data(rows, first_rec[0], cfg.label_sep):
         out.columns["suspect_header"] = {"where": f"{unit} {first_rec[0]}", "label": rows[0].label}
     return out
+
+
+def _count_problem(where: str, n: int, sep_name: str, layout: str, rec: Any, delim: str, found: int) -> str:
+    return (f"{where}: expected {n} {sep_name}-separated columns ({layout}), found {found}: "
+            f"{_short(rec if isinstance(rec, str) else delim.join(rec))}; fix: remove stray {sep_name}s inside the "
+            f"text, or quote the file as CSV")
 
 
 def _headerless(path: Path, first: list[str], records: Iterator[tuple[int, Any]], split: Any,
@@ -655,9 +659,9 @@ def _flag_columns(path: Path, header: list[str], records: Iterator[tuple[int, An
         for line, rec in records:
             cells = split(rec, n)
             if len(cells) != n:
-                problems.append(f"{path} {unit} {line}: expected {n} columns ({', '.join(header)}), found "
-                                f"{len(cells)}: {_short(rec if isinstance(rec, str) else delim.join(rec))}; fix: remove "
-                                f"stray separators inside the text, or quote the file as CSV")
+                sep = {"\t": "tab", ",": "comma"}.get(delim, repr(delim))
+                problems.append(_count_problem(f"{path} {unit} {line}", n, sep, ", ".join(header), rec, delim,
+                                               len(cells)))
                 continue
             values = [cells[i].strip().lower() for i in flags]
             bad = next((j for j, v in enumerate(values) if v not in FLAG_ON | FLAG_OFF), None)
