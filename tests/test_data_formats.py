@@ -709,9 +709,21 @@ def test_a_workbook_with_a_sheet_per_split_trains_and_evaluates_on_its_sheets(ti
     k = load_data(Config(), kag)
     assert k.test is None and k.label_map.names == list(CLASSES)
     assert "'test' has no label column: not a split (predict it: tricklab predict --sheet test)" in k.notes[0]
-    # --test another workbook: its test sheet
+    from tricklab.config import load_config
+
+    lab = load_data(load_config(None, ["data.label_column=标签"]), kag)     # with the label column named too
+    assert lab.test is None and "'test' has no label column: not a split" in lab.notes[0]
+    # a results sheet is no split: the workbook stays one table
+    res = write_xlsx(tmp_path / "res.xlsx", {"train": tr, "Evaluation": [["metric", "value"], ["acc", 0.9]]})
+    assert not any("sheet per split" in n for n in load_data(Config(), res).notes)
+    # --test / --dev another workbook: its sheet of that role, never dropped, and none is an error
     with_test = load_data(Config(), solo, test=book)
     assert [r.text for r in with_test.test.rows] == [r[0] for r in te[1:]]
+    with pytest.raises(DataError, match=r"--dev names a workbook with a sheet per split, and none of its sheets is a "
+                                        r"dev sheet"):
+        load_data(Config(), solo, dev=kag)
+    with pytest.raises(DataError, match=r"kag.xlsx\[test\] row 1: no label column"):
+        load_data(Config(), solo, test=kag)
     # training and evaluate: each split from its sheet; evaluate scores the test sheet, --split another
     run = tmp_path / "run"
     train(tiny_cfg(tiny_model, "train.max_steps=2"), book, out=run, progress=False)
@@ -726,6 +738,9 @@ def test_a_workbook_with_a_sheet_per_split_trains_and_evaluates_on_its_sheets(ti
     one_run = tmp_path / "one_run"
     train(tiny_cfg(tiny_model, "train.max_steps=1", "data.sheet=训练集"), book, out=one_run, progress=False)
     assert evaluate_run(one_run, book, verbose=False)["n"] == 6
+    with pytest.raises(DataError, match=r"this sheet has no labels to score \(texts to predict\); fix: --split NAME"):
+        evaluate_run(one_run, write_xlsx(tmp_path / "k2.xlsx", {"train": tr, "test": [["id", "文本"], [1, "球赛"]]}),
+                     verbose=False)
     capsys.readouterr()
     assert cli_main(["evaluate", "--run", str(run), "--data", str(book), "--split", "验证集"]) == 0
     assert "book.xlsx[验证集]" in capsys.readouterr().out
@@ -840,6 +855,9 @@ def test_multi_label_from_one_0_1_column_per_class(tmp_path, capsys):
         csv.writer(f).writerows([["id", "comment_text", *FLAG_NAMES[:-1]], *(r[:-1] for r in rows[:8])])
     with pytest.raises(DataError, match=r"dev.csv: its 0/1 label columns \(toxic, .*, insult\) are not train's"):
         load_data(Config(), tmp_path / "dd")
+    (tmp_path / "dd" / "class.txt").write_text("\n".join(reversed(FLAG_NAMES)), encoding="utf-8")   # a class file too
+    with pytest.raises(DataError, match=r"dev.csv: its 0/1 label columns \(toxic, .*, insult\) are not train's"):
+        load_data(Config(), tmp_path / "dd")
     # a file with a label column keeps it: 0/1 metadata columns beside it are no classes
     plain = tmp_path / "plain.csv"
     plain.write_text("text,label,is_new,has_url\n" + "".join(f"球赛{i},sports,{i % 2},0\n股市{i},finance,1,{i % 2}\n"
@@ -853,6 +871,11 @@ def test_multi_label_from_one_0_1_column_per_class(tmp_path, capsys):
                       ("[comment_text, toxic]", "'comment_text' is read as the text")):
         with pytest.raises(DataError, match=said):
             load_data(load_config(None, [f"data.label_column={bad}"]), tsv)
+    for bad, data, said in (("[id, toxic]", tsv, "lists 'id', whose values are not 0/1 .e.g. 'c0000'."),
+                            ("[comment_text, toxic]", jl, "names 'comment_text', the text column"),
+                            ("[comment_text, toxic]", tmp_path / "t.parquet", "names 'comment_text', the text column")):
+        with pytest.raises(DataError, match=said):
+            load_data(load_config(None, [f"data.label_column={bad}"]), data)
     with pytest.raises(DataError, match="JSON records have no column order"):
         load_data(load_config(None, ["data.label_column=[toxic, 3]"]), jl)
     jl.write_text('{"comment_text": "y", "toxic": 1}\n', encoding="utf-8")
@@ -881,9 +904,14 @@ def test_a_0_1_column_model_trains_evaluates_and_predicts(tiny_model, tmp_path, 
     assert meta["labels"]["names"] == FLAG_NAMES and meta["labels"]["task"] == "multi_label"
     m = evaluate_run(run, tmp_path / "d" / "test.csv", verbose=False)
     assert m["n"] == 12 and "micro_f1" in m
+    with open(tmp_path / "shuffled.csv", "w", newline="", encoding="utf-8") as f:    # columns in another order
+        csv.writer(f).writerows([[*reversed(FLAG_NAMES), "comment_text"], *([*reversed(r[2:]), r[1]]
+                                                                             for r in flag_rows(12, 2))])
+    assert evaluate_run(run, tmp_path / "shuffled.csv", verbose=False)["micro_f1"] == m["micro_f1"]
     with open(tmp_path / "short.csv", "w", newline="", encoding="utf-8") as f:      # a class column missing
         csv.writer(f).writerows([head[:-1], *(r[:-1] for r in flag_rows(6, 3))])
-    with pytest.raises(DataError, match=r"short.csv: its 0/1 label columns \(toxic, .*, insult\) are not the model's"):
+    with pytest.raises(DataError, match=r"short.csv: its 0/1 label columns \(toxic, .*, insult\) do not stand for "
+                                        r"the model's classes"):
         evaluate_run(run, tmp_path / "short.csv", verbose=False)
     out = tmp_path / "p.csv"
     assert cli_main(["predict", "--run", str(run), str(tmp_path / "d" / "test.csv"), "--output", str(out), "--quiet"]) == 0

@@ -3,6 +3,7 @@ touches a model. Each split keeps where its rows come from (`origin`, `index` in
 token cache (data/cache.py) tokenises a whole source once and every run selects its rows from it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
@@ -129,12 +130,19 @@ def class_file_note(cls_p: Path, lm: LabelMap, beside_a_file: bool) -> str:
 def _one(x: Any, role: str, label_column: Any) -> Source:
     """A --dev/--test given on its own: a file, or any other data (its split of that name, else its train; a
     workbook with a sheet per split: that split's sheet)."""
-    found = resolve(x, label_column) or sheet_sources(x) or None
+    sheets = sheet_sources(x)
+    if sheets:
+        if role not in sheets:
+            raise DataError(f"{x}: --{role} names a workbook with a sheet per split, and none of its sheets is a "
+                            f"{role} sheet (its splits: {', '.join(f'{r} = {s.sheet!r}' for r, s in sheets.items())}); "
+                            f"fix: give --{role} a file, or name a sheet {role}")
+        return dataclasses.replace(sheets[role], given=True)
+    found = resolve(x, label_column)
     if found is None:
         p = Path(x)
         if not p.is_file():
             raise DataError(f"{p}: file not found: check the path given to --{role}")
-        return Source(str(p), path=p)
+        return Source(str(p), path=p, given=True)
     return found.get(role) or found["train"]
 
 
@@ -164,19 +172,17 @@ def _class_names(task: str, cls_p: Path | None, train: Source, columns: dict[str
     """The classes when the labels alone do not say them all: a class file; a datasets ClassLabel's names (ids in
     the data); the 0/1 label columns of multi-label data, one class each, in order (a class no train row has is
     still a class; under data.label_map), which every other file read must have too."""
+    flags = flag_names(columns.get("train")) if task == "multi_label" else None
+    for name, c in columns.items():
+        theirs = flag_names(c)
+        if flags is not None and name != "train" and theirs is not None and set(theirs) != set(flags):
+            raise DataError(f"{c['file']}: its 0/1 label columns ({', '.join(theirs)}) are not train's "
+                            f"({', '.join(flags)}); fix: give it the same columns")
     if cls_p is not None and task != "regression":
         return read_class_file(cls_p, d.encoding)
     if task == "single_label":
         return train.class_names
-    flags = flag_names(columns.get("train"))
-    if task != "multi_label" or flags is None:
-        return None
-    for name, c in columns.items():
-        theirs = flag_names(c)
-        if name != "train" and theirs is not None and theirs != flags:
-            raise DataError(f"{c['file']}: its 0/1 label columns ({', '.join(theirs)}) are not train's "
-                            f"({', '.join(flags)}); fix: give it the same columns, in the same order")
-    return mapped_names(flags, d.label_map)
+    return None if flags is None else mapped_names(flags, d.label_map)
 
 
 def _sheets_note(srcs: dict[str, Source], unlabelled: list[Any]) -> str:
@@ -184,7 +190,7 @@ def _sheets_note(srcs: dict[str, Source], unlabelled: list[Any]) -> str:
     train = srcs["train"]
     others = [o for o in train.others or [] if o not in unlabelled]
     return (f"data: {Path(str(train.path)).name} has a sheet per split: " + ", ".join(
-        f"{r} = {s.sheet!r}" for r, s in srcs.items() if s.sheet is not None)
+        f"{r} = {s.sheet!r}" for r, s in srcs.items() if s.sheet is not None and s.path == train.path)
         + "".join(f"; {n!r} has no label column: not a split (predict it: tricklab predict --sheet {n})"
                   for n in unlabelled)
         + (f"; not read: {', '.join(map(repr, others))}" if others else "")
@@ -373,7 +379,9 @@ def _read_sources(srcs: dict[str, Source], d: Any, inv: InvalidRows, problems: l
             src = srcs[name]
             n = len(problems)
             raw[name] = inv.read(name, src.name, lambda f, src=src: src.read(d, True, f, pair=pair), problems)
-            if src.sheet is not None and not raw[name] and any(": no label column" in p for p in problems[n:]):
+            if src.sheet is not None and not src.given and not raw[name] and any(
+                    ": no label column" in p or "data.label_column=" in p and ": column not found" in p
+                    for p in problems[n:]):
                 del problems[n:], raw[name], srcs[name]      # an unlabelled sheet: texts to predict, not a split
     return raw
 

@@ -111,7 +111,7 @@ def _pick_sheet(wb: Any, sheet: str | int | None, path: Path, prefer: Sequence[s
 # "data", "split", "集", "数据", "样本" or "数据集" (`Train Set`, `训练集`, `dev_data`, `验证样本`): a workbook with a train sheet
 # and a dev or test sheet is read as its splits (data/sources.py sheet_sources), as a folder of files is.
 SPLIT_SHEETS = {"train": ("train", "training", "训练"),
-                "dev": ("dev", "development", "valid", "validation", "val", "eval", "evaluation", "验证", "开发"),
+                "dev": ("dev", "development", "valid", "validation", "val", "验证", "开发"),
                 "test": ("test", "testing", "测试")}
 SHEET_SUFFIX = re.compile(r"(?:set|data|split|数据集|集|数据|样本)$")
 

@@ -645,6 +645,13 @@ def _flag_columns(path: Path, header: list[str], records: Iterator[tuple[int, An
     if isinstance(cfg.label_column, list):
         flags = [_pick(header, c, (), path, "label", f"{unit} 1") for c in cfg.label_column]
         _check_flags(path, header, flags, taken, cfg.label_column)
+        sample, records = _peek(records)
+        cells = [c for c in (split(rec, n) for _, rec in sample) if len(c) == n]
+        words = [header[i] for i in flags                                   # mostly not 0/1: a mistake
+                 if cells and sum(c[i].strip().lower() in FLAG_ON | FLAG_OFF for c in cells) < len(cells) / 2]
+        if words:       # an id or text column listed by mistake: one error, not one per row
+            raise DataError(f"{path}: data.label_column lists {words[0]!r}, whose values are not 0/1 (e.g. "
+                            f"{_short(cells[0][header.index(words[0])].strip())}); fix: leave it out of the list")
     else:
         sample, records = _peek(records)
         cells = [c for c in (split(rec, n) for _, rec in sample) if len(c) == n]
@@ -848,11 +855,12 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
         missing = [c for c in flags if columns is not None and c not in columns]
         if missing:
             raise column_not_found(source, "label", missing[0], columns or [], table=True)
-        records = _record_flags(records, flags, source, unit, problems)
+        records = _record_flags(records, flags, source, unit, problems, dataclasses.replace(cfg, label_column=None))
         setting, cfg = cfg.label_column, dataclasses.replace(cfg, label_column=FLAGS_COLUMN)
         columns = None if columns is None else [*columns, FLAGS_COLUMN]
     if columns is not None:
         roles = _roles(columns, cfg, source, table=True)
+        _not_flags(source, roles, flags)
         rows.columns = column_choice(source, columns, columns, cfg, len(columns), {
             role: None if c is None else columns.index(c) for role, c in zip(("text", "text_b", "label", "soft_label"), roles)})
         if roles[0] is None:
@@ -871,6 +879,7 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
             keys = tuple(obj)
             if keys not in cache:
                 cache[keys] = _roles([str(k) for k in keys], cfg, where)
+                _not_flags(source, cache[keys], flags)
         tk, bk, lk, sk = roles or cache[keys]
         row = _record_row(obj, tk, bk, lk, sk, where, labelled, problems, columns is None)
         if row is not None:
@@ -890,14 +899,27 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
     return rows
 
 
+def _not_flags(source: str, roles: tuple[str | None, ...], flags: list[str]) -> None:
+    """data.label_column as a list must not name the text (or text_b) column: one error, not one per record."""
+    clash = [c for c in flags if c is not None and c in roles[:2]]
+    if clash:
+        raise DataError(f"{source}: data.label_column names {clash[0]!r}, the text column, as a 0/1 label column; fix: "
+                        f"leave it out of the list")
+
+
 def _record_flags(records: Iterable[tuple[int, Any]], flags: list[str], source: str, unit: str,
-                  problems: list[str]) -> Iterator[tuple[int, Any]]:
+                  problems: list[str], cfg: DataConfig) -> Iterator[tuple[int, Any]]:
     """Records with one 0/1 field per class (data.label_column as a list): each with the list of the classes marked
-    1 under FLAGS_COLUMN. 0/1, true/false, "0"/"1", yes/no; missing values (None, NaN) are 0."""
+    1 under FLAGS_COLUMN. 0/1, true/false, "0"/"1", yes/no; missing values (None, NaN) are 0. The first record's
+    text field must not be one of them (`cfg`: how its roles are read)."""
+    first = True
     for i, obj in records:
         if not isinstance(obj, dict):
             yield i, obj
             continue
+        if first:
+            _not_flags(source, _roles([str(k) for k in obj], cfg, source), flags)
+            first = False
         on, bad = [], None
         for name in flags:
             v = _plain(obj.get(name))

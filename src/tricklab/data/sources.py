@@ -33,6 +33,7 @@ class Source:
     class_names: list[str] | None = None  # a datasets ClassLabel's names: the label ids' meaning
     sheet: str | None = None             # a workbook's sheet named for this split (sheet_sources)
     others: list[str] | None = None      # the train sheet's Source: the workbook's sheets not read (for a note)
+    given: bool = False                  # named by --dev/--test (not found in --data): never dropped
 
     def read(self, cfg: DataConfig, labelled: bool, problems: list[str], pair: bool | None = None) -> list[Row]:
         if self.path is not None and self.sheet is not None:

@@ -98,10 +98,14 @@ def eval_data(data: str | Path, data_cfg: DataConfig, split: str | None, sheet_s
 def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) -> list[Row]:
     rows = read_rows(ed.path, data_cfg, problems=found) if ed.path is not None else ed.source.read(data_cfg, True, found)
     flags = flag_names(getattr(rows, "columns", None))          # one 0/1 column per class: the run's classes
-    if flags is not None and mapped_names(flags, data_cfg.label_map) != lm.names:
-        found.append(f"{ed.name}: its 0/1 label columns ({', '.join(flags)}) are not the model's classes "
-                     f"({', '.join(lm.names)}); fix: give it those columns, in that order")
+    if flags is not None and set(mapped_names(flags, data_cfg.label_map)) != set(lm.names):
+        found.append(f"{ed.name}: its 0/1 label columns ({', '.join(flags)}) do not stand for the model's classes "
+                     f"({', '.join(lm.names)}); fix: give it one 0/1 column per class, named as in its training data")
         return []
+    if not rows and ed.source is not None and ed.source.sheet is not None and any(": no label column" in p
+                                                                                  for p in found):
+        found.append(f"{ed.name}: this sheet has no labels to score (texts to predict); fix: --split NAME for a "
+                     f"labelled sheet, e.g. --split dev")
     relabel(rows, data_cfg.label_map, data_cfg.label_sep, Counter(), multi=lm.task == "multi_label")  # as train did
     names = ed.source.class_names if ed.source is not None else None
     if names and lm.task == "single_label" and not lm.from_ids:   # ClassLabel ids -> their names, the run's labels
