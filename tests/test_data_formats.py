@@ -821,6 +821,11 @@ def test_multi_label_from_one_0_1_column_per_class(tmp_path, capsys):
     pq.write_table(pa.Table.from_pandas(df), tmp_path / "t.parquet")
     other = load_data(listed, tmp_path / "t.parquet")
     assert other.label_map.names == FLAG_NAMES and len(other.train) + len(other.dev) == 40
+    upper = load_data(load_config(None, ['data.label_column=' + json.dumps([n.upper() for n in FLAG_NAMES])]),
+                      tmp_path / "t.parquet")                                # names in any case, as in a CSV
+    assert upper.label_map.names == FLAG_NAMES and upper.train.labels == other.train.labels
+    with pytest.raises(DataError, match=r"data.label_column lists 'toxik': no such column .*did you mean 'toxic'"):
+        load_data(load_config(None, ["data.label_column=[toxik, obscene]"]), tmp_path / "t.parquet")
     mapped = load_data(load_config(None, ['data.label_map={toxic: bad, insult: bad}']), tsv)
     assert mapped.label_map.names == ["bad", "severe_toxic", "obscene", "threat", "identity_hate"]
     name_of = {r.text: sorted(mapped.label_map.names[i] for i in lab)

@@ -848,13 +848,17 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
             raise DataError(f"{source}: data.label_column={json.dumps(flags, ensure_ascii=False)}: an index past the "
                             f"{len(columns)} columns ({', '.join(columns)}); fix: a name or a 0-based index below "
                             f"{len(columns)}")
-        flags = [columns[c] if isinstance(c, int) and columns else str(c) for c in flags]
+        low = {str(c).lower(): c for c in reversed(columns or [])}           # names in any case, as CSV reads them
+        flags = [columns[c] if isinstance(c, int) and columns else low.get(str(c).lower(), str(c)) for c in flags]
         if len(set(flags)) < len(flags):
             raise DataError(f"{source}: data.label_column names one column twice ({', '.join(flags)}); fix: list "
                             f"each 0/1 column once")
         missing = [c for c in flags if columns is not None and c not in columns]
         if missing:
-            raise column_not_found(source, "label", missing[0], columns or [], table=True)
+            close = difflib.get_close_matches(missing[0], columns or [], 1, 0.5)
+            raise DataError(f"{source}: data.label_column lists {missing[0]!r}: no such column (columns: "
+                            f"{', '.join(columns or [])})" + (f"; did you mean {close[0]!r}?" if close else "")
+                            + "; fix: list the 0/1 columns by their names")
         records = _record_flags(records, flags, source, unit, problems, dataclasses.replace(cfg, label_column=None))
         setting, cfg = cfg.label_column, dataclasses.replace(cfg, label_column=FLAGS_COLUMN)
         columns = None if columns is None else [*columns, FLAGS_COLUMN]
@@ -1011,7 +1015,8 @@ def read_table(path: Path, kind: str, comp: str | None, cfg: DataConfig, labelle
     names, batches = _table_source(path, kind, comp)
     flags = _label_names(cfg.label_column) if isinstance(cfg.label_column, list) else []
     roles = _roles(names, dataclasses.replace(cfg, label_column=None) if flags else cfg, str(path), table=True)
-    flags = [names[c] if isinstance(c, int) and 0 <= c < len(names) else c for c in flags]
+    low = {n.lower(): n for n in reversed(names)}
+    flags = [names[c] if isinstance(c, int) and 0 <= c < len(names) else low.get(str(c).lower(), c) for c in flags]
     used = [c for c in dict.fromkeys([*roles, *flags]) if c is not None and c in names]
 
     def records() -> Iterator[tuple[int, dict]]:
