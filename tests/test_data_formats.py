@@ -840,6 +840,10 @@ def test_multi_label_from_one_0_1_column_per_class(tmp_path, capsys):
     assert wb_.label_map.names == ["a", "b"] and wb_.columns["train"]["unused"] == ["extra"]
     assert {r.text: lab for r, lab in zip(wb_.train.rows + wb_.dev.rows, wb_.train.labels + wb_.dev.labels)} == {
         **{f"球赛{i}": [0] for i in range(6)}, **{f"股市{i}": [1] for i in range(6)}}
+    ids = tmp_path / "ids.csv"                          # an id column is never a class, whatever its values
+    ids.write_text("id,text,a,b\n" + "".join(f"{i % 2},球赛{i},1,0\n{i % 2},股市{i},0,1\n" for i in range(6)),
+                   encoding="utf-8")
+    assert load_data(Config(), ids).label_map.names == ["a", "b"]
     one = tmp_path / "one.csv"
     one.write_text("text,is_spam\n" + "".join(f"球赛{i},{i % 2}\n" for i in range(12)), encoding="utf-8")
     assert load_data(Config(), one).task == "single_label"
