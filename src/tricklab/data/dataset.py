@@ -19,8 +19,9 @@ from .columns import column_note, flag_names, role_columns
 from .invalid import InvalidRows, Skipped
 from .labels import (LabelMap, build_label_map, detect_task, encode_labels, mapped_names, read_class_file, relabel,
                      relabel_note, task_hint)
+from .excel import is_excel
 from .readers import COMPRESSED, Row
-from .sources import Source, is_path, resolve, sheet_sources
+from .sources import Source, is_path, resolve, sheet_sources, unlabelled
 
 # the file names a data folder's train/dev/test may have, in order of preference (the first found is read): every
 # extension readers.py reads, the ones added later after the first ones, so that no folder's choice changes
@@ -157,8 +158,8 @@ def data_sources(data: Any, dev: Any = None, test: Any = None, label_column: Any
         train_p, dev_p, test_p, cls = locate(data, dev if is_path(dev) else None, test if is_path(test) else None)
         found = {"train": Source(str(train_p), path=train_p)}
         found |= {r: Source(str(p), path=p) for r, p in (("dev", dev_p), ("test", test_p)) if p is not None}
-        given = {r: x for r, x in (("dev", dev), ("test", test))            # data, or a workbook's split
-                 if x is not None and (not is_path(x) or sheet_sources(x))}
+        given = {r: x for r, x in (("dev", dev), ("test", test))            # data, or a workbook (_one reads it)
+                 if x is not None and (not is_path(x) or is_excel(x))}
     else:
         given = {r: x for r, x in (("dev", dev), ("test", test)) if x is not None}
         cls = locate(data)[3] if found["train"].sheet is not None else None     # a class file beside the workbook
@@ -379,9 +380,7 @@ def _read_sources(srcs: dict[str, Source], d: Any, inv: InvalidRows, problems: l
             src = srcs[name]
             n = len(problems)
             raw[name] = inv.read(name, src.name, lambda f, src=src: src.read(d, True, f, pair=pair), problems)
-            if src.sheet is not None and not src.given and not raw[name] and any(
-                    ": no label column" in p or "data.label_column=" in p and ": column not found" in p
-                    for p in problems[n:]):
+            if src.sheet is not None and not src.given and not raw[name] and unlabelled(problems[n:]):
                 del problems[n:], raw[name], srcs[name]      # an unlabelled sheet: texts to predict, not a split
     return raw
 

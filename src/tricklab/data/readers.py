@@ -528,7 +528,7 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     if not labelled:
         li = None if header is None and ncols == 1 else li
     layout = ", ".join(n for n, i in sorted([("text", ti), ("text_b", bi), ("label", li)], key=lambda x: -1 if x[1] is None else x[1]) if i is not None)
-    sep_name = {"\t": "tab", ",": "comma", " ": "space"}.get(delim, repr(delim))
+    sep_name = _sep_name(delim)
     rows: list[Row] = []
     if labelled and li is None:
         raise DataError(f"{path}: no label column found ({ncols} column(s)); fix: set data.label_column "
@@ -557,6 +557,10 @@ def _read_delimited(path: Path, records: list[tuple[int, Any]], cfg: DataConfig,
     if header is None and labelled and cfg.header == "auto" and _header_read_as_data(rows, first_rec[0], cfg.label_sep):
         out.columns["suspect_header"] = {"where": f"{unit} {first_rec[0]}", "label": rows[0].label}
     return out
+
+
+def _sep_name(delim: str) -> str:
+    return {"\t": "tab", ",": "comma", " ": "space"}.get(delim, repr(delim))
 
 
 def _count_problem(where: str, n: int, sep_name: str, layout: str, rec: Any, delim: str, found: int) -> str:
@@ -596,6 +600,7 @@ def _headerless(path: Path, first: list[str], records: Iterator[tuple[int, Any]]
 
 FLAG_ON = {"1", "1.0", "true", "yes", "y"}
 FLAG_OFF = {"0", "0.0", "false", "no", "n", ""}
+FLAG_VALUES = FLAG_ON | FLAG_OFF
 FLAGS_COLUMN = "labels (0/1 columns)"
 
 
@@ -605,9 +610,8 @@ FLAGS_HINT = " (or, one 0/1 column per class: --set 'data.label_column=[NAME, NA
 def _flag_like(values: list[str]) -> bool:
     """A 0/1 label column's sampled values (lower-case, stripped): numbers or empty, nine in ten 0/1 (a stray -1
     or 2 is then a row problem); a word (`maybe`, a remark) makes it no 0/1 column."""
-    ok = sum(v in FLAG_ON or v in FLAG_OFF for v in values)
-    return bool(values) and ok >= 0.9 * len(values) and all(v in FLAG_ON or v in FLAG_OFF or _is_float(v)
-                                                            for v in values)
+    ok = sum(v in FLAG_VALUES for v in values)
+    return bool(values) and ok >= 0.9 * len(values) and all(v in FLAG_VALUES or _is_float(v) for v in values)
 
 
 def _check_flags(path: Path, header: list[str], flags: list[int | None], taken: tuple[int | None, ...],
@@ -642,36 +646,33 @@ def _flag_columns(path: Path, header: list[str], records: Iterator[tuple[int, An
     `yes`/`no`; empty is 0), nine in ten at least. A value that is neither is a row problem. ([], header, records)
     when there are none."""
     n = len(header)
+    sample, records = _peek(records)
+    cells = [c for c in (split(rec, n) for _, rec in sample) if len(c) == n]
     if isinstance(cfg.label_column, list):
         flags = [_pick(header, c, (), path, "label", f"{unit} 1") for c in cfg.label_column]
         _check_flags(path, header, flags, taken, cfg.label_column)
-        sample, records = _peek(records)
-        cells = [c for c in (split(rec, n) for _, rec in sample) if len(c) == n]
         words = [header[i] for i in flags                                   # mostly not 0/1: a mistake
-                 if cells and sum(c[i].strip().lower() in FLAG_ON | FLAG_OFF for c in cells) < len(cells) / 2]
+                 if cells and sum(c[i].strip().lower() in FLAG_VALUES for c in cells) < len(cells) / 2]
         if words:       # an id or text column listed by mistake: one error, not one per row
             raise DataError(f"{path}: data.label_column lists {words[0]!r}, whose values are not 0/1 (e.g. "
                             f"{_short(cells[0][header.index(words[0])].strip())}); fix: leave it out of the list")
     else:
-        sample, records = _peek(records)
-        cells = [c for c in (split(rec, n) for _, rec in sample) if len(c) == n]
         left = [i for i in range(n) if i not in taken and not _id_like(header[i])
                 and any(c[i].strip() for c in cells)]                       # an empty column carries nothing
         flags = [i for i in left if _flag_like([c[i].strip().lower() for c in cells])]
         if len(flags) < 2 or len(flags) < len(left):    # another column left may be the label: no guess
             return [], header, records
     names = [header[i].strip() for i in flags]
+    sep, layout = _sep_name(delim), ", ".join(header)
 
     def fold() -> Iterator[tuple[int, Any]]:
         for line, rec in records:
             cells = split(rec, n)
             if len(cells) != n:
-                sep = {"\t": "tab", ",": "comma"}.get(delim, repr(delim))
-                problems.append(_count_problem(f"{path} {unit} {line}", n, sep, ", ".join(header), rec, delim,
-                                               len(cells)))
+                problems.append(_count_problem(f"{path} {unit} {line}", n, sep, layout, rec, delim, len(cells)))
                 continue
             values = [cells[i].strip().lower() for i in flags]
-            bad = next((j for j, v in enumerate(values) if v not in FLAG_ON | FLAG_OFF), None)
+            bad = next((j for j, v in enumerate(values) if v not in FLAG_VALUES), None)
             if bad is not None:
                 problems.append(f"{path} {unit} {line}: label column {names[bad]!r} holds "
                                 f"{_short(cells[flags[bad]].strip())}: expected 0 or 1 (1: the class applies); fix: "
@@ -848,8 +849,7 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
             raise DataError(f"{source}: data.label_column={json.dumps(flags, ensure_ascii=False)}: an index past the "
                             f"{len(columns)} columns ({', '.join(columns)}); fix: a name or a 0-based index below "
                             f"{len(columns)}")
-        low = {str(c).lower(): c for c in reversed(columns or [])}           # names in any case, as CSV reads them
-        flags = [columns[c] if isinstance(c, int) and columns else low.get(str(c).lower(), str(c)) for c in flags]
+        flags = _flag_keys(flags, columns or [])
         if len(set(flags)) < len(flags):
             raise DataError(f"{source}: data.label_column names one column twice ({', '.join(flags)}); fix: list "
                             f"each 0/1 column once")
@@ -864,7 +864,6 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
         columns = None if columns is None else [*columns, FLAGS_COLUMN]
     if columns is not None:
         roles = _roles(columns, cfg, source, table=True)
-        _not_flags(source, roles, flags)
         rows.columns = column_choice(source, columns, columns, cfg, len(columns), {
             role: None if c is None else columns.index(c) for role, c in zip(("text", "text_b", "label", "soft_label"), roles)})
         if roles[0] is None:
@@ -883,7 +882,6 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
             keys = tuple(obj)
             if keys not in cache:
                 cache[keys] = _roles([str(k) for k in keys], cfg, where)
-                _not_flags(source, cache[keys], flags)
         tk, bk, lk, sk = roles or cache[keys]
         row = _record_row(obj, tk, bk, lk, sk, where, labelled, problems, columns is None)
         if row is not None:
@@ -901,6 +899,14 @@ def records_to_rows(records: Iterable[tuple[int, Any]], source: str, unit: str, 
     if not rows and len(problems) == n_problems:
         problems.append(f"{source}: no examples" + (": it needs one JSON object per line" if unit == "line" else ""))
     return rows
+
+
+def _flag_keys(flags: list[Any], columns: list[str]) -> list[str]:
+    """data.label_column as a list -> the column names it means: an index into `columns`, a name in any case (as a
+    CSV header is matched); a name no column has stays as it is (the caller names the problem)."""
+    low = {str(c).lower(): c for c in reversed(columns)}
+    return [columns[c] if isinstance(c, int) and 0 <= c < len(columns) else low.get(str(c).lower(), str(c))
+            for c in flags]
 
 
 def _not_flags(source: str, roles: tuple[str | None, ...], flags: list[str]) -> None:
@@ -1015,8 +1021,7 @@ def read_table(path: Path, kind: str, comp: str | None, cfg: DataConfig, labelle
     names, batches = _table_source(path, kind, comp)
     flags = _label_names(cfg.label_column) if isinstance(cfg.label_column, list) else []
     roles = _roles(names, dataclasses.replace(cfg, label_column=None) if flags else cfg, str(path), table=True)
-    low = {n.lower(): n for n in reversed(names)}
-    flags = [names[c] if isinstance(c, int) and 0 <= c < len(names) else low.get(str(c).lower(), c) for c in flags]
+    flags = _flag_keys(flags, names)
     used = [c for c in dict.fromkeys([*roles, *flags]) if c is not None and c in names]
 
     def records() -> Iterator[tuple[int, dict]]:

@@ -201,6 +201,11 @@ def sheet_sources(data: Any) -> dict[str, Source]:
     return out
 
 
+def unlabelled(problems: list[str]) -> bool:
+    """Whether reading a workbook's split sheet failed for want of a label column (texts to predict, not a split)."""
+    return any(": no label column" in p or "data.label_column=" in p and ": column not found" in p for p in problems)
+
+
 def resolve(data: Any, label_column: Any = None) -> dict[str, Source] | None:
     """Sources by split for everything that is not a plain file or folder of files (None: leave it to locate)."""
     got = _loaded(data)

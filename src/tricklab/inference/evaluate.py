@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig, from_dict, load_config
-from ..data.invalid import InvalidRows, skipped_note, write_skipped
 from ..data.columns import flag_names
+from ..data.invalid import InvalidRows, skipped_note, write_skipped
 from ..data.labels import LabelMap, encode_labels, mapped_names, relabel
 from ..data.readers import Row, read_rows
+from ..data.sources import unlabelled
 from ..errors import ConfigError, DataError, TrickLabError
 from ..runfiles import write_json
 from ..evaluation.metrics import compute_run_metrics
@@ -102,8 +103,7 @@ def _read(ed: EvalData, data_cfg: DataConfig, lm: LabelMap, found: list[str]) ->
         found.append(f"{ed.name}: its 0/1 label columns ({', '.join(flags)}) do not stand for the model's classes "
                      f"({', '.join(lm.names)}); fix: give it one 0/1 column per class, named as in its training data")
         return []
-    if not rows and ed.source is not None and ed.source.sheet is not None and any(": no label column" in p
-                                                                                  for p in found):
+    if not rows and ed.source is not None and ed.source.sheet is not None and unlabelled(found):
         found.append(f"{ed.name}: this sheet has no labels to score (texts to predict); fix: --split NAME for a "
                      f"labelled sheet, e.g. --split dev")
     relabel(rows, data_cfg.label_map, data_cfg.label_sep, Counter(), multi=lm.task == "multi_label")  # as train did
